@@ -1,0 +1,229 @@
+"""The ``hybrid`` command line: index build/list/info/delete, search, serve, eval.
+
+Every user error ends in one line ``hybrid: error: ...`` and exit status 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from retrieval.settings import Settings
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from indexes.builder import BuildError
+    from indexes.corpus import CorpusError
+    from indexes.faiss_backend import FaissBuildError
+    from indexes.layout import IndexBusyError, IndexNameError, IndexNotFoundError
+    from indexes.lucene_backend import LuceneBuildError
+    from indexes.manifest import ManifestError
+    from retrieval.fusion import FusionError
+    from retrieval.jvm import JavaUnavailableError
+    from retrieval.models import ModelError
+    from retrieval.pipeline import SearchError
+
+    return (BuildError, CorpusError, FaissBuildError, IndexBusyError, IndexNameError, IndexNotFoundError,
+            LuceneBuildError, ManifestError, FusionError, JavaUnavailableError, ModelError, SearchError)
+
+
+def _settings(index_root: Path | None, **overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if index_root is not None:
+        values["index_root"] = index_root
+    return Settings(**values)
+
+
+def _root(settings: Settings):  # type: ignore[no-untyped-def]
+    from indexes.layout import IndexRoot
+
+    return IndexRoot(settings.index_root)
+
+
+index_root_option = click.option(
+    "--index-root", type=click.Path(path_type=Path), default=None,
+    help="Folder holding the indexes (default: $HYBRID_INDEX_ROOT, else the user data folder).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="hybrid-retrieval")
+def cli() -> None:
+    """Hybrid sparse/dense retrieval: SPLADE and BM25 on Lucene, dense on FAISS, fused."""
+
+
+@cli.group()
+def index() -> None:
+    """Build and manage indexes."""
+
+
+@index.command("build")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Index name (letters, digits, '.', '_', '-').")
+@click.option("--retrievers", default="bm25,splade,dense", show_default=True, help="Comma-separated subset.")
+@index_root_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Encoder/FAISS device.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Encoder batch size.")
+@click.option("--faiss", "faiss_factory", default=None, help="FAISS factory string (Flat, HNSW32, IVF256,Flat, IVF256,PQ16).")
+@click.option("--sparse-model", default=None, help="SPLADE model: built-in name, folder or hub id.")
+@click.option("--dense-model", default=None, help="Dense model: built-in name, folder or hub id.")
+@click.option("--splade-scale", type=click.FloatRange(min=0, min_open=True), default=None, help="Impact quantization factor.")
+@click.option("--splade-top-k", type=click.IntRange(min=1), default=None, help="Keep the top-k terms per document.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Lucene indexing threads.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def index_build(corpus: Path, name: str, retrievers: str, index_root: Path | None, device: str | None,
+                batch_size: int | None, faiss_factory: str | None, sparse_model: str | None, dense_model: str | None,
+                splade_scale: float | None, splade_top_k: int | None, threads: int | None, quiet: bool) -> None:
+    """Index CORPUS (BEIR corpus.jsonl[.gz] or a BEIR dataset folder) as NAME."""
+    from indexes.builder import BuildOptions, build_index, parse_retrievers
+
+    settings = _settings(index_root, device=device, batch_size=batch_size, faiss_factory=faiss_factory,
+                         sparse_model=sparse_model, dense_model=dense_model, splade_scale=splade_scale,
+                         splade_doc_top_k=splade_top_k, threads=threads)
+    options = BuildOptions(
+        retrievers=parse_retrievers(retrievers), device=settings.resolved_device(), batch_size=settings.batch_size,
+        sparse_model=settings.sparse_model, dense_model=settings.dense_model, faiss_factory=settings.faiss_factory,
+        splade_scale=settings.splade_scale, splade_doc_top_k=settings.splade_doc_top_k, threads=settings.threads,
+        progress=not quiet,
+    )
+    manifest = build_index(corpus, name, _root(settings), options)
+    click.echo(f"built {name!r}: {manifest.doc_count} documents -> {_root(settings).path(name)}")
+    click.echo(f"{'retriever':<10}{'seconds':>10}{'docs/s':>10}{'encode s':>10}{'index s':>10}{'size MiB':>10}")
+    for r in manifest.retrievers.values():
+        rate = manifest.doc_count / r.build_seconds if r.build_seconds else float("inf")
+        click.echo(f"{r.name:<10}{r.build_seconds:>10.1f}{rate:>10.1f}{r.encode_seconds:>10.1f}"
+                   f"{r.index_seconds:>10.1f}{r.size_bytes / 2**20:>10.2f}")
+
+
+@index.command("list")
+@index_root_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+def index_list(index_root: Path | None, as_json: bool) -> None:
+    """List the indexes under the index root."""
+    from indexes.manifest import Manifest
+
+    root = _root(_settings(index_root))
+    rows = []
+    for name in root.names():
+        m = Manifest.read(root.resolve(name))
+        rows.append({"name": name, "documents": m.doc_count, "retrievers": list(m.retrievers),
+                     "size_bytes": m.size_bytes, "created": m.created})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no indexes under {root.root}")
+        return
+    click.echo(f"{'name':<24}{'docs':>10}{'size MiB':>10}  {'retrievers':<20}created")
+    for r in rows:
+        click.echo(f"{r['name']:<24}{r['documents']:>10}{r['size_bytes'] / 2**20:>10.2f}  "
+                   f"{','.join(r['retrievers']):<20}{r['created']}")
+
+
+@index.command("info")
+@click.argument("name")
+@index_root_option
+def index_info(name: str, index_root: Path | None) -> None:
+    """Print the manifest of NAME as JSON."""
+    from indexes.manifest import Manifest
+
+    click.echo(Manifest.read(_root(_settings(index_root)).resolve(name)).to_json())
+
+
+@index.command("delete")
+@click.argument("name")
+@index_root_option
+def index_delete(name: str, index_root: Path | None) -> None:
+    """Delete NAME and its files."""
+    root = _root(_settings(index_root))
+    with root.lock(name):
+        root.delete(name)
+    click.echo(f"deleted {name!r}")
+
+
+def parse_weights(spec: str | None) -> dict[str, float] | None:
+    """``splade=0.6,dense=0.4`` -> {"splade": 0.6, "dense": 0.4}."""
+    if not spec:
+        return None
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            weights[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{part!r} is not NAME=NUMBER", param_hint="--weights")
+    return weights
+
+
+@cli.command("search")
+@click.argument("name")
+@click.argument("query")
+@click.option("--k", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option("--retrievers", default=None, help="Comma-separated subset (default: all in the index).")
+@click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True)
+@click.option("--rrf-k", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--weights", default=None, help="Per-retriever weights, e.g. splade=0.6,dense=0.4.")
+@click.option("--normalization", type=click.Choice(["minmax", "zscore"]), default="minmax", show_default=True)
+@click.option("--depth", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Candidates per retriever.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@index_root_option
+def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, rrf_k: int, weights: str | None,
+           normalization: str, depth: int, as_json: bool, device: str | None, index_root: Path | None) -> None:
+    """Search index NAME for QUERY."""
+    from dataclasses import asdict
+
+    from retrieval.fusion import FusionConfig
+    from retrieval.pipeline import Searcher
+
+    settings = _settings(index_root, device=device)
+    chosen = [r.strip() for r in retrievers.split(",") if r.strip()] if retrievers else None
+    searcher = Searcher.open(_root(settings).resolve(name), device=settings.resolved_device(), retrievers=chosen,
+                             threads=settings.threads)
+    config = FusionConfig(method=fusion, rrf_k=rrf_k, weights=parse_weights(weights), normalization=normalization)  # type: ignore[arg-type]
+    result = searcher.search(query, k=k, fusion=config, depth=depth, explain=True, include_text=True)
+    if as_json:
+        click.echo(json.dumps({"query": query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
+                               "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
+        return
+    names = result.retrievers
+    header = f"{'rank':>4}  {'id':<14}{'score':>10}  " + "".join(f"{n + ' (rank)':>14}" for n in names) + "  title"
+    click.echo(header)
+    for hit in result.hits:
+        cells = ""
+        for n in names:
+            source = (hit.explain or {}).get(n)
+            cells += f"{'-' if source is None else str(source.rank):>14}"
+        title = (hit.title or hit.text or "").replace("\n", " ")[:60]
+        click.echo(f"{hit.rank:>4}  {hit.id:<14}{hit.score:>10.4f}  {cells}  {title}")
+    click.echo(f"{len(result.hits)} hits in {result.took_ms:.1f} ms ({', '.join(names)})")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    errors = _user_errors()
+    try:
+        cli.main(prog_name="hybrid", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("hybrid: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except errors as exc:
+        click.echo(f"hybrid: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("hybrid: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

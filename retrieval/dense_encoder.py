@@ -1,0 +1,48 @@
+"""Dense encoding with sentence-transformers: L2-normalized float32 vectors.
+
+Normalizing here makes FAISS inner product equal to cosine similarity for every index type.
+``encode_query``/``encode_document`` apply the model's own prompts (e5, bge, ...) when it has them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from retrieval.models import ResolvedModel
+
+
+class DenseEncoder:
+    def __init__(self, model: ResolvedModel, device: str = "cpu", max_length: int | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model_info = model
+        self.device = device
+        self._model = SentenceTransformer(str(model.path), device=device)
+        if max_length is not None:
+            self._model.max_seq_length = max_length
+        if device.startswith("cuda"):
+            self._model.half()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dimension = int(get_dim() or 0)
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int) -> np.ndarray:
+        fn = self._model.encode_query if query else self._model.encode_document
+        with self._lock:
+            vectors = fn(
+                list(texts),
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return self._encode(texts, query=False, batch_size=batch_size)
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return self._encode(texts, query=True, batch_size=batch_size)

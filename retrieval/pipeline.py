@@ -1,0 +1,177 @@
+"""The hybrid searcher: opens an index folder, runs any subset of its retrievers, fuses the results.
+
+This is the library API the service and the evaluation harness share, so both see exactly the
+same rankings for the same request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from indexes.docstore import DocStore
+from indexes.manifest import Manifest
+from retrieval.fusion import FusedDoc, FusionConfig, RetrieverScore, ScoredDoc, fuse
+from retrieval.models import ModelError, ResolvedModel, resolve_model
+from retrieval.searchers import Bm25Searcher, DenseSearcher, RetrieverSearcher, SpladeSearcher
+from retrieval.sparse_encoder import Quantization
+
+
+class SearchError(ValueError):
+    """A request the index cannot answer as asked; the message says what to fix."""
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    rank: int
+    title: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+    explain: dict[str, RetrieverScore | None] | None = None
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    retrievers: list[str]
+    took_ms: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SearchRequest:
+    k: int = 10
+    retrievers: Sequence[str] | None = None
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    depth: int = 100
+    explain: bool = False
+    include_text: bool = False
+
+
+def _check_model(manifest: Manifest, retriever: str) -> ResolvedModel:
+    info = manifest.retrievers[retriever]
+    assert info.model_id is not None
+    model = resolve_model(info.model_id)
+    if info.weights_sha256 and model.weights_sha256 != info.weights_sha256:
+        raise ModelError(
+            f"index {manifest.name!r}: the {retriever} model {info.model_id!r} has other weights than the ones "
+            "the index was built with; rebuild the index or restore the model"
+        )
+    return model
+
+
+class Searcher:
+    def __init__(self, folder: Path, manifest: Manifest, store: DocStore, searchers: dict[str, RetrieverSearcher], threads: int) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.store = store
+        self.searchers = searchers
+        self.threads = threads
+
+    @classmethod
+    def open(cls, folder: Path, device: str = "cpu", batch_size: int = 32, threads: int = 2,
+             retrievers: Sequence[str] | None = None) -> Searcher:
+        """Open an index folder; only ``retrievers`` (default: all the index has) are loaded."""
+        from retrieval.dense_encoder import DenseEncoder
+        from retrieval.sparse_encoder import SpladeEncoder
+
+        folder = Path(folder).resolve()
+        manifest = Manifest.read(folder)
+        store = DocStore.open(folder)
+        wanted = list(retrievers) if retrievers is not None else list(manifest.retrievers)
+        missing = [r for r in wanted if r not in manifest.retrievers]
+        if missing:
+            raise SearchError(f"index {manifest.name!r} has no {missing[0]!r} retriever; it has {', '.join(manifest.retrievers)}")
+        searchers: dict[str, RetrieverSearcher] = {}
+        for name in wanted:
+            info = manifest.retrievers[name]
+            if name == "bm25":
+                searchers[name] = Bm25Searcher(folder / name, k1=info.parameters["k1"], b=info.parameters["b"])
+            elif name == "splade":
+                encoder = SpladeEncoder(_check_model(manifest, name), device=device)
+                quant = Quantization(scale=float(info.parameters["scale"]))
+                searchers[name] = SpladeSearcher(folder / name, encoder, quant, batch_size)
+            elif name == "dense":
+                dense = DenseEncoder(_check_model(manifest, name), device=device)
+                searchers[name] = DenseSearcher(folder / name, dense, store, device, batch_size)
+        return cls(folder, manifest, store, searchers, threads)
+
+    @property
+    def retrievers(self) -> list[str]:
+        return list(self.searchers)
+
+    def _validate(self, queries: Sequence[str], request: SearchRequest) -> list[str]:
+        if request.k < 1:
+            raise SearchError(f"k must be >= 1, got {request.k}")
+        if request.depth < 1:
+            raise SearchError(f"depth must be >= 1, got {request.depth}")
+        for i, query in enumerate(queries):
+            if not isinstance(query, str) or not query.strip():
+                raise SearchError(f"query {i} is empty; send some text to search for")
+        names = list(request.retrievers) if request.retrievers else self.retrievers
+        for name in names:
+            if name not in self.searchers:
+                raise SearchError(f"retriever {name!r} is not available in index {self.manifest.name!r}; "
+                                  f"choose from {', '.join(self.retrievers)}")
+        return list(dict.fromkeys(names))
+
+    def search(self, query: str, k: int = 10, **options: Any) -> SearchResult:
+        return self.batch_search([query], k=k, **options)[0]
+
+    def batch_search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        retrievers: Sequence[str] | None = None,
+        fusion: FusionConfig | None = None,
+        depth: int = 100,
+        explain: bool = False,
+        include_text: bool = False,
+    ) -> list[SearchResult]:
+        request = SearchRequest(k, retrievers, fusion or FusionConfig(), depth, explain, include_text)
+        names = self._validate(queries, request)
+        started = time.perf_counter()
+        fusing = len(names) > 1
+        per_retriever_depth = max(request.depth, request.k) if fusing else request.k
+        runs: dict[str, list[list[ScoredDoc]]] = {}
+        timings: dict[str, float] = {}
+        for name in names:
+            result = self.searchers[name].search(queries, per_retriever_depth, self.threads)
+            runs[name] = result.runs
+            timings[f"{name}_encode"] = result.encode_ms / len(queries)
+            timings[f"{name}_search"] = result.search_ms / len(queries)
+        fuse_started = time.perf_counter()
+        fused_lists = [self._fuse({n: runs[n][q] for n in names}, request.fusion, fusing) for q in range(len(queries))]
+        timings["fuse"] = (time.perf_counter() - fuse_started) * 1000.0 / len(queries)
+        docs = self.store.get({d.doc_id for fl in fused_lists for d in fl[: request.k]}) if include_text else {}
+        took = (time.perf_counter() - started) * 1000.0 / len(queries)
+        results = []
+        for fused in fused_lists:
+            hits = []
+            for rank, doc in enumerate(fused[: request.k], start=1):
+                hit = Hit(id=doc.doc_id, score=doc.score, rank=rank)
+                if explain:
+                    hit.explain = {n: doc.sources.get(n) for n in names}
+                if include_text and doc.doc_id in docs:
+                    stored = docs[doc.doc_id]
+                    hit.title, hit.text, hit.metadata = stored.title, stored.text, stored.metadata
+                hits.append(hit)
+            results.append(SearchResult(hits=hits, retrievers=names, took_ms=took, timings_ms=dict(timings)))
+        return results
+
+    @staticmethod
+    def _fuse(runs: Mapping[str, list[ScoredDoc]], config: FusionConfig, fusing: bool) -> list[FusedDoc]:
+        if not fusing:
+            (name, run), = runs.items()
+            return [FusedDoc(d.doc_id, d.score, {name: RetrieverScore(i, d.score)}) for i, d in enumerate(run, start=1)]
+        return fuse(runs, config)
+
+    def close(self) -> None:
+        for searcher in self.searchers.values():
+            searcher.close()
+        self.store.close()

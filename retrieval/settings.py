@@ -1,0 +1,92 @@
+"""One typed settings object for the whole service: env vars ``HYBRID_*`` and an optional file.
+
+Precedence (highest first): explicit constructor arguments (CLI flags), environment variables,
+the TOML or JSON file named by ``HYBRID_CONFIG``, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_SPARSE_MODEL = "splade-tiny"
+DEFAULT_DENSE_MODEL = "all-MiniLM-L6-v2"
+
+
+def default_index_root() -> Path:
+    return Path(platformdirs.user_data_dir("hybrid-retrieval")) / "indexes"
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by HYBRID_CONFIG (``.toml`` or ``.json``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("HYBRID_CONFIG")
+        self._data: dict[str, Any] = {}
+        if path:
+            file = Path(path)
+            if not file.is_file():
+                raise ValueError(f"HYBRID_CONFIG points at {path!r}, which is not a file")
+            text = file.read_text()
+            self._data = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HYBRID_", extra="ignore")
+
+    index_root: Path = Field(default_factory=default_index_root, description="Folder holding the indexes.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where encoders and FAISS run.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Encoder batch size.")
+    sparse_model: str = Field(DEFAULT_SPARSE_MODEL, description="SPLADE model: built-in name, path or hub id.")
+    dense_model: str = Field(DEFAULT_DENSE_MODEL, description="Dense model: built-in name, path or hub id.")
+    faiss_factory: str = Field("Flat", description="FAISS index factory string for dense indexes.")
+    splade_scale: float = Field(100.0, gt=0, description="Quantization factor: impact = round(weight * scale).")
+    splade_doc_top_k: int | None = Field(None, ge=1, description="Keep at most this many terms per document.")
+    threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    depth: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
+    rrf_k: int = Field(60, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys; empty means no auth.")
+    max_batch_queries: int = Field(1000, ge=1)
+    max_query_chars: int = Field(10_000, ge=1)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ConfigFileSource(settings_cls)
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

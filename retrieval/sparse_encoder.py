@@ -1,0 +1,71 @@
+"""SPLADE encoding: log(1 + ReLU(MLM logits)), max-pooled over tokens, then integer impacts.
+
+Lucene impact indexes store integer term frequencies, so weights are quantized with one scale
+factor for documents and queries alike; a hit's score is then exactly the dot product of the two
+quantized vectors, which the manifest's scale turns back into the float dot product if wanted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.models import ResolvedModel
+
+SparseVector = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    scale: float = 100.0
+    top_k: int | None = None  # keep the top_k heaviest terms (documents only)
+
+
+class SpladeEncoder:
+    """Wraps a sentence-transformers ``SparseEncoder`` and returns quantized term->impact maps."""
+
+    def __init__(self, model: ResolvedModel, device: str = "cpu", max_length: int | None = None) -> None:
+        from sentence_transformers import SparseEncoder
+
+        self.model_info = model
+        self.device = device
+        self._model = SparseEncoder(str(model.path), device=device)
+        if max_length is not None:
+            self._model.max_seq_length = max_length
+        if device.startswith("cuda"):
+            self._model.half()
+        tokenizer = self._model.tokenizer
+        self._vocab = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=object)
+        self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
+
+    def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int) -> list[dict[str, float]]:
+        fn = self._model.encode_query if query else self._model.encode_document
+        with self._lock:
+            tensor = fn(list(texts), batch_size=batch_size, convert_to_sparse_tensor=True, show_progress_bar=False)
+        tensor = tensor.coalesce().cpu()
+        rows, cols = tensor.indices().numpy()
+        values = tensor.values().float().numpy()
+        out: list[dict[str, float]] = [{} for _ in texts]
+        for row, col, value in zip(rows.tolist(), cols.tolist(), values.tolist()):
+            out[row][self._vocab[col]] = value
+        return out
+
+    def encode_documents(self, texts: Sequence[str], quant: Quantization, batch_size: int = 32) -> list[SparseVector]:
+        return [quantize(v, quant) for v in self._encode(texts, query=False, batch_size=batch_size)]
+
+    def encode_queries(self, texts: Sequence[str], quant: Quantization, batch_size: int = 32) -> list[SparseVector]:
+        plain = Quantization(scale=quant.scale)
+        return [quantize(v, plain) for v in self._encode(texts, query=True, batch_size=batch_size)]
+
+
+def quantize(weights: dict[str, float], quant: Quantization) -> SparseVector:
+    """Round to integers, drop zeros, keep the ``top_k`` heaviest (ties by token for determinism)."""
+    impacts = {t: int(round(w * quant.scale)) for t, w in weights.items()}
+    impacts = {t: i for t, i in impacts.items() if i > 0}
+    if quant.top_k is not None and len(impacts) > quant.top_k:
+        kept = sorted(impacts.items(), key=lambda kv: (-kv[1], kv[0]))[: quant.top_k]
+        impacts = dict(kept)
+    return impacts
