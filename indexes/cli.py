@@ -206,6 +206,33 @@ def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, r
     click.echo(f"{len(result.hits)} hits in {result.took_ms:.1f} ms ({', '.join(names)})")
 
 
+@cli.command("serve")
+@index_root_option
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes; each loads every index.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+def serve(index_root: Path | None, host: str | None, port: int | None, workers: int | None, device: str | None) -> None:
+    """Serve every index under the index root over HTTP (REST API under /v1, docs at /docs)."""
+    import uvicorn
+
+    settings = _settings(index_root, host=host, port=port, workers=workers, device=device)
+    # Worker processes rebuild the settings from the environment; pass the resolved values on.
+    os.environ.update({"HYBRID_INDEX_ROOT": str(settings.index_root), "HYBRID_DEVICE": settings.device})
+    names = _root(settings).names()
+    if not names:
+        click.echo(f"warning: no indexes under {settings.index_root}; build one with 'hybrid index build'", err=True)
+    base = f"http://{settings.host}:{settings.port}"
+    example = names[0] if names else "NAME"
+    auth = " -H 'Authorization: Bearer $HYBRID_KEY'" if settings.api_keys else ""
+    click.echo(f"serving {len(names)} index(es) from {settings.index_root} on {base} (docs: {base}/docs)")
+    click.echo("try:")
+    click.echo(f"  curl -s {base}/v1/indexes/{example}/search{auth} -H 'Content-Type: application/json' "
+               "-d '{\"query\": \"heat transfer in laminar boundary layers\", \"k\": 5, \"explain\": true}'")
+    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level="info")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     errors = _user_errors()

@@ -1,0 +1,34 @@
+# Set-up and the two entry points README.md starts with: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+INDEX_ROOT ?= data/indexes
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo index serve test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Index the bundled Cranfield corpus with all three retrievers (once), then serve it.
+$(INDEX_ROOT)/cranfield/manifest.json: | $(BIN)/.installed
+	$(BIN)/hybrid index build eval/datasets/cranfield --name cranfield --index-root $(INDEX_ROOT)
+
+index: $(INDEX_ROOT)/cranfield/manifest.json
+
+demo: index
+	$(BIN)/hybrid serve --index-root $(INDEX_ROOT) --host $(HOST) --port $(PORT)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) data build *.egg-info
