@@ -1,0 +1,70 @@
+"""Single-query HTTP latency of a running server: p50/p95/p99 over a BEIR queries file.
+
+    python -m eval.bench.http_latency --url http://127.0.0.1:8000 --index cranfield \
+        --queries eval/datasets/cranfield/queries.jsonl.gz --out reports/http_latency.json
+
+Queries are sent one at a time (no concurrency), after a warm-up, so the numbers are the latency a
+single client sees; the JSON report records the request body and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+
+from indexes.corpus import read_jsonl_objects
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--index", required=True)
+    parser.add_argument("--queries", type=Path, required=True)
+    parser.add_argument("--retrievers", default="bm25,splade,dense")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    queries = [obj["text"] for _, obj in read_jsonl_objects(args.queries)][: args.limit]
+    body = {"k": args.k, "retrievers": args.retrievers.split(","), "fusion": {"method": "rrf"}}
+    url = f"{args.url}/v1/indexes/{args.index}/search"
+    latencies: list[float] = []
+    server_ms: list[float] = []
+    with httpx.Client(timeout=60) as client:
+        for query in queries[: args.warmup]:
+            client.post(url, json={**body, "query": query}).raise_for_status()
+        for query in queries:
+            started = time.perf_counter()
+            response = client.post(url, json={**body, "query": query})
+            latencies.append((time.perf_counter() - started) * 1000.0)
+            response.raise_for_status()
+            server_ms.append(response.json()["took_ms"])
+    report = {
+        "url": url, "request": body, "queries": len(latencies),
+        "http_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
+                    "mean": statistics.fmean(latencies)},
+        "server_took_ms": {"p50": percentile(server_ms, 50), "p95": percentile(server_ms, 95)},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    }
+    print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The real server over real HTTP: a uvicorn subprocess on a free loopback port, on a real index."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+QUERY = "heat transfer in laminar boundary layers"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "indexes.cli", "serve", "--index-root", str(root), "--port", str(self.port)],
+            env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        headers = {"Authorization": f"Bearer {env['HYBRID_API_KEYS'].split(',')[0]}"} if env else {}
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else "server died"
+            try:
+                if httpx.get(f"{self.url}/v1/ready", headers=headers, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError("server not ready in time")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(index_root: Path) -> Iterator[Server]:
+    s = Server(index_root)
+    yield s
+    s.stop()
+
+
+def test_health_ready_indexes(server: Server) -> None:
+    assert httpx.get(f"{server.url}/v1/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/v1/ready").json()
+    assert ready["ready"] is True and ready["indexes"] == ["small"]
+    listed = httpx.get(f"{server.url}/v1/indexes").json()["indexes"]
+    assert [i["name"] for i in listed] == ["small"]
+    info = httpx.get(f"{server.url}/v1/indexes/small").json()
+    assert info["documents"] == 60
+    assert {r["name"] for r in info["retrievers"]} == {"bm25", "splade", "dense"}
+    assert all(r["size_bytes"] > 0 for r in info["retrievers"])
+
+
+def test_search_equals_library(server: Server, searcher) -> None:  # type: ignore[no-untyped-def]
+    from retrieval.fusion import FusionConfig
+
+    cases = [
+        ({}, {}),
+        ({"retrievers": ["splade", "dense"], "fusion": {"method": "weighted", "weights": {"splade": 0.7, "dense": 0.3},
+                                                       "normalization": "zscore"}},
+         {"retrievers": ["splade", "dense"], "fusion": FusionConfig("weighted", 60, {"splade": 0.7, "dense": 0.3}, "zscore")}),
+        ({"retrievers": ["bm25"]}, {"retrievers": ["bm25"]}),
+    ]
+    for body, kwargs in cases:
+        response = httpx.post(f"{server.url}/v1/indexes/small/search",
+                              json={"query": QUERY, "k": 7, "explain": True, "include_text": True, **body}, timeout=60)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        expected = searcher.search(QUERY, k=7, explain=True, **kwargs)
+        assert [h["id"] for h in data["hits"]] == [h.id for h in expected.hits]
+        assert [h["score"] for h in data["hits"]] == pytest.approx([h.score for h in expected.hits], rel=1e-5)
+        assert data["hits"][0]["text"] and set(data["hits"][0]["explain"]) == set(expected.retrievers)
+        assert data["took_ms"] > 0
+
+
+def test_batch_search(server: Server, searcher) -> None:  # type: ignore[no-untyped-def]
+    queries = [QUERY, "supersonic flutter", "similarity laws for models"]
+    data = httpx.post(f"{server.url}/v1/indexes/small/search/batch", json={"queries": queries, "k": 4}, timeout=60).json()
+    assert len(data["results"]) == 3
+    for query, result in zip(queries, data["results"]):
+        assert [h["id"] for h in result["hits"]] == [h.id for h in searcher.search(query, k=4).hits]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        ("/v1/indexes/nope/search", {"query": "x"}, 404, "no index named 'nope'"),
+        ("/v1/indexes/small/search", {"query": ""}, 422, "query"),
+        ("/v1/indexes/small/search", {"query": "   "}, 422, "empty"),
+        ("/v1/indexes/small/search", {"query": "x", "k": 0}, 422, "k"),
+        ("/v1/indexes/small/search", {"query": "x", "k": 1001}, 422, "k"),
+        ("/v1/indexes/small/search", {"query": "x", "retrievers": ["colbert"]}, 422, "retrievers"),
+        ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted", "weights": {"bm25": -1}}}, 422, "weights"),
+        ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted", "weights": {"bm25": 0, "dense": 0}}}, 422,
+         "greater than 0"),
+        ("/v1/indexes/small/search", {"query": "x" * 10_001}, 413, "limit is 10000"),
+        ("/v1/indexes/small/search", {"query": "x", "unknown": 1}, 422, "unknown"),
+        ("/v1/indexes/small/search/batch", {"queries": ["x"] * 1001}, 413, "limit is 1000"),
+        ("/v1/indexes/small/search/batch", {"queries": []}, 422, "queries"),
+    ],
+)
+def test_errors(server: Server, path: str, body: dict, status: int, fragment: str) -> None:
+    response = httpx.post(f"{server.url}{path}", json=body, timeout=60)
+    assert response.status_code == status, response.text
+    message = response.json()["error"]["message"]
+    assert fragment in message and "Traceback" not in message
+    assert not re.search(r"/(tmp|root|home|work|usr)/", message), message  # no file paths leak
+
+
+def test_nan_and_malformed_json(server: Server) -> None:
+    url = f"{server.url}/v1/indexes/small/search"
+    headers = {"Content-Type": "application/json"}
+    r = httpx.post(url, content='{"query": "x", "fusion": {"weights": {"bm25": NaN}}}', headers=headers)
+    assert r.status_code == 422 and "finite" in r.json()["error"]["message"]
+    r = httpx.post(url, content='{"query": ', headers=headers)
+    assert r.status_code == 422
+
+
+def test_lucene_syntax_is_plain_text(server: Server) -> None:
+    for query in ['wing AND "flow" (heat*', "title:wing~2 OR -boundary", "a:b\\ [x TO y] ^3 !"]:
+        r = httpx.post(f"{server.url}/v1/indexes/small/search", json={"query": query, "k": 3}, timeout=60)
+        assert r.status_code == 200, r.text
+
+
+def test_fifty_concurrent_requests(server: Server, searcher) -> None:  # type: ignore[no-untyped-def]
+    queries = [f"{QUERY} {i % 5}" for i in range(50)]
+    expected = {q: [h.id for h in searcher.search(q, k=5).hits] for q in set(queries)}
+
+    def call(q: str) -> tuple[str, int, list[str]]:
+        r = httpx.post(f"{server.url}/v1/indexes/small/search", json={"query": q, "k": 5}, timeout=120)
+        return q, r.status_code, [h["id"] for h in r.json().get("hits", [])]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(call, queries))
+    assert all(status == 200 for _, status, _ in results)
+    assert all(ids == expected[q] for q, _, ids in results)
+
+
+def test_metrics_and_openapi(server: Server) -> None:
+    httpx.post(f"{server.url}/v1/indexes/small/search", json={"query": QUERY}, timeout=60)
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'hybrid_requests_total{method="POST",route="/v1/indexes/{name}/search",status="200"}' in text
+    assert 'hybrid_index_documents{index="small"} 60.0' in text
+    assert "hybrid_search_stage_seconds_bucket" in text
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/v1/indexes/{name}/search" in spec["paths"]
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_api_keys(index_root: Path) -> None:
+    server = Server(index_root, env={"HYBRID_API_KEYS": "k1-secret,k2-secret"})
+    try:
+        url = f"{server.url}/v1/indexes/small/search"
+        assert httpx.get(f"{server.url}/v1/health").status_code == 200
+        assert httpx.post(url, json={"query": QUERY}).status_code == 401
+        assert httpx.post(url, json={"query": QUERY}, headers={"Authorization": "Bearer wrong"}).status_code == 403
+        for key in ("k1-secret", "k2-secret"):
+            assert httpx.post(url, json={"query": QUERY}, headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code == 200
+        assert httpx.get(f"{server.url}/v1/indexes").status_code == 401
+    finally:
+        server.stop()
