@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys; empty means no auth.")
     max_batch_queries: int = Field(1000, ge=1)
     max_query_chars: int = Field(10_000, ge=1)
+    micro_batch_max: int = Field(32, ge=1, le=1024, description="Concurrent single queries fused into one batch (1 = off).")
+    micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a lone query waits for company.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

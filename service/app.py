@@ -24,6 +24,7 @@ from retrieval.fusion import FusionConfig, FusionError
 from retrieval.pipeline import SearchError, SearchResult, Searcher
 from retrieval.settings import Settings
 from service import metrics
+from service.batcher import MicroBatcher
 from service.registry import Registry
 from service.schemas import (
     BatchSearchRequest,
@@ -75,13 +76,17 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     settings = settings or Settings()
     registry = registry or Registry(settings)
     stats = metrics.Metrics()
+    batcher = MicroBatcher(registry.executor, wait_ms=settings.micro_batch_wait_ms, max_batch=settings.micro_batch_max)
+    stats.watch_batcher(batcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(registry.executor, registry.load_all)
         stats.observe_registry(registry)
+        batcher.start()
         yield
+        await batcher.stop()
         registry.close()
 
     app = FastAPI(
@@ -164,13 +169,17 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         fusion = FusionConfig(method=options.fusion.method, rrf_k=options.fusion.rrf_k,
                               weights=options.fusion.weights, normalization=options.fusion.normalization)
 
-        def work() -> list[SearchResult]:
-            return searcher.batch_search(queries, k=options.k, retrievers=options.retrievers, fusion=fusion,
+        def work(batch: list[str]) -> list[SearchResult]:
+            return searcher.batch_search(batch, k=options.k, retrievers=options.retrievers, fusion=fusion,
                                          depth=options.depth, explain=options.explain,
                                          include_text=options.include_text)
 
         try:
-            results = await asyncio.get_running_loop().run_in_executor(registry.executor, work)
+            if len(queries) == 1 and settings.micro_batch_max > 1:
+                key = (name, options.model_dump_json(exclude={"query"}))
+                results = [await batcher.submit(queries[0], key, work)]
+            else:
+                results = await asyncio.get_running_loop().run_in_executor(registry.executor, work, queries)
         except (SearchError, FusionError) as exc:
             raise ApiError(422, str(exc)) from None
         for result in results:

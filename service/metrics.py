@@ -23,6 +23,13 @@ class Metrics:
         self.load = Gauge("hybrid_index_load_seconds", "Time to load an index and its models", ["index"],
                           registry=self.registry)
 
+    def watch_batcher(self, batcher: object) -> None:
+        batches = Gauge("hybrid_micro_batches", "Micro-batches run for single-query requests", registry=self.registry)
+        queries = Gauge("hybrid_micro_batched_queries", "Single-query requests answered in micro-batches",
+                        registry=self.registry)
+        batches.set_function(lambda: float(getattr(batcher, "batches")))
+        queries.set_function(lambda: float(getattr(batcher, "queries")))
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)

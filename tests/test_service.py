@@ -151,10 +151,18 @@ def test_fifty_concurrent_requests(server: Server, searcher) -> None:  # type: i
         r = httpx.post(f"{server.url}/v1/indexes/small/search", json={"query": q, "k": 5}, timeout=120)
         return q, r.status_code, [h["id"] for h in r.json().get("hits", [])]
 
+    def counter(name: str) -> float:
+        text = httpx.get(f"{server.url}/metrics").text
+        return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+    batches_before, queries_before = counter("hybrid_micro_batches"), counter("hybrid_micro_batched_queries")
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(call, queries))
     assert all(status == 200 for _, status, _ in results)
     assert all(ids == expected[q] for q, _, ids in results)
+    batches = counter("hybrid_micro_batches") - batches_before
+    assert counter("hybrid_micro_batched_queries") - queries_before == 50
+    assert batches < 50  # concurrent single queries shared encoder calls
 
 
 def test_metrics_and_openapi(server: Server) -> None:

@@ -3,8 +3,9 @@
     python -m eval.bench.http_latency --url http://127.0.0.1:8000 --index cranfield \
         --queries eval/datasets/cranfield/queries.jsonl.gz --out reports/http_latency.json
 
-Queries are sent one at a time (no concurrency), after a warm-up, so the numbers are the latency a
-single client sees; the JSON report records the request body and the machine.
+By default queries are sent one at a time after a warm-up, so the numbers are the latency a single
+client sees; ``--concurrency N`` runs N clients and adds throughput. The JSON report records the
+request body and the machine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import platform
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=1, help="Parallel clients (1 = latency of one client).")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -44,17 +47,28 @@ def main() -> None:
     url = f"{args.url}/v1/indexes/{args.index}/search"
     latencies: list[float] = []
     server_ms: list[float] = []
-    with httpx.Client(timeout=60) as client:
+    errors = 0
+    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=args.concurrency)) as client:
         for query in queries[: args.warmup]:
             client.post(url, json={**body, "query": query}).raise_for_status()
-        for query in queries:
+
+        def one(query: str) -> None:
+            nonlocal errors
             started = time.perf_counter()
             response = client.post(url, json={**body, "query": query})
             latencies.append((time.perf_counter() - started) * 1000.0)
-            response.raise_for_status()
+            if response.status_code != 200:
+                errors += 1
+                return
             server_ms.append(response.json()["took_ms"])
+
+        wall = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            list(pool.map(one, queries))
+        wall = time.perf_counter() - wall
     report = {
-        "url": url, "request": body, "queries": len(latencies),
+        "url": url, "request": body, "queries": len(latencies), "concurrency": args.concurrency, "errors": errors,
+        "queries_per_second": len(latencies) / wall,
         "http_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
                     "mean": statistics.fmean(latencies)},
         "server_took_ms": {"p50": percentile(server_ms, 50), "p95": percentile(server_ms, 95)},
