@@ -27,8 +27,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from retrieval.jvm import JavaUnavailableError
     from retrieval.models import ModelError
     from retrieval.pipeline import SearchError
+    from eval.metrics import MetricError
+    from eval.specs import SpecError
 
-    return (BuildError, CorpusError, FaissBuildError, IndexBusyError, IndexNameError, IndexNotFoundError,
+    return (MetricError, SpecError, BuildError, CorpusError, FaissBuildError, IndexBusyError, IndexNameError, IndexNotFoundError,
             LuceneBuildError, ManifestError, FusionError, JavaUnavailableError, ModelError, SearchError)
 
 
@@ -231,6 +233,68 @@ def serve(index_root: Path | None, host: str | None, port: int | None, workers: 
                "-d '{\"query\": \"heat transfer in laminar boundary layers\", \"k\": 5, \"explain\": true}'")
     uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level="info")
+
+
+@cli.group("eval")
+def eval_group() -> None:
+    """Evaluate on BEIR-format test collections."""
+
+
+@eval_group.command("beir")
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--retrievers", default="bm25,splade,dense", show_default=True, help="Single retrievers to score.")
+@click.option("--hybrid", "hybrids", multiple=True, help="Hybrid spec, repeatable: rrf:bm25+splade+dense, "
+              "weighted:splade=0.6,dense=0.4:minmax.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--metrics", default="ndcg@10,recall@100,recall@1000,mrr@10,map", show_default=True,
+              help="The first one is the leaderboard's and the significance tests' metric.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/beir"), show_default=True)
+@click.option("--self-hits", type=click.Choice(["auto", "remove", "keep"]), default="auto", show_default=True,
+              help="Drop documents retrieved for their own query id (auto: ArguAna and Quora, as BEIR).")
+@click.option("--tune", is_flag=True, help="Tune weighted hybrids' weights by k-fold CV; report held-out scores only.")
+@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None)
+@click.option("--faiss", "faiss_factory", default=None, help="FAISS factory for indexes this run builds.")
+@click.option("--sparse-model", default=None)
+@click.option("--dense-model", default=None)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@index_root_option
+def eval_beir(datasets: tuple[Path, ...], retrievers: str, hybrids: tuple[str, ...], split: str, metrics: str,
+              out: Path, self_hits: str, tune: bool, folds: int, device: str | None, batch_size: int | None,
+              faiss_factory: str | None, sparse_model: str | None, dense_model: str | None, quiet: bool,
+              index_root: Path | None) -> None:
+    """Index each BEIR DATASET folder once, run every method, and write runs, metrics and a leaderboard."""
+    import shlex
+    import time
+
+    from eval.harness import EvalOptions, evaluate_dataset, parse_methods
+    from eval.metrics import parse_metrics
+    from eval.report import write_reports
+    from indexes.builder import BuildOptions
+
+    settings = _settings(index_root, device=device, batch_size=batch_size, faiss_factory=faiss_factory,
+                         sparse_model=sparse_model, dense_model=dense_model)
+    options = EvalOptions(
+        methods=parse_methods([r.strip() for r in retrievers.split(",") if r.strip()], hybrids),
+        metrics=parse_metrics(metrics), out=out, index_root=settings.index_root, split=split,
+        self_hits=self_hits, tune=tune, folds=folds,  # type: ignore[arg-type]
+        build=BuildOptions(device=settings.resolved_device(), batch_size=settings.batch_size,
+                           sparse_model=settings.sparse_model, dense_model=settings.dense_model,
+                           faiss_factory=settings.faiss_factory, splade_scale=settings.splade_scale,
+                           threads=settings.threads, progress=not quiet),
+    )
+    started = time.perf_counter()
+    results = []
+    log: list[str] = []
+    for folder in datasets:
+        results += evaluate_dataset(folder, options, log)
+        click.echo(log[-1] if log else "", err=True)
+    wall = time.perf_counter() - started
+    command = "hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = write_reports(results, options.metrics[0].name, out, command, wall)
+    click.echo(report.read_text())
+    click.echo(f"reports in {out} ({wall:.1f} s)")
 
 
 def main() -> None:

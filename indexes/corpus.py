@@ -98,8 +98,9 @@ def iter_documents(path: Path) -> Iterator[Document]:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of the uncompressed content, so a corpus and its .gz copy are the same corpus."""
     digest = hashlib.sha256()
-    with resolve_corpus_file(path).open("rb") as handle:
+    with open_text_lines(resolve_corpus_file(path)) as handle:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()

@@ -1,0 +1,253 @@
+"""The BEIR harness: index once per dataset, batch-search every method, score, test, report.
+
+Single retrievers run through ``Searcher.batch_search`` at full depth; hybrids fuse those same
+runs with ``retrieval.fusion.fuse`` (the function the searcher itself uses), so a hybrid's numbers
+are the ones the service would return for that request, without searching twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from eval.beir_data import Dataset, load_dataset
+from eval.metrics import SELF_RETRIEVAL_DATASETS, Metric, Run, depth_needed, evaluate, mean, remove_self_hits
+from eval.significance import paired_randomization
+from eval.specs import MethodSpec, parse_spec
+from indexes.builder import BuildOptions, build_index
+from indexes.corpus import file_sha256
+from indexes.layout import IndexNotFoundError, IndexRoot
+from indexes.manifest import Manifest, ManifestError
+from retrieval.fusion import FusionConfig, ScoredDoc, fuse
+from retrieval.models import resolve_model
+from retrieval.pipeline import Searcher
+
+SelfHits = Literal["auto", "remove", "keep"]
+QUERY_CHUNK = 256
+
+
+@dataclass
+class EvalOptions:
+    methods: list[MethodSpec]
+    metrics: list[Metric]
+    out: Path
+    index_root: Path
+    build: BuildOptions
+    split: str = "test"
+    self_hits: SelfHits = "auto"
+    tune: bool = False
+    folds: int = 5
+    seed: int = 42
+    progress: bool = True
+
+
+@dataclass
+class MethodResult:
+    dataset: str
+    method: str
+    queries: int
+    scores: dict[str, float]
+    encode_ms: float
+    search_ms: float
+    fuse_ms: float
+    p_vs_bm25: float | None = None
+    p_vs_best_single: float | None = None
+    best_single: str | None = None
+    tuned_weights: list[dict[str, float]] | None = None
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    @property
+    def latency_ms(self) -> float:
+        return self.encode_ms + self.search_ms + self.fuse_ms
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def _index_matches(manifest: Manifest, sha: str, retrievers: Sequence[str], build: BuildOptions) -> bool:
+    if manifest.corpus_sha256 != sha or any(r not in manifest.retrievers for r in retrievers):
+        return False
+    wanted = {"splade": build.sparse_model, "dense": build.dense_model}
+    for name, model in wanted.items():
+        if name in retrievers:
+            info = manifest.retrievers[name]
+            resolved = resolve_model(model)
+            if (info.model_id, info.weights_sha256) != (resolved.model_id, resolved.weights_sha256):
+                return False
+    if "splade" in retrievers and manifest.retrievers["splade"].parameters.get("scale") != build.splade_scale:
+        return False
+    if "dense" in retrievers and manifest.retrievers["dense"].parameters.get("factory") != build.faiss_factory:
+        return False
+    return True
+
+
+def ensure_index(dataset: Dataset, retrievers: Sequence[str], options: EvalOptions, log: list[str]) -> Path:
+    """Reuse ``beir-NAME`` when its manifest matches the corpus checksum and models, else build it."""
+    root = IndexRoot(options.index_root)
+    name = slug(f"beir-{dataset.name}")
+    sha = file_sha256(dataset.corpus)
+    try:
+        folder = root.resolve(name)
+        if _index_matches(Manifest.read(folder), sha, retrievers, options.build):
+            log.append(f"{dataset.name}: reusing index {name}")
+            return folder
+    except (IndexNotFoundError, ManifestError):
+        pass
+    log.append(f"{dataset.name}: building index {name} ({', '.join(retrievers)})")
+    build = BuildOptions(**{**asdict(options.build), "retrievers": tuple(retrievers)})
+    build_index(dataset.corpus, name, root, build)
+    return root.resolve(name)
+
+
+def _single_runs(searcher: Searcher, qids: list[str], texts: list[str], retriever: str, depth: int
+                 ) -> tuple[list[list[ScoredDoc]], float, float]:
+    runs: list[list[ScoredDoc]] = []
+    encode = search = 0.0
+    for start in range(0, len(texts), QUERY_CHUNK):
+        chunk = texts[start : start + QUERY_CHUNK]
+        results = searcher.batch_search(chunk, k=depth, retrievers=[retriever])
+        encode += results[0].timings_ms.get(f"{retriever}_encode", 0.0) * len(chunk)
+        search += results[0].timings_ms.get(f"{retriever}_search", 0.0) * len(chunk)
+        runs.extend([ScoredDoc(h.id, h.score) for h in r.hits] for r in results)
+    return runs, encode / len(texts), search / len(texts)
+
+
+def _to_run(qids: list[str], lists: list[list[ScoredDoc]], depth: int, drop_self: bool) -> Run:
+    run = {qid: {d.doc_id: d.score for d in docs[: depth + 1]} for qid, docs in zip(qids, lists)}
+    if drop_self:
+        run = remove_self_hits(run)
+    return {qid: dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]) for qid, docs in run.items()}
+
+
+def _fuse_all(spec: MethodSpec, config: FusionConfig, singles: dict[str, list[list[ScoredDoc]]], indices: Sequence[int]
+              ) -> tuple[dict[int, list[ScoredDoc]], float]:
+    started = time.perf_counter()
+    fused = {}
+    for i in indices:
+        docs = fuse({r: singles[r][i] for r in spec.retrievers}, config)
+        fused[i] = [ScoredDoc(d.doc_id, d.score) for d in docs]
+    return fused, (time.perf_counter() - started) * 1000.0 / max(1, len(indices))
+
+
+def _weight_grid(retrievers: Sequence[str]) -> list[dict[str, float]]:
+    steps = [0.0, 0.25, 0.5, 0.75, 1.0]
+    grid = []
+    for combo in np.array(np.meshgrid(*[steps] * len(retrievers))).T.reshape(-1, len(retrievers)):
+        if combo.max() == 1.0:  # scale-free: fix the largest weight at 1, skips duplicates and all-zero
+            grid.append(dict(zip(retrievers, (float(w) for w in combo))))
+    return grid
+
+
+def _tune(spec: MethodSpec, singles: dict[str, list[list[ScoredDoc]]], qids: list[str], dataset: Dataset,
+          options: EvalOptions, depth: int, drop_self: bool) -> tuple[dict[int, list[ScoredDoc]], list[dict[str, float]], float]:
+    """k-fold CV over queries: pick weights on k-1 folds, keep only the held-out fold's ranking."""
+    assert spec.fusion is not None
+    primary = options.metrics[0]
+    order = list(range(len(qids)))
+    random.Random(options.seed).shuffle(order)
+    folds = [order[f :: options.folds] for f in range(options.folds)]
+    grid = _weight_grid(spec.retrievers)
+    # Per-query primary score of every grid point, computed once.
+    table = np.zeros((len(grid), len(qids)))
+    for g, weights in enumerate(grid):
+        config = FusionConfig(method="weighted", weights=weights, normalization=spec.fusion.normalization)
+        fused, _ = _fuse_all(spec, config, singles, range(len(qids)))
+        run = _to_run(qids, [fused[i] for i in range(len(qids))], depth, drop_self)
+        per_query = evaluate(run, dataset.qrels, [primary])[primary.name]
+        table[g] = [per_query.get(q, 0.0) for q in qids]
+    held_out: dict[int, list[ScoredDoc]] = {}
+    chosen: list[dict[str, float]] = []
+    fuse_ms = 0.0
+    for fold in folds:
+        held = set(fold)
+        train = [i for i in order if i not in held]
+        best = int(np.argmax(table[:, train].mean(axis=1)))
+        chosen.append(grid[best])
+        config = FusionConfig(method="weighted", weights=grid[best], normalization=spec.fusion.normalization)
+        fused, ms = _fuse_all(spec, config, singles, fold)
+        held_out.update(fused)
+        fuse_ms += ms * len(fold)
+    return held_out, chosen, fuse_ms / len(qids)
+
+
+def write_run(path: Path, run: Run, tag: str) -> None:
+    with path.open("w") as handle:
+        for qid in sorted(run):
+            ranked = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
+            for rank, (doc, score) in enumerate(ranked, start=1):
+                handle.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
+
+
+def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list[MethodResult]:
+    dataset = load_dataset(folder, options.split)
+    needed = sorted({r for m in options.methods for r in m.retrievers})
+    index_folder = ensure_index(dataset, needed, options, log)
+    searcher = Searcher.open(index_folder, device=options.build.device, batch_size=options.build.batch_size,
+                             threads=options.build.threads, retrievers=needed)
+    depth = depth_needed(options.metrics)
+    drop_self = options.self_hits == "remove" or (options.self_hits == "auto" and dataset.name.lower() in SELF_RETRIEVAL_DATASETS)
+    qids = list(dataset.queries)
+    texts = [dataset.queries[q] for q in qids]
+    out = options.out / slug(dataset.name)
+    out.mkdir(parents=True, exist_ok=True)
+
+    singles: dict[str, list[list[ScoredDoc]]] = {}
+    cost: dict[str, tuple[float, float]] = {}
+    fetch = depth + 1 if drop_self else depth  # one spare hit per query for the self hit to be dropped
+    for retriever in needed:
+        singles[retriever], enc, sea = _single_runs(searcher, qids, texts, retriever, fetch)
+        cost[retriever] = (enc, sea)
+    searcher.close()
+
+    results: list[MethodResult] = []
+    for spec in options.methods:
+        encode = sum(cost[r][0] for r in spec.retrievers)
+        search = sum(cost[r][1] for r in spec.retrievers)
+        tuned = None
+        if spec.fusion is None:
+            lists, fuse_ms = singles[spec.name], 0.0
+        elif options.tune and spec.fusion.method == "weighted":
+            fused, tuned, fuse_ms = _tune(spec, singles, qids, dataset, options, depth, drop_self)
+            lists = [fused[i] for i in range(len(qids))]
+        else:
+            fused, fuse_ms = _fuse_all(spec, spec.fusion, singles, range(len(qids)))
+            lists = [fused[i] for i in range(len(qids))]
+        name = f"{spec.name} [tuned {options.folds}-fold CV]" if tuned else spec.name
+        run = _to_run(qids, lists, depth, drop_self)
+        per_query = evaluate(run, dataset.qrels, options.metrics)
+        write_run(out / f"{slug(name)}.trec", run, slug(name))
+        (out / f"{slug(name)}.metrics.json").write_text(json.dumps(per_query, indent=1, sort_keys=True))
+        results.append(MethodResult(dataset.name, name, len(next(iter(per_query.values()))),
+                                    {m: mean(v) for m, v in per_query.items()}, encode, search, fuse_ms,
+                                    tuned_weights=tuned, per_query=per_query))
+    _significance(results, options.metrics[0].name)
+    summary = [{k: v for k, v in asdict(r).items() if k != "per_query"} for r in results]
+    (out / "summary.json").write_text(json.dumps({"dataset": dataset.name, "queries": len(qids), "depth": depth,
+                                                  "self_hits_removed": drop_self, "methods": summary}, indent=1))
+    return results
+
+
+def _significance(results: list[MethodResult], primary: str) -> None:
+    by_name = {r.method: r for r in results}
+    singles = [r for r in results if "+" not in r.method and ":" not in r.method]
+    best = max(singles, key=lambda r: r.scores[primary]) if singles else None
+    for r in results:
+        if "bm25" in by_name and r.method != "bm25":
+            r.p_vs_bm25 = paired_randomization(r.per_query[primary], by_name["bm25"].per_query[primary])
+        if best is not None and r.method != best.method:
+            r.best_single = best.method
+            r.p_vs_best_single = paired_randomization(r.per_query[primary], best.per_query[primary])
+
+
+def parse_methods(retrievers: Sequence[str], hybrids: Sequence[str]) -> list[MethodSpec]:
+    specs = [parse_spec(r) for r in retrievers] + [parse_spec(h) for h in hybrids]
+    return list({s.name: s for s in specs}.values())

@@ -1,0 +1,64 @@
+"""Method specs for the harness: ``bm25``, ``rrf:bm25+splade+dense``, ``weighted:splade=0.6,dense=0.4:minmax``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from indexes.manifest import RETRIEVERS
+from retrieval.fusion import FusionConfig
+
+
+class SpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    retrievers: tuple[str, ...]
+    fusion: FusionConfig | None  # None for a single retriever
+
+    @property
+    def is_hybrid(self) -> bool:
+        return self.fusion is not None
+
+
+def _check(names: list[str], spec: str) -> tuple[str, ...]:
+    for n in names:
+        if n not in RETRIEVERS:
+            raise SpecError(f"{spec!r}: unknown retriever {n!r}; choose from {', '.join(RETRIEVERS)}")
+    if len(set(names)) < 2:
+        raise SpecError(f"{spec!r}: a hybrid needs at least two different retrievers")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_spec(spec: str) -> MethodSpec:
+    spec = spec.strip()
+    if spec in RETRIEVERS:
+        return MethodSpec(spec, (spec,), None)
+    method, _, rest = spec.partition(":")
+    if method == "rrf":
+        body, _, k = rest.partition(":")
+        try:
+            rrf_k = int(k) if k else 60
+        except ValueError:
+            raise SpecError(f"{spec!r}: RRF k must be an integer") from None
+        names = _check([n.strip() for n in body.split("+") if n.strip()], spec)
+        return MethodSpec(spec, names, FusionConfig(method="rrf", rrf_k=rrf_k))
+    if method == "weighted":
+        body, _, norm = rest.partition(":")
+        norm = norm or "minmax"
+        if norm not in ("minmax", "zscore"):
+            raise SpecError(f"{spec!r}: normalization must be minmax or zscore")
+        weights: dict[str, float] = {}
+        for part in body.split(","):
+            name, sep, value = part.partition("=")
+            try:
+                weights[name.strip()] = float(value) if sep else 1.0
+            except ValueError:
+                raise SpecError(f"{spec!r}: weight {value!r} is not a number") from None
+        names = _check(list(weights), spec)
+        if any(w < 0 for w in weights.values()) or all(w == 0 for w in weights.values()):
+            raise SpecError(f"{spec!r}: weights must be >= 0 and not all 0")
+        return MethodSpec(spec, names, FusionConfig(method="weighted", weights=weights, normalization=norm))  # type: ignore[arg-type]
+    raise SpecError(f"{spec!r}: use a retriever name, rrf:A+B[+C][:k] or weighted:A=w,B=w[:minmax|zscore]")
