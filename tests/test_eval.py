@@ -1,0 +1,135 @@
+"""BEIR harness: metrics by hand, BEIR's rules, run files, significance, and a small end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval.beir_data import load_dataset
+from eval.harness import write_run
+from eval.metrics import MetricError, evaluate, mean, parse_metrics, remove_self_hits
+from eval.significance import paired_randomization
+from eval.specs import SpecError, parse_spec
+from tests.conftest import cranfield_docs, write_jsonl
+
+QRELS = {"q1": {"d1": 2, "d2": 1, "d9": 0}, "q2": {"d3": 1}, "q3": {"d4": 1}}
+RUN = {"q1": {"d1": 3.0, "d5": 2.0, "d2": 1.0}, "q2": {"d4": 2.0, "d3": 1.0}, "qx": {"d1": 1.0}}
+
+
+def test_metrics_by_hand() -> None:
+    scores = evaluate(RUN, QRELS, parse_metrics("ndcg@10,recall@1,map,mrr@10,p@1"))
+    # q1: gains 2, 0, 1 at ranks 1..3; ideal 2, 1 (trec_eval: gain = relevance, discount log2(rank + 1)).
+    assert scores["ndcg@10"]["q1"] == pytest.approx((2 + 1 / math.log2(4)) / (2 + 1 / math.log2(3)))
+    assert scores["ndcg@10"]["q2"] == pytest.approx(1 / math.log2(3))
+    assert scores["recall@1"] == {"q1": 0.5, "q2": 0.0}
+    assert scores["map"]["q1"] == pytest.approx((1 + 2 / 3) / 2)
+    assert scores["mrr@10"] == {"q1": 1.0, "q2": 0.5}
+    assert scores["p@1"] == {"q1": 1.0, "q2": 0.0}
+    # q3 has judgments but no run and qx has a run but no judgments: neither is scored (as BEIR/trec_eval).
+    assert set(scores["ndcg@10"]) == {"q1", "q2"}
+    assert mean(scores["mrr@10"]) == 0.75
+
+
+def test_self_hits_and_metric_names() -> None:
+    assert remove_self_hits({"a": {"a": 1.0, "b": 0.5}}) == {"a": {"b": 0.5}}
+    with pytest.raises(MetricError):
+        parse_metrics("ndcg@0")
+    with pytest.raises(MetricError):
+        parse_metrics("bleu@4")
+
+
+def test_specs() -> None:
+    spec = parse_spec("weighted:splade=0.6,dense=0.4:zscore")
+    assert spec.retrievers == ("splade", "dense") and spec.fusion and spec.fusion.normalization == "zscore"
+    assert parse_spec("rrf:bm25+dense:20").fusion.rrf_k == 20  # type: ignore[union-attr]
+    assert parse_spec("bm25").fusion is None
+    for bad in ("rrf:bm25", "rrf:bm25+colbert", "weighted:bm25=-1,dense=1", "sum:bm25+dense", "weighted:bm25=x,dense=1"):
+        with pytest.raises(SpecError):
+            parse_spec(bad)
+
+
+def test_randomization_test() -> None:
+    a = {str(i): 1.0 for i in range(30)}
+    b = {str(i): 0.0 for i in range(30)}
+    assert paired_randomization(a, b) < 0.001
+    assert paired_randomization(a, a) == 1.0
+    noisy = {str(i): (1.0 if i % 2 else 0.0) for i in range(30)}
+    flipped = {str(i): (0.0 if i % 2 else 1.0) for i in range(30)}
+    assert paired_randomization(noisy, flipped) > 0.5
+    assert paired_randomization(a, b, seed=1) == paired_randomization(a, b, seed=1)
+
+
+def test_run_file_format(tmp_path: Path) -> None:
+    write_run(tmp_path / "run.trec", {"q1": {"b": 1.0, "a": 1.0, "c": 2.0}}, "tag")
+    lines = [line.split() for line in (tmp_path / "run.trec").read_text().splitlines()]
+    assert lines == [["q1", "Q0", "c", "1", "2.000000", "tag"], ["q1", "Q0", "a", "2", "1.000000", "tag"],
+                     ["q1", "Q0", "b", "3", "1.000000", "tag"]]
+
+
+def make_dataset(folder: Path, name: str = "tiny") -> Path:
+    root = folder / name
+    (root / "qrels").mkdir(parents=True)
+    docs = cranfield_docs(40)
+    write_jsonl(root / "corpus.jsonl", docs)
+    queries = [{"_id": "1", "text": "similarity laws aeroelastic models heated high speed aircraft"},
+               {"_id": "2", "text": "boundary layer transition"}, {"_id": "3", "text": "slipstream wing lift"},
+               {"_id": "4", "text": "heat conduction composite slabs"}, {"_id": "99", "text": "unjudged query"}]
+    write_jsonl(root / "queries.jsonl", queries)
+    qrels = [("1", docs[11]["_id"], 2), ("1", docs[28]["_id"], 1), ("2", docs[6]["_id"], 1),
+             ("3", docs[0]["_id"], 3), ("4", docs[4]["_id"], 1), ("4", docs[5]["_id"], 0)]
+    with (root / "qrels" / "test.tsv").open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["query-id", "corpus-id", "score"])
+        writer.writerows(qrels)
+    return root
+
+
+def test_dataset_keeps_judged_queries(tmp_path: Path) -> None:
+    dataset = load_dataset(make_dataset(tmp_path))
+    assert sorted(dataset.queries) == ["1", "2", "3", "4"]
+    assert sorted(dataset.qrels["4"].values()) == [0, 1]  # graded, zero judgments kept as BEIR keeps them
+
+
+def test_end_to_end_cli(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "indexes.cli", "eval", "beir", str(data), "--index-root", str(tmp_path / "idx"),
+           "--out", str(out), "--hybrid", "rrf:bm25+splade+dense", "--hybrid", "weighted:splade=0.5,dense=0.5",
+           "--metrics", "ndcg@10,recall@100,mrr@10", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "tiny" / "summary.json").read_text())
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert set(methods) == {"bm25", "splade", "dense", "rrf:bm25+splade+dense", "weighted:splade=0.5,dense=0.5"}
+    assert all(m["queries"] == 4 for m in methods.values())
+    assert all(0.0 < m["scores"]["ndcg@10"] <= 1.0 for m in methods.values())
+    assert methods["splade"]["p_vs_bm25"] is not None and methods["bm25"]["p_vs_bm25"] is None
+    run_lines = (out / "tiny" / "rrf_bm25_splade_dense.trec").read_text().splitlines()
+    assert {line.split()[0] for line in run_lines} == {"1", "2", "3", "4"}
+    per_query = json.loads((out / "tiny" / "bm25.metrics.json").read_text())
+    assert set(per_query) == {"ndcg@10", "recall@100", "mrr@10"} and len(per_query["ndcg@10"]) == 4
+    board = (out / "leaderboard.md").read_text()
+    assert "| rrf:bm25+splade+dense |" in board and "Wall-clock time" in board
+    assert (out / "leaderboard.csv").read_text().startswith("method,tiny,average")
+    assert (out / "quality_vs_latency.png").read_bytes()[:4] == b"\x89PNG"
+
+    # A second run reuses the index (manifest matches the corpus checksum and models) and tunes by CV.
+    proc = subprocess.run([*cmd[:-1], "--tune", "--folds", "2", "--retrievers", "splade,dense", "--quiet"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "reusing index beir-tiny" in proc.stderr
+    summary = json.loads((out / "tiny" / "summary.json").read_text())
+    tuned = [m for m in summary["methods"] if "tuned 2-fold CV" in m["method"]]
+    assert len(tuned) == 1 and len(tuned[0]["tuned_weights"]) == 2
+
+
+def test_bad_dataset_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "indexes.cli", "eval", "beir", str(tmp_path / "none"),
+                           "--index-root", str(tmp_path / "idx")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "hybrid: error:" in proc.stderr and "Traceback" not in proc.stderr
