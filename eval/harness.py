@@ -209,26 +209,30 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
     searcher.close()
 
     results: list[MethodResult] = []
-    for spec in options.methods:
-        encode = sum(cost[r][0] for r in spec.retrievers)
-        search = sum(cost[r][1] for r in spec.retrievers)
-        tuned = None
-        if spec.fusion is None:
-            lists, fuse_ms = singles[spec.name], 0.0
-        elif options.tune and spec.fusion.method == "weighted":
-            fused, tuned, fuse_ms = _tune(spec, singles, qids, dataset, options, depth, drop_self)
-            lists = [fused[i] for i in range(len(qids))]
-        else:
-            fused, fuse_ms = _fuse_all(spec, spec.fusion, singles, range(len(qids)))
-            lists = [fused[i] for i in range(len(qids))]
-        name = f"{spec.name} [tuned {options.folds}-fold CV]" if tuned else spec.name
+
+    def record(name: str, spec: MethodSpec, lists: list[list[ScoredDoc]], fuse_ms: float,
+               tuned: list[dict[str, float]] | None = None) -> None:
         run = _to_run(qids, lists, depth, drop_self)
         per_query = evaluate(run, dataset.qrels, options.metrics)
         write_run(out / f"{slug(name)}.trec", run, slug(name))
         (out / f"{slug(name)}.metrics.json").write_text(json.dumps(per_query, indent=1, sort_keys=True))
+        encode = sum(cost[r][0] for r in spec.retrievers)
+        search = sum(cost[r][1] for r in spec.retrievers)
         results.append(MethodResult(dataset.name, name, len(next(iter(per_query.values()))),
                                     {m: mean(v) for m, v in per_query.items()}, encode, search, fuse_ms,
                                     tuned_weights=tuned, per_query=per_query))
+
+    for spec in options.methods:
+        if spec.fusion is None:
+            record(spec.name, spec, singles[spec.name], 0.0)
+            continue
+        fused, fuse_ms = _fuse_all(spec, spec.fusion, singles, range(len(qids)))
+        record(spec.name, spec, [fused[i] for i in range(len(qids))], fuse_ms)
+        if options.tune and spec.fusion.method == "weighted":
+            held_out, chosen, fuse_ms = _tune(spec, singles, qids, dataset, options, depth, drop_self)
+            name = (f"weighted:{'+'.join(spec.retrievers)}:{spec.fusion.normalization} "
+                    f"[tuned, {options.folds}-fold CV held-out]")
+            record(name, spec, [held_out[i] for i in range(len(qids))], fuse_ms, chosen)
     _significance(results, options.metrics[0].name)
     summary = [{k: v for k, v in asdict(r).items() if k != "per_query"} for r in results]
     (out / "summary.json").write_text(json.dumps({"dataset": dataset.name, "queries": len(qids), "depth": depth,

@@ -18,10 +18,10 @@ import numpy as np
 from tqdm import tqdm
 
 from indexes import faiss_backend, lucene_backend
-from indexes.corpus import CorpusError, Document, file_sha256, iter_documents, resolve_corpus_file
+from indexes.corpus import CorpusError, Document, Skipped, file_sha256, iter_documents, resolve_corpus_file
 from indexes.docstore import DocStore
 from indexes.layout import IndexRoot, validate_name
-from indexes.manifest import RETRIEVERS, Manifest, RetrieverManifest, folder_size
+from indexes.manifest import RETRIEVERS, Manifest, RetrieverManifest, checksum_files, folder_size
 from retrieval.dense_encoder import DenseEncoder
 from retrieval.models import ResolvedModel, resolve_model
 from retrieval.settings import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL
@@ -44,6 +44,7 @@ class BuildOptions:
     splade_doc_top_k: int | None = None
     threads: int = 2
     progress: bool = True
+    on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest
     # Test hook: called with a stage name as the build passes it (crash-safety tests kill there).
     on_stage: Callable[[str], None] | None = field(default=None, repr=False)
 
@@ -118,6 +119,7 @@ def _build_bm25(store: DocStore, work: Path, out: Path, o: BuildOptions, stage: 
                 bar.update(len(batch))
 
     started = time.perf_counter()
+    stage("bm25-start")
     lucene_backend.build_bm25(pairs(), work, out, o.threads, expected=total)
     seconds = time.perf_counter() - started
     stage("bm25-indexed")
@@ -181,23 +183,24 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions)
         work = building / ".work"
         try:
             store = DocStore.create(building)
-            skipped: dict[str, list[str]] = {}
+            skipped = Skipped()
             with stage.bar(None, "read corpus") as bar:
                 def kept() -> Iterator[Document]:
-                    for doc in iter_documents(corpus_file):
+                    for doc in iter_documents(corpus_file, options.on_error, skipped):
                         bar.update(1)
                         if not doc.contents.strip():
                             # Lucene cannot index an empty document; leave it out of every retriever alike.
-                            skipped.setdefault("empty", []).append(doc.id)
+                            skipped.add("empty", doc.id)
                             continue
                         yield doc
 
                 store.add(kept())
             if not len(store):
                 raise CorpusError(f"{corpus_file}: every document is empty (no title and no text)")
-            for reason, ids in skipped.items():
-                print(f"warning: skipped {len(ids)} {reason} document(s): {', '.join(ids[:10])}"
-                      f"{' ...' if len(ids) > 10 else ''}", file=sys.stderr)
+            for reason, count in skipped.counts.items():
+                examples = skipped.examples[reason]
+                print(f"warning: skipped {count} document(s), {reason}: {', '.join(examples[:10])}"
+                      f"{' ...' if count > 10 else ''}", file=sys.stderr)
             stage("docstore")
             manifest = Manifest(
                 name=name,
@@ -205,7 +208,7 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions)
                 corpus_path=str(corpus_file.resolve()),
                 corpus_sha256=file_sha256(corpus_file),
                 doc_count=len(store),
-                skipped=skipped,
+                skipped=skipped.as_dict(),
             )
             for retriever in retrievers:
                 out = building / retriever
@@ -219,9 +222,10 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions)
             store.close()
             shutil.rmtree(work, ignore_errors=True)
             manifest.docstore_bytes = folder_size(building / DocStore.FILE)
+            manifest.files = checksum_files(building)
             manifest.write(building)
             stage("manifest")
-            root.publish(name, building)
+            root.publish(name, building, on_renamed=lambda: stage("renamed"))
             stage("published")
             return manifest
         except BaseException:

@@ -77,10 +77,13 @@ def index() -> None:
 @click.option("--splade-scale", type=click.FloatRange(min=0, min_open=True), default=None, help="Impact quantization factor.")
 @click.option("--splade-top-k", type=click.IntRange(min=1), default=None, help="Keep the top-k terms per document.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Lucene indexing threads.")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Bad corpus lines: stop with the line number, or skip them (counted in the manifest).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def index_build(corpus: Path, name: str, retrievers: str, index_root: Path | None, device: str | None,
                 batch_size: int | None, faiss_factory: str | None, sparse_model: str | None, dense_model: str | None,
-                splade_scale: float | None, splade_top_k: int | None, threads: int | None, quiet: bool) -> None:
+                splade_scale: float | None, splade_top_k: int | None, threads: int | None, on_error: str,
+                quiet: bool) -> None:
     """Index CORPUS (BEIR corpus.jsonl[.gz] or a BEIR dataset folder) as NAME."""
     from indexes.builder import BuildOptions, build_index, parse_retrievers
 
@@ -91,7 +94,7 @@ def index_build(corpus: Path, name: str, retrievers: str, index_root: Path | Non
         retrievers=parse_retrievers(retrievers), device=settings.resolved_device(), batch_size=settings.batch_size,
         sparse_model=settings.sparse_model, dense_model=settings.dense_model, faiss_factory=settings.faiss_factory,
         splade_scale=settings.splade_scale, splade_doc_top_k=settings.splade_doc_top_k, threads=settings.threads,
-        progress=not quiet,
+        progress=not quiet, on_error=on_error,
     )
     manifest = build_index(corpus, name, _root(settings), options)
     click.echo(f"built {name!r}: {manifest.doc_count} documents -> {_root(settings).path(name)}")

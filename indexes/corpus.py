@@ -57,52 +57,105 @@ def _field(obj: dict[str, Any], name: str, where: str) -> str:
     return value
 
 
-def iter_documents(path: Path) -> Iterator[Document]:
-    """Yield documents in file order; stop with a CorpusError at the first bad line."""
+class Skipped:
+    """Counts of documents left out, by reason, with the first few places for the warning and manifest."""
+
+    EXAMPLES = 20
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < self.EXAMPLES:
+            examples.append(where)
+
+    def as_dict(self) -> dict[str, dict[str, object]]:
+        return {r: {"count": n, "examples": self.examples[r]} for r, n in self.counts.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+
+def _parse_line(raw: bytes, where: str, seen: set[str]) -> tuple[str, Document | str]:
+    """(reason, message) for a bad line, or ("", Document)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "invalid_utf8", f"{where}: line is not valid UTF-8"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return "malformed_json", f"{where}: malformed JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(obj, dict):
+        return "not_an_object", f"{where}: each line must be a JSON object, got {type(obj).__name__}"
+    doc_id = obj.get("_id")
+    if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+        doc_id = str(doc_id)
+    if not isinstance(doc_id, str) or not doc_id.strip():
+        return "missing_id", f"{where}: missing or empty '_id' (a non-empty string is required)"
+    if doc_id in seen:
+        return "duplicate_id", f"{where}: duplicate _id {doc_id!r}"
+    fields = {}
+    for name in ("title", "text"):
+        value = obj.get(name, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            return "bad_field", f"{where}: field {name!r} must be a string, got {type(value).__name__}"
+        fields[name] = value
+    seen.add(doc_id)
+    metadata = {k: v for k, v in obj.items() if k not in ("_id", "title", "text")}
+    return "", Document(doc_id, fields["title"], fields["text"], metadata)
+
+
+def iter_documents(path: Path, on_error: str = "fail", skipped: Skipped | None = None) -> Iterator[Document]:
+    """Yield documents in file order. ``on_error="fail"`` stops at the first bad line with a
+    CorpusError naming it; ``"skip"`` leaves bad lines out and counts them in ``skipped``."""
+    if on_error not in ("fail", "skip"):
+        raise CorpusError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     file = resolve_corpus_file(path)
+    skipped = skipped if skipped is not None else Skipped()
     seen: set[str] = set()
     count = 0
     with open_text_lines(file) as handle:
         try:
             for number, raw in enumerate(handle, start=1):
-                where = f"{file}:{number}"
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise CorpusError(f"{where}: line is not valid UTF-8") from None
-                if not line.strip():
+                if not raw.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CorpusError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(obj, dict):
-                    raise CorpusError(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
-                doc_id = obj.get("_id")
-                if isinstance(doc_id, int) and not isinstance(doc_id, bool):
-                    doc_id = str(doc_id)
-                if not isinstance(doc_id, str) or not doc_id.strip():
-                    raise CorpusError(f"{where}: missing or empty '_id' (a non-empty string is required)")
-                if doc_id in seen:
-                    raise CorpusError(f"{where}: duplicate _id {doc_id!r}")
-                seen.add(doc_id)
-                title = _field(obj, "title", where)
-                text = _field(obj, "text", where)
-                metadata = {k: v for k, v in obj.items() if k not in ("_id", "title", "text")}
+                where = f"{file.name}:{number}"
+                reason, parsed = _parse_line(raw, where, seen)
+                if reason:
+                    if on_error == "fail":
+                        raise CorpusError(f"{file}:{number}{str(parsed)[len(where):]}")
+                    skipped.add(reason, where)
+                    continue
                 count += 1
-                yield Document(doc_id, title, text, metadata)
+                yield parsed  # type: ignore[misc]
         except (EOFError, OSError) as exc:  # truncated or corrupt gzip stream
-            raise CorpusError(f"{file}: cannot read compressed file ({exc})") from None
+            if on_error == "fail":
+                raise CorpusError(f"{file}: cannot read compressed file ({exc})") from None
+            skipped.add("truncated_file", f"{file.name}: {exc}")
     if count == 0:
-        raise CorpusError(f"{file}: corpus is empty (no documents)")
+        raise CorpusError(f"{file}: corpus is empty (no valid documents)")
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of the uncompressed content, so a corpus and its .gz copy are the same corpus."""
+    """sha256 of the uncompressed content, so a corpus and its .gz copy are the same corpus
+    (of the raw bytes where a damaged .gz cannot be read to its end)."""
+    file = resolve_corpus_file(path)
     digest = hashlib.sha256()
-    with open_text_lines(resolve_corpus_file(path)) as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
+    try:
+        with open_text_lines(file) as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except (EOFError, OSError):
+        digest = hashlib.sha256(b"raw:")
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -19,7 +19,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,11 +92,13 @@ class IndexRoot:
         folder.mkdir(parents=True)
         return folder
 
-    def publish(self, name: str, building: Path) -> Path:
+    def publish(self, name: str, building: Path, on_renamed: Callable[[], None] | None = None) -> Path:
         """Rename the finished build and atomically point ``NAME`` at it; returns the final folder."""
         final = building.with_name(building.name.removesuffix(BUILDING))
         _fsync_tree(building)
         os.rename(building, final)
+        if on_renamed:
+            on_renamed()
         link = self.path(name)
         previous = link.resolve() if link.is_symlink() else None
         if link.exists() and not link.is_symlink():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -39,8 +40,10 @@ class Manifest:
     retrievers: dict[str, RetrieverManifest] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     docstore_bytes: int = 0
-    # Documents left out of every retriever, by reason (e.g. "empty": no title and no text).
-    skipped: dict[str, list[str]] = field(default_factory=dict)
+    # Documents left out of every retriever, by reason ("empty", "malformed_json", ...): count and examples.
+    skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every file of the index but the manifest: relative path -> [size, sha256].
+    files: dict[str, list[Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -71,6 +74,40 @@ class Manifest:
     @property
     def size_bytes(self) -> int:
         return self.docstore_bytes + sum(r.size_bytes for r in self.retrievers.values())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _index_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp"))
+
+
+def checksum_files(folder: Path) -> dict[str, list[Any]]:
+    return {str(p.relative_to(folder)): [p.stat().st_size, _sha256(p)] for p in _index_files(folder)}
+
+
+def verify_files(folder: Path, manifest: Manifest, mode: str = "full") -> None:
+    """Refuse an index whose files differ from what its build recorded (``full``: sizes and sha256)."""
+    if mode == "off":
+        return
+    if not manifest.files:
+        raise ManifestError(f"index {manifest.name!r} records no file checksums; rebuild it")
+    present = {str(p.relative_to(folder)) for p in _index_files(folder)}
+    missing = sorted(set(manifest.files) - present)
+    extra = sorted(present - set(manifest.files))
+    if missing or extra:
+        raise ManifestError(f"index {manifest.name!r} does not match its manifest: "
+                            f"{'missing ' + missing[0] if missing else 'unexpected ' + extra[0]}")
+    for rel, (size, sha) in manifest.files.items():
+        path = folder / rel
+        if path.stat().st_size != size or (mode == "full" and _sha256(path) != sha):
+            raise ManifestError(f"index {manifest.name!r} does not match its manifest: {rel} changed")
 
 
 def folder_size(path: Path) -> int:

@@ -6,6 +6,7 @@ same rankings for the same request.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from indexes.docstore import DocStore
-from indexes.manifest import Manifest
+from indexes.manifest import Manifest, verify_files
 from retrieval.fusion import FusedDoc, FusionConfig, RetrieverScore, ScoredDoc, fuse
 from retrieval.models import ModelError, ResolvedModel, resolve_model
 from retrieval.searchers import Bm25Searcher, DenseSearcher, RetrieverSearcher, SpladeSearcher
 from retrieval.sparse_encoder import Quantization
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_query(text: str) -> str:
+    """Control characters become spaces: they carry no meaning for any retriever and upset tokenizers."""
+    return _CONTROL.sub(" ", text)
 
 
 class SearchError(ValueError):
@@ -75,13 +84,17 @@ class Searcher:
 
     @classmethod
     def open(cls, folder: Path, device: str = "cpu", batch_size: int = 32, threads: int = 2,
-             retrievers: Sequence[str] | None = None) -> Searcher:
-        """Open an index folder; only ``retrievers`` (default: all the index has) are loaded."""
+             retrievers: Sequence[str] | None = None, verify: str = "size") -> Searcher:
+        """Open an index folder; only ``retrievers`` (default: all the index has) are loaded.
+
+        ``verify`` checks the files against the manifest first: "full" (sizes and sha256), "size", "off".
+        """
         from retrieval.dense_encoder import DenseEncoder
         from retrieval.sparse_encoder import SpladeEncoder
 
         folder = Path(folder).resolve()
         manifest = Manifest.read(folder)
+        verify_files(folder, manifest, verify)
         store = DocStore.open(folder)
         wanted = list(retrievers) if retrievers is not None else list(manifest.retrievers)
         missing = [r for r in wanted if r not in manifest.retrievers]
@@ -134,6 +147,7 @@ class Searcher:
         include_text: bool = False,
     ) -> list[SearchResult]:
         request = SearchRequest(k, retrievers, fusion or FusionConfig(), depth, explain, include_text)
+        queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
         names = self._validate(queries, request)
         started = time.perf_counter()
         fusing = len(names) > 1

@@ -59,16 +59,27 @@ class Settings(BaseSettings):
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     depth: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
     rrf_k: int = Field(60, ge=1)
+    verify: Literal["full", "size", "off"] = Field(
+        "full", description="Check index files against the manifest at load: sha256 and size, size only, or not."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys; empty means no auth.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Bearer keys with the search scope; with admin_keys empty too, no auth."
+    )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Bearer keys with the admin scope (search, plus changing indexes)."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty means CORS stays off."
+    )
     max_batch_queries: int = Field(1000, ge=1)
     max_query_chars: int = Field(10_000, ge=1)
     micro_batch_max: int = Field(32, ge=1, le=1024, description="Concurrent single queries fused into one batch (1 = off).")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a lone query waits for company.")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

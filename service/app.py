@@ -21,11 +21,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrieval.fusion import FusionConfig, FusionError
-from retrieval.pipeline import SearchError, SearchResult, Searcher
+from retrieval.pipeline import SearchError, SearchResult, Searcher, clean_query
 from retrieval.settings import Settings
 from service import metrics
 from service.batcher import MicroBatcher
-from service.registry import Registry
+from indexes.layout import IndexNameError, IndexNotFoundError, validate_name
+from service.registry import Registry, public_message
 from service.schemas import (
     BatchSearchRequest,
     BatchSearchResponse,
@@ -67,6 +68,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing API key"},
     403: {"model": ErrorResponse, "description": "Wrong API key"},
     404: {"model": ErrorResponse, "description": "Unknown index"},
+    409: {"model": ErrorResponse, "description": "Index on disk could not be loaded"},
     413: {"model": ErrorResponse, "description": "Query, batch or body too large"},
     422: {"model": ErrorResponse, "description": "Invalid request"},
 }
@@ -95,18 +97,43 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         description="Hybrid sparse (SPLADE, BM25 on Lucene) and dense (FAISS) retrieval with rank fusion.",
         lifespan=lifespan,
     )
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     app.state.registry = registry
     app.state.settings = settings
 
-    async def require_key(request: Request) -> None:
-        if not settings.api_keys:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+    auth_on = bool(settings.api_keys or settings.admin_keys)
+
+    def _matches(token: str, keys: list[str]) -> bool:
+        # Compare against every key, always: constant time in the token and in which key matched.
+        found = False
+        for key in keys:
+            found |= hmac.compare_digest(token.encode(), key.encode())
+        return found
+
+    def _token(request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
-        if not any(hmac.compare_digest(token.encode(), key.encode()) for key in settings.api_keys):
+        return token
+
+    async def require_key(request: Request) -> None:
+        """Search scope: a search key or an admin key."""
+        if auth_on and not _matches(_token(request), settings.api_keys + settings.admin_keys):
             raise ApiError(403, "API key not accepted")
+
+    async def require_admin(request: Request) -> None:
+        """Admin scope: anything that changes or reloads an index."""
+        if not auth_on:
+            return
+        token = _token(request)
+        if _matches(token, settings.admin_keys):
+            return
+        raise ApiError(403, "this operation needs an admin key" if _matches(token, settings.api_keys)
+                       else "API key not accepted")
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -134,7 +161,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         return _error(422, _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            return _error(404, f"no route {request.method} {request.url.path[:200]}; /docs lists the routes")
+        if exc.status_code == 405:
+            return _error(405, f"method {request.method} not allowed on {request.url.path[:200]}; /docs lists the routes")
         return _error(exc.status_code, str(exc.detail))
 
     def searcher_for(name: str) -> Searcher:
@@ -160,7 +191,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         for i, q in enumerate(queries):
             if len(q) > settings.max_query_chars:
                 raise ApiError(413, f"query {i} has {len(q)} characters; the limit is {settings.max_query_chars}")
-            if not q.strip():
+            if not clean_query(q).strip():
                 raise ApiError(422, f"query {i} is empty or whitespace; send some text to search for")
 
     async def run_search(name: str, queries: list[str], options: SearchOptions) -> list[SearchResult]:
@@ -228,6 +259,20 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         results = await run_search(name, request.queries, request)
         return BatchSearchResponse(results=[to_response(r) for r in results],
                                    took_ms=(time.perf_counter() - started) * 1000.0)
+
+    @app.post("/v1/indexes/{name}/reload", response_model=IndexInfo, tags=["indexes"],
+              dependencies=[Depends(require_admin)], responses=ERRORS)
+    async def reload_index(name: str) -> IndexInfo:
+        """Re-open an index from disk (after a rebuild); admin scope. Searches in flight finish on the old one."""
+        try:
+            validate_name(name)
+            await asyncio.get_running_loop().run_in_executor(registry.executor, registry.reload, name)
+        except (IndexNameError, IndexNotFoundError):
+            raise ApiError(404, f"no index named {name!r} on disk") from None
+        except Exception as exc:  # a broken index on disk: report, keep serving the old copy
+            raise ApiError(409, f"index {name!r} not reloaded: {public_message(exc)}") from None
+        stats.observe_registry(registry)
+        return index_info(name, searcher_for(name))
 
     @app.get("/metrics", tags=["status"], dependencies=auth, include_in_schema=False)
     async def prometheus() -> Response:

@@ -79,7 +79,7 @@ def test_gzip_beir_folder_build_search_list_delete(tmp_path: Path) -> None:
     root = tmp_path / "root"
     proc = hybrid("index", "build", str(folder), "--name", "gz", "--retrievers", "bm25", "--quiet", root=root)
     assert proc.returncode == 0, proc.stderr
-    assert "30 documents" in proc.stdout and "skipped 1 empty" in proc.stderr
+    assert "30 documents" in proc.stdout and "skipped 1 document(s), empty" in proc.stderr
     proc = hybrid("search", "gz", "boundary layer", "--json", "--k", "3", root=root)
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)["hits"]
@@ -87,7 +87,7 @@ def test_gzip_beir_folder_build_search_list_delete(tmp_path: Path) -> None:
     listed = json.loads(hybrid("index", "list", "--json", root=root).stdout)
     assert [r["name"] for r in listed] == ["gz"] and listed[0]["documents"] == 30
     info = json.loads(hybrid("index", "info", "gz", root=root).stdout)
-    assert info["skipped"] == {"empty": ["empty"]} and info["retrievers"]["bm25"]["parameters"]["k1"] == 0.9
+    assert info["skipped"] == {"empty": {"count": 1, "examples": ["empty"]}} and info["retrievers"]["bm25"]["parameters"]["k1"] == 0.9
     assert hybrid("index", "delete", "gz", root=root).returncode == 0
     assert json.loads(hybrid("index", "list", "--json", root=root).stdout) == []
 

@@ -125,11 +125,24 @@ def test_end_to_end_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "reusing index beir-tiny" in proc.stderr
     summary = json.loads((out / "tiny" / "summary.json").read_text())
-    tuned = [m for m in summary["methods"] if "tuned 2-fold CV" in m["method"]]
+    tuned = [m for m in summary["methods"] if "tuned, 2-fold CV" in m["method"]]
     assert len(tuned) == 1 and len(tuned[0]["tuned_weights"]) == 2
+    assert tuned[0]["method"] == "weighted:splade+dense:minmax [tuned, 2-fold CV held-out]"
+    assert any(m["method"] == "weighted:splade=0.5,dense=0.5" for m in summary["methods"])  # fixed weights kept
 
 
 def test_bad_dataset_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "indexes.cli", "eval", "beir", str(tmp_path / "none"),
                            "--index-root", str(tmp_path / "idx")], capture_output=True, text=True)
     assert proc.returncode == 2 and "hybrid: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_leaderboard_prints_anchor_beside_ours() -> None:
+    from eval.harness import MethodResult
+    from eval.report import leaderboard
+
+    results = [MethodResult("cranfield", "bm25", 225, {"ndcg@10": 0.3512}, 0.0, 1.0, 0.0),
+               MethodResult("cranfield", "dense", 225, {"ndcg@10": 0.38}, 2.0, 1.0, 0.0, p_vs_bm25=0.01)]
+    markdown, rows = leaderboard(results, "ndcg@10")
+    assert "| cranfield | bm25 | 0.3512 | 0.3510 | +0.0002 |" in markdown
+    assert rows[0][:3] == ["method", "cranfield", "average"] and rows[2][-2] == "cranfield: 0.0100"

@@ -110,6 +110,14 @@ def test_batch_search(server: Server, searcher) -> None:  # type: ignore[no-unty
         ("/v1/indexes/small/search", {"query": "   "}, 422, "empty"),
         ("/v1/indexes/small/search", {"query": "x", "k": 0}, 422, "k"),
         ("/v1/indexes/small/search", {"query": "x", "k": 1001}, 422, "k"),
+        ("/v1/indexes/small/search", {"query": "x", "k": -1}, 422, "k"),
+        ("/v1/indexes/small/search", {"query": "x", "k": 10**9}, 422, "k"),
+        ("/v1/indexes/small/search", {"query": "x" * 100_000}, 413, "limit is 10000"),
+        ("/v1/indexes/small/search", {"query": "\u0000\u0007 \t\n"}, 422, "empty"),
+        ("/v1/indexes/small/search", {"query": "x", "retrievers": []}, 422, "retrievers"),
+        ("/v1/indexes/small/search", {"query": "x", "depth": 0}, 422, "depth"),
+        ("/v1/indexes/small/search", {"query": 5}, 422, "query"),
+        ("/v1/indexes/..%2F..%2Fetc/search", {"query": "x"}, 404, "no route POST"),
         ("/v1/indexes/small/search", {"query": "x", "retrievers": ["colbert"]}, 422, "retrievers"),
         ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted", "weights": {"bm25": -1}}}, 422, "weights"),
         ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted", "weights": {"bm25": 0, "dense": 0}}}, 422,
@@ -117,6 +125,7 @@ def test_batch_search(server: Server, searcher) -> None:  # type: ignore[no-unty
         ("/v1/indexes/small/search", {"query": "x" * 10_001}, 413, "limit is 10000"),
         ("/v1/indexes/small/search", {"query": "x", "unknown": 1}, 422, "unknown"),
         ("/v1/indexes/small/search/batch", {"queries": ["x"] * 1001}, 413, "limit is 1000"),
+        ("/v1/indexes/small/search/batch", {"queries": ["x"] * 10_001}, 413, "limit is 1000"),
         ("/v1/indexes/small/search/batch", {"queries": []}, 422, "queries"),
     ],
 )
@@ -133,12 +142,18 @@ def test_nan_and_malformed_json(server: Server) -> None:
     headers = {"Content-Type": "application/json"}
     r = httpx.post(url, content='{"query": "x", "fusion": {"weights": {"bm25": NaN}}}', headers=headers)
     assert r.status_code == 422 and "finite" in r.json()["error"]["message"]
+    r = httpx.post(url, content='{"query": "x", "fusion": {"method": "weighted", "weights": {"dense": Infinity}}}',
+                   headers=headers)
+    assert r.status_code == 422 and "finite" in r.json()["error"]["message"]
     r = httpx.post(url, content='{"query": ', headers=headers)
     assert r.status_code == 422
+    r = httpx.post(url, content=b"\xff\xfe not json", headers=headers)
+    assert r.status_code in (400, 422) and r.json()["error"]["message"]
 
 
 def test_lucene_syntax_is_plain_text(server: Server) -> None:
-    for query in ['wing AND "flow" (heat*', "title:wing~2 OR -boundary", "a:b\\ [x TO y] ^3 !"]:
+    for query in ['wing AND "flow" (heat*', "title:wing~2 OR -boundary", "a:b\\ [x TO y] ^3 !", "*", "?", "AND OR NOT",
+                  '"unbalanced', "(((", "\\", "/regex/", "{x TO y}", "x^", "&& || !", "flow\u0000\u0007"]:
         r = httpx.post(f"{server.url}/v1/indexes/small/search", json={"query": query, "k": 3}, timeout=60)
         assert r.status_code == 200, r.text
 
@@ -188,3 +203,48 @@ def test_api_keys(index_root: Path) -> None:
         assert httpx.get(f"{server.url}/v1/indexes").status_code == 401
     finally:
         server.stop()
+
+
+def test_scopes_cors_and_reload(index_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from indexes.layout import IndexRoot
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(IndexRoot(index_root).resolve("small"), root / "copy")
+    server = Server(root, env={"HYBRID_API_KEYS": "search-key", "HYBRID_ADMIN_KEYS": "admin-key",
+                               "HYBRID_CORS_ORIGINS": "https://app.example"})
+    try:
+        search = {"Authorization": "Bearer search-key"}
+        admin = {"Authorization": "Bearer admin-key"}
+        url = f"{server.url}/v1/indexes/copy"
+        assert httpx.post(f"{url}/search", json={"query": QUERY}, headers=admin, timeout=60).status_code == 200
+        r = httpx.post(f"{url}/reload", headers=search)
+        assert r.status_code == 403 and "admin key" in r.json()["error"]["message"]
+        assert httpx.post(f"{url}/reload").status_code == 401
+        r = httpx.post(f"{url}/reload", headers=admin, timeout=120)
+        assert r.status_code == 200 and r.json()["documents"] == 60
+        assert httpx.post(f"{server.url}/v1/indexes/..%2Fx/reload", headers=admin).status_code == 404
+        preflight = httpx.options(f"{url}/search", headers={"Origin": "https://app.example",
+                                                            "Access-Control-Request-Method": "POST"})
+        assert preflight.headers.get("access-control-allow-origin") == "https://app.example"
+        other = httpx.options(f"{url}/search", headers={"Origin": "https://evil.example",
+                                                        "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        server.stop()
+
+
+def test_cors_off_by_default(server: Server) -> None:
+    r = httpx.options(f"{server.url}/v1/indexes/small/search",
+                      headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_short_soak(server: Server) -> None:
+    from eval.bench.soak import soak
+
+    report = soak(server.url, "small", server.proc.pid, clients=8, seconds=20)
+    assert report["errors"] == 0 and report["requests"] > 40
+    assert report["rss_growth_after_warmup"] < 0.10, report["rss_kib"]
