@@ -74,7 +74,7 @@ def slug(name: str) -> str:
 
 
 def _index_matches(manifest: Manifest, sha: str, retrievers: Sequence[str], build: BuildOptions) -> bool:
-    if manifest.corpus_sha256 != sha or any(r not in manifest.retrievers for r in retrievers):
+    if not manifest.files or manifest.corpus_sha256 != sha or any(r not in manifest.retrievers for r in retrievers):
         return False
     wanted = {"splade": build.sparse_model, "dense": build.dense_model}
     for name, model in wanted.items():
