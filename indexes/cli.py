@@ -300,6 +300,34 @@ def eval_beir(datasets: tuple[Path, ...], retrievers: str, hybrids: tuple[str, .
     click.echo(f"reports in {out} ({wall:.1f} s)")
 
 
+@cli.command("bench")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--queries", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--clients", default="1,4,16,64", show_default=True, help="HTTP client counts.")
+@click.option("--seconds", type=click.FloatRange(0.5, 600), default=15.0, show_default=True, help="Per client count.")
+@click.option("--no-http", is_flag=True, help="Library and baselines only.")
+@click.option("--no-baselines", is_flag=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench"), show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@index_root_option
+def bench(dataset: Path, queries: int, clients: str, seconds: float, no_http: bool, no_baselines: bool, out: Path,
+          device: str | None, index_root: Path | None) -> None:
+    """Benchmark indexing, latency and throughput on a BEIR DATASET, with baselines; JSON + Markdown."""
+    import shlex
+
+    from eval.bench.suite import BenchOptions, run, write
+    from indexes.builder import BuildOptions
+
+    settings = _settings(index_root, device=device)
+    options = BenchOptions(
+        dataset=dataset, index_root=settings.index_root, out=out, queries=queries, seconds=seconds,
+        clients=[int(c) for c in clients.split(",") if c.strip()], http=not no_http, baselines=not no_baselines,
+        build=BuildOptions(device=settings.resolved_device(), threads=settings.threads, progress=False),
+    )
+    report = write(run(options), out, "hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    click.echo(report.read_text())
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     errors = _user_errors()

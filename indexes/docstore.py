@@ -32,6 +32,7 @@ class DocStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        self._ids: list[str] | None = None  # docno -> id, loaded once for read-only stores
 
     @classmethod
     def create(cls, folder: Path) -> DocStore:
@@ -76,9 +77,12 @@ class DocStore:
             yield [Document(r[0], r[1], r[2], json.loads(r[3])) for r in rows[start : start + batch_size]]
 
     def ids_by_docno(self, docnos: Sequence[int]) -> list[str | None]:
-        wanted = [int(n) for n in docnos if n >= 0]
-        found = self._select("docno", wanted, "docno, id")
-        return [found.get(int(n)) if n >= 0 else None for n in docnos]
+        """Dense hits come back as row numbers; an in-memory table keeps this off the query path."""
+        if self._ids is None:
+            with self._lock:
+                self._ids = [r[0] for r in self._conn.execute("SELECT id FROM docs ORDER BY docno")]
+        ids = self._ids
+        return [ids[n] if 0 <= n < len(ids) else None for n in docnos]
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         found = self._select("id", list(ids), "id, title, text, metadata")

@@ -1,0 +1,26 @@
+"""Seconds-long smoke run of ``hybrid bench`` (the real benchmark is a script, never a timed test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_eval import make_dataset
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path)
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "-m", "indexes.cli", "bench", str(data), "--queries", "4", "--clients", "1,2",
+                           "--seconds", "1", "--index-root", str(tmp_path / "idx"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert set(report["library"]) == {"bm25", "splade", "dense", "hybrid-rrf"}
+    assert all(r["total"]["p50"] > 0 and r["batch_qps"] > 0 for r in report["library"].values())
+    assert {"pyserini_bm25", "pyserini_impact", "raw_faiss", "bm25s", "seismic"} <= set(report["baselines"])
+    assert all("latency_ms" in r for r in report["baselines"].values()), report["baselines"]
+    assert report["http"]["load"]["2"]["errors"] == 0 and report["http"]["load"]["2"]["requests"] > 0
+    assert "## Baselines on the same inputs" in (out / "bench.md").read_text()
