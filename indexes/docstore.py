@@ -11,7 +11,6 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from indexes.corpus import Document
 
@@ -85,20 +84,15 @@ class DocStore:
         return [ids[n] if 0 <= n < len(ids) else None for n in docnos]
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
-        found = self._select("id", list(ids), "id, title, text, metadata")
-        return {k: Document(k, *v) for k, v in found.items()}
-
-    def _select(self, column: str, keys: list[Any], columns: str) -> dict[Any, Any]:
-        out: dict[Any, Any] = {}
+        keys = list(ids)
+        out: dict[str, Document] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for row in self._conn.execute(f"SELECT {columns} FROM docs WHERE {column} IN ({marks})", chunk):
-                    if len(row) == 2:
-                        out[row[0]] = row[1]
-                    else:
-                        out[row[0]] = (row[1], row[2], json.loads(row[3]))
+                query = f"SELECT id, title, text, metadata FROM docs WHERE id IN ({marks})"
+                for doc_id, title, text, metadata in self._conn.execute(query, chunk):
+                    out[doc_id] = Document(doc_id, title, text, json.loads(metadata))
         return out
 
     def close(self) -> None:

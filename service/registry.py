@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from indexes.layout import IndexRoot
-from indexes.manifest import Manifest
 from retrieval.pipeline import Searcher
 from retrieval.settings import Settings
 
@@ -69,10 +68,6 @@ class Registry:
         self.searchers[name] = searcher  # one dict store: atomic for readers
         self.failed.pop(name, None)
         self.load_seconds[name] = time.perf_counter() - started
-
-    def manifest(self, name: str) -> Manifest | None:
-        searcher = self.searchers.get(name)
-        return searcher.manifest if searcher else None
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

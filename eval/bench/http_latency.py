@@ -29,6 +29,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
+def percentiles(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95), "p99": percentile(values, 99)}
+
+
+def emit(report: dict, out: Path | None) -> None:  # type: ignore[type-arg]
+    """Print the JSON report and write it to ``out`` when given."""
+    print(json.dumps(report, indent=2))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -69,15 +81,11 @@ def main() -> None:
     report = {
         "url": url, "request": body, "queries": len(latencies), "concurrency": args.concurrency, "errors": errors,
         "queries_per_second": len(latencies) / wall,
-        "http_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
-                    "mean": statistics.fmean(latencies)},
+        "http_ms": {**percentiles(latencies), "mean": statistics.fmean(latencies)},
         "server_took_ms": {"p50": percentile(server_ms, 50), "p95": percentile(server_ms, 95)},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ the JVM bridge or the encoders would move. The run stops by itself after --secon
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from eval.bench.http_latency import percentile
+from eval.bench.http_latency import emit, percentiles
 
 QUERIES = [
     "heat transfer in laminar boundary layers", "supersonic flutter of panels", "similarity laws for models",
@@ -74,7 +73,7 @@ def soak(url: str, index: str, pid: int | None, clients: int, seconds: float, ap
         t.join()
     report: dict = {"clients": clients, "seconds": seconds, "requests": len(latencies), "errors": len(errors),  # type: ignore[type-arg]
                     "error_kinds": sorted(set(errors)), "qps": len(latencies) / seconds,
-                    "latency_ms": {p: percentile(latencies, q) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))}}
+                    "latency_ms": percentiles(latencies)}
     if rss:
         values = [v for _, v in rss]
         warm = values[len(values) // 5 : max(len(values) // 5 + 1, 2 * len(values) // 5)]
@@ -96,10 +95,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     report = soak(args.url, args.index, args.pid, args.clients, min(args.seconds, 3600), args.api_key)
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

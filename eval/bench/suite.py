@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from eval.beir_data import load_dataset
-from eval.bench.http_latency import percentile
+from eval.bench.http_latency import percentiles
 from eval.bench.soak import soak
 from eval.harness import EvalOptions, ensure_index
 from eval.metrics import parse_metrics
@@ -60,10 +60,6 @@ class BenchOptions:
     build: BuildOptions = field(default_factory=lambda: BuildOptions(progress=False))
 
 
-def _pcts(values: Sequence[float]) -> dict[str, float]:
-    return {"p50": percentile(list(values), 50), "p95": percentile(list(values), 95), "p99": percentile(list(values), 99)}
-
-
 def _time_each(fn: Callable[[str], Any], queries: Sequence[str], warmup: int = 5) -> list[float]:
     for q in queries[:warmup]:
         fn(q)
@@ -90,7 +86,7 @@ def library_latency(searcher: Searcher, queries: Sequence[str], k: int) -> dict[
                 per_kind[kind] = per_kind.get(kind, 0.0) + ms
             for kind, ms in per_kind.items():
                 stages.setdefault(kind, []).append(ms)
-        report[name] = {stage: _pcts(v) for stage, v in stages.items()}
+        report[name] = {stage: percentiles(v) for stage, v in stages.items()}
         started = time.perf_counter()
         searcher.batch_search(list(queries), k=k, retrievers=retrievers, fusion=fusion)
         batch_qps = len(queries) / (time.perf_counter() - started)
@@ -109,7 +105,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
     # Pyserini BM25 on our index, same k1/b: search only (BM25 has no encoder).
     pyserini_bm25 = LuceneSearcher(str(folder / "bm25"))
     pyserini_bm25.set_bm25(0.9, 0.4)
-    base = _pcts(_time_each(lambda q: pyserini_bm25.search(q, k), queries))
+    base = percentiles(_time_each(lambda q: pyserini_bm25.search(q, k), queries))
     report["pyserini_bm25"] = {"latency_ms": base, "ours_over_baseline_p50": ours["bm25"]["total"]["p50"] / base["p50"]}
 
     # Pyserini's impact searcher on our impact index with our query encoder: encode + search.
@@ -120,7 +116,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
             return splade._encoder.encode_queries([text], splade._quant)[0]
 
     impact = LuceneImpactSearcher(str(folder / "splade"), query_encoder=Encoder(), min_idf=-1)
-    base = _pcts(_time_each(lambda q: impact.search(q, k), queries))
+    base = percentiles(_time_each(lambda q: impact.search(q, k), queries))
     report["pyserini_impact"] = {"latency_ms": base, "ours_over_baseline_p50": ours["splade"]["total"]["p50"] / base["p50"]}
 
     # Raw FAISS on the same vectors, with queries encoded beforehand: search only.
@@ -129,7 +125,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
     dense = searcher.searchers["dense"]
     raw = faiss.read_index(str(folder / "dense" / "index.faiss"))
     vectors = dense._encoder.encode_queries(list(queries))
-    base = _pcts(_time_each(lambda i: raw.search(vectors[int(i) : int(i) + 1], k), [str(i) for i in range(len(queries))]))
+    base = percentiles(_time_each(lambda i: raw.search(vectors[int(i) : int(i) + 1], k), [str(i) for i in range(len(queries))]))
     report["raw_faiss"] = {"latency_ms": base, "ours_over_baseline_p50": ours["dense"]["search"]["p50"] / base["p50"]}
 
     docs = list(iter_documents(corpus))
@@ -143,7 +139,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
         retriever.index(bm25s.tokenize([d.contents for d in docs], stopwords="en", show_progress=False), show_progress=False)
         build_s = time.perf_counter() - started
         tokenize = lambda q: bm25s.tokenize([q], stopwords="en", show_progress=False)  # noqa: E731
-        base = _pcts(_time_each(lambda q: retriever.retrieve(tokenize(q), k=k, show_progress=False), queries))
+        base = percentiles(_time_each(lambda q: retriever.retrieve(tokenize(q), k=k, show_progress=False), queries))
         started = time.perf_counter()
         retriever.retrieve(bm25s.tokenize(list(queries), stopwords="en", show_progress=False), k=k, show_progress=False,
                            n_threads=1)
@@ -179,7 +175,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
             return index.search(i, np.array(list(vec), dtype=string), np.array(list(vec.values()), dtype=np.float32),
                                 k=k, query_cut=len(vec), heap_factor=1.0)
 
-        base = _pcts(_time_each(seismic_search, [str(i) for i in range(len(queries))]))
+        base = percentiles(_time_each(seismic_search, [str(i) for i in range(len(queries))]))
         report["seismic"] = {"latency_ms": base, "index_seconds": build_s, "doc_encode_seconds": encode_s,
                              "ours_over_baseline_p50": ours["splade"]["search"]["p50"] / base["p50"],
                              "note": "search only (queries encoded beforehand); ours = our splade search stage"}
@@ -218,7 +214,7 @@ def http_bench(index_root: Path, name: str, queries: Sequence[str], clients: Seq
             def one(q: str) -> None:
                 client.post(endpoint, json={"query": q, "k": k}).raise_for_status()
 
-            single = _pcts(_time_each(one, queries))
+            single = percentiles(_time_each(one, queries))
         load = {str(c): soak(url, name, proc.pid, c, seconds) for c in clients}
         return {"single_ms": single, "load": load,
                 "peak_rss_mib": max(r.get("rss_kib", {}).get("peak", 0) for r in load.values()) / 1024}
