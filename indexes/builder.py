@@ -47,6 +47,8 @@ class BuildOptions:
     on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest
     # Test hook: called with a stage name as the build passes it (crash-safety tests kill there).
     on_stage: Callable[[str], None] | None = field(default=None, repr=False)
+    # Progress for background jobs: (stage, documents done in it, total or None).
+    on_progress: Callable[[str, int, int | None], None] | None = field(default=None, repr=False)
 
 
 def parse_retrievers(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -69,7 +71,20 @@ class _Stage:
             self.options.on_stage(name)
 
     def bar(self, total: int | None, desc: str) -> tqdm:
-        return tqdm(total=total, desc=desc, unit="doc", disable=not self.options.progress, dynamic_ncols=True, leave=True)
+        bar = tqdm(total=total, desc=desc, unit="doc", disable=not self.options.progress, dynamic_ncols=True, leave=True)
+        hook = self.options.on_progress
+        if hook is not None:
+            done = 0
+            plain_update = bar.update
+
+            def update(n: float | None = 1) -> bool | None:
+                nonlocal done
+                done += int(n or 0)
+                hook(desc, done, total)
+                return plain_update(n)
+
+            bar.update = update  # type: ignore[method-assign]
+        return bar
 
 
 def _build_splade(store: DocStore, work: Path, out: Path, model: ResolvedModel, o: BuildOptions, stage: _Stage) -> RetrieverManifest:
@@ -233,4 +248,56 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions)
             raise
 
 
-__all__ = ["BuildError", "BuildOptions", "CorpusError", "build_index", "parse_retrievers"]
+def create_empty_index(name: str, root: IndexRoot, options: BuildOptions) -> Manifest:
+    """Publish an index with no documents, ready for live writes (``hybrid index add``, the API)."""
+    from indexes.lucene_writer import LuceneWriter
+
+    validate_name(name)
+    retrievers = parse_retrievers(options.retrievers)
+    root.root.mkdir(parents=True, exist_ok=True)
+    with root.lock(name):
+        if root.path(name).exists():
+            raise BuildError(f"index {name!r} already exists; delete it first or add documents to it")
+        root.collect_garbage(name)
+        building = root.new_build_folder(name)
+        try:
+            DocStore.create(building).close()
+            manifest = Manifest(name=name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                corpus_path="", corpus_sha256="", doc_count=0)
+            for retriever in retrievers:
+                out = building / retriever
+                model_id = weights = None
+                if retriever == "bm25":
+                    params: dict[str, object] = {"k1": lucene_backend.BM25_K1, "b": lucene_backend.BM25_B,
+                                                 "analyzer": "default (Anserini English, Porter)"}
+                elif retriever == "splade":
+                    model = resolve_model(options.sparse_model)
+                    model_id, weights = model.model_id, model.weights_sha256
+                    params = {"scale": options.splade_scale, "doc_top_k": options.splade_doc_top_k, "avg_terms_per_doc": 0}
+                else:
+                    model = resolve_model(options.dense_model)
+                    model_id, weights = model.model_id, model.weights_sha256
+                    from retrieval.pipeline import shared_encoder
+
+                    dimension = shared_encoder("dense", model, options.device).dimension
+                    faiss_backend.save(faiss_backend.empty(options.faiss_factory, dimension), out)
+                    params = {"factory": options.faiss_factory, "metric": "inner_product", "dimension": dimension,
+                              "normalized": True}
+                if retriever != "dense":
+                    writer = LuceneWriter(out, "bm25" if retriever == "bm25" else "impact", create=True)
+                    writer.commit(0)
+                    writer.close()
+                    (out / "write.lock").unlink(missing_ok=True)
+                manifest.retrievers[retriever] = RetrieverManifest(retriever, model_id, weights, params, 0.0, 0.0, 0.0,
+                                                                   folder_size(out))
+            manifest.docstore_bytes = folder_size(building / DocStore.FILE)
+            manifest.files = checksum_files(building)
+            manifest.write(building)
+            root.publish(name, building)
+            return manifest
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+
+
+__all__ = ["BuildError", "BuildOptions", "CorpusError", "build_index", "create_empty_index", "parse_retrievers"]

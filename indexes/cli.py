@@ -21,7 +21,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from indexes.corpus import CorpusError
     from indexes.faiss_backend import FaissBuildError
     from indexes.layout import IndexBusyError, IndexNameError, IndexNotFoundError
+    from indexes.live import IndexFailedError, LiveWriteError
     from indexes.lucene_backend import LuceneBuildError
+    from indexes.lucene_writer import LuceneWriteError
     from indexes.manifest import ManifestError
     from retrieval.fusion import FusionError
     from retrieval.jvm import JavaUnavailableError
@@ -31,7 +33,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from eval.specs import SpecError
 
     return (MetricError, SpecError, BuildError, CorpusError, FaissBuildError, IndexBusyError, IndexNameError, IndexNotFoundError,
-            LuceneBuildError, ManifestError, FusionError, JavaUnavailableError, ModelError, SearchError)
+            LuceneBuildError, ManifestError, FusionError, JavaUnavailableError, ModelError, SearchError,
+            IndexFailedError, LiveWriteError, LuceneWriteError)
 
 
 def _settings(index_root: Path | None, **overrides: Any) -> Settings:
@@ -149,6 +152,144 @@ def index_delete(name: str, index_root: Path | None) -> None:
     with root.lock(name):
         root.delete(name)
     click.echo(f"deleted {name!r}")
+
+
+def _open_live(settings: Settings, name: str, device: str | None = None):  # type: ignore[no-untyped-def]
+    from indexes.live import LiveIndex
+
+    root = _root(settings)
+    return LiveIndex.open(root.resolve(name), root=root, device=device or settings.resolved_device(),
+                          batch_size=settings.batch_size, threads=settings.threads, verify=settings.verify,
+                          checkpoint_bytes=settings.checkpoint_mb * 2**20, compact_fraction=settings.compact_fraction)
+
+
+@index.command("create")
+@click.argument("name")
+@click.option("--retrievers", default="bm25,splade,dense", show_default=True, help="Comma-separated subset.")
+@click.option("--faiss", "faiss_factory", default=None, help="FAISS factory string (one that needs no training).")
+@click.option("--sparse-model", default=None)
+@click.option("--dense-model", default=None)
+@index_root_option
+def index_create(name: str, retrievers: str, faiss_factory: str | None, sparse_model: str | None,
+                 dense_model: str | None, index_root: Path | None) -> None:
+    """Create NAME with no documents, to fill with 'hybrid index add' or the API."""
+    from indexes.builder import BuildOptions, create_empty_index, parse_retrievers
+
+    settings = _settings(index_root, faiss_factory=faiss_factory, sparse_model=sparse_model, dense_model=dense_model)
+    create_empty_index(name, _root(settings), BuildOptions(
+        retrievers=parse_retrievers(retrievers), sparse_model=settings.sparse_model, dense_model=settings.dense_model,
+        faiss_factory=settings.faiss_factory, splade_scale=settings.splade_scale,
+        splade_doc_top_k=settings.splade_doc_top_k, progress=False))
+    click.echo(f"created {name!r} (empty) -> {_root(settings).path(name)}")
+
+
+@index.command("add")
+@click.argument("name")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--batch", type=click.IntRange(1, 100_000), default=256, show_default=True,
+              help="Documents per write batch (each is durable and searchable on its own).")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Bad corpus lines: stop with the line number, or skip them.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@index_root_option
+def index_add(name: str, corpus: Path, batch: int, on_error: str, device: str | None, quiet: bool,
+              index_root: Path | None) -> None:
+    """Upsert the documents of CORPUS (BEIR JSONL) into NAME by _id, in every retriever at once."""
+    import time
+
+    from tqdm import tqdm
+
+    from indexes.corpus import CorpusError, Skipped, iter_documents, resolve_corpus_file
+
+    settings = _settings(index_root, device=device)
+    corpus_file = resolve_corpus_file(corpus)
+    live = _open_live(settings, name)
+    skipped = Skipped()
+    added = 0
+    started = time.perf_counter()
+    try:
+        pending: list[Any] = []
+
+        def flush() -> None:
+            nonlocal added
+            live.upsert(pending)
+            added += len(pending)
+            bar.update(len(pending))
+            pending.clear()
+
+        with tqdm(desc=f"add to {name}", unit="doc", disable=quiet, dynamic_ncols=True) as bar:
+            for doc in iter_documents(corpus_file, on_error, skipped):
+                if not doc.contents.strip():
+                    if on_error == "fail":
+                        raise CorpusError(f"{corpus_file}: document {doc.id!r} has no title and no text")
+                    skipped.add("empty", doc.id)
+                    continue
+                if any(d.id == doc.id for d in pending):
+                    flush()  # the same id twice in the file: the later line wins
+                pending.append(doc)
+                if len(pending) >= batch:
+                    flush()
+            if pending:
+                flush()
+    finally:
+        live.close()
+    seconds = time.perf_counter() - started
+    for reason, count in skipped.counts.items():
+        click.echo(f"warning: skipped {count} document(s), {reason}: {', '.join(skipped.examples[reason][:10])}", err=True)
+    click.echo(f"upserted {added} documents into {name!r} in {seconds:.1f} s ({added / seconds if seconds else 0:.1f} docs/s); "
+               f"{live.doc_count} documents, seq {live.seq}")
+
+
+@index.command("remove")
+@click.argument("name")
+@click.argument("ids", nargs=-1)
+@click.option("--ids-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file of ids, one a line.")
+@index_root_option
+def index_remove(name: str, ids: tuple[str, ...], ids_file: Path | None, index_root: Path | None) -> None:
+    """Delete documents by _id from every retriever of NAME."""
+    wanted = list(ids) + ([line.strip() for line in ids_file.read_text().splitlines() if line.strip()] if ids_file else [])
+    if not wanted:
+        raise click.UsageError("give ids as arguments or with --ids-file")
+    live = _open_live(_settings(index_root), name, device="cpu")
+    try:
+        result = live.delete(wanted)
+    finally:
+        live.close()
+    click.echo(f"removed {result.deleted} documents from {name!r}; {live.doc_count} left, seq {live.seq}")
+    if result.missing:
+        click.echo(f"warning: {len(result.missing)} id(s) not in the index: {', '.join(result.missing[:10])}", err=True)
+
+
+@index.command("snapshot")
+@click.argument("name")
+@index_root_option
+def index_snapshot(name: str, index_root: Path | None) -> None:
+    """Write a point-in-time copy of NAME under INDEX_ROOT/.snapshots (serve it with --index-root)."""
+    from indexes.live import snapshot_root
+
+    settings = _settings(index_root)
+    live = _open_live(settings, name, device="cpu")
+    try:
+        target = live.snapshot(snapshot_root(settings.index_root))
+    finally:
+        live.close()
+    click.echo(f"snapshot of {name!r} at seq {live.seq} ({live.doc_count} documents) -> {target}")
+    click.echo(f"serve it: hybrid serve --index-root {target.parent}")
+
+
+@index.command("compact")
+@click.argument("name")
+@index_root_option
+def index_compact(name: str, index_root: Path | None) -> None:
+    """Remove deleted versions from FAISS, Lucene's segments (BM25 statistics) and the document store now."""
+    live = _open_live(_settings(index_root), name, device="cpu")
+    try:
+        live.compact()
+    finally:
+        live.close()
+    click.echo(f"compacted {name!r}: {live.doc_count} documents, seq {live.seq}")
 
 
 def parse_weights(spec: str | None) -> dict[str, float] | None:

@@ -2,12 +2,23 @@
 
 Vectors are L2-normalized by the encoder and every index uses inner product, so a hit's score is
 its cosine similarity (exactly for ``Flat`` and ``HNSW``; approximately for quantized indexes).
-Row ``i`` of the index is the document with ``docno == i`` in the document store.
+Every index is wrapped in ``IDMap2``: a vector's id is its document version's ``docno``, stable across
+adds and removals, and stored in the index file itself.
+
+Live writes append vectors; deleted or replaced versions stay in the index as tombstones that
+searches filter out (an ``IDSelectorBitmap`` where the index type supports selectors, else
+over-fetching and filtering), until :meth:`FaissIndex.compact` removes them: with ``remove_ids``
+(Flat, IVF, IVF-PQ, PQ) or, for types that cannot remove (HNSW), by re-adding the live vectors to an
+emptied copy of the index.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +59,20 @@ def _to_cpu(index):  # type: ignore[no-untyped-def]
     return index
 
 
+def _with_ids(factory: str) -> str:
+    return factory if factory.startswith("IDMap") else f"IDMap2,{factory}"
+
+
+def needs_training(factory: str, dimension: int) -> bool:
+    faiss = _faiss()
+    return not faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT).is_trained
+
+
 def check_factory(factory: str, dimension: int, count: int) -> None:
     """Reject impossible set-ups before hours of encoding are spent."""
     faiss = _faiss()
     try:
-        probe = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
+        probe = faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
         raise FaissBuildError(f"invalid FAISS factory string {factory!r} for dimension {dimension}: {first}") from None
@@ -68,42 +88,193 @@ def check_factory(factory: str, dimension: int, count: int) -> None:
 
 
 def build(vectors: np.ndarray, factory: str, device: str = "cpu") -> object:
+    """Vector ``i`` gets id (docno) ``i``."""
     faiss = _faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     check_factory(factory, vectors.shape[1], vectors.shape[0])
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(vectors.shape[1], _with_ids(factory), faiss.METRIC_INNER_PRODUCT)
     index = _to_gpu(index, device)
     if not index.is_trained:
         index.train(vectors)
-    index.add(vectors)
+    index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
     return _to_cpu(index)
 
 
+def empty(factory: str, dimension: int) -> object:
+    """An index with no vectors, for an index created empty; only types that need no training."""
+    faiss = _faiss()
+    check_factory(factory, dimension, 1 << 30)
+    if needs_training(factory, dimension):
+        raise FaissBuildError(f"{factory!r} must be trained on vectors: create the index from a corpus, or use 'Flat' or 'HNSW32'")
+    return faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT)
+
+
 def save(index: object, folder: Path) -> Path:
+    """Write atomically (temporary file, fsync, rename): a crash leaves the old file or the new one."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / FILE
-    _faiss().write_index(index, str(path))
+    tmp = folder / (FILE + ".tmp")
+    _faiss().write_index(_to_cpu(index), str(tmp))
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
     return path
 
 
+class _ReadWriteLock:
+    """Many searches at once, or one writer: FAISS reads are thread-safe, adds and removals are not."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 class FaissIndex:
-    """A loaded index; parameters are fixed at load time because FAISS searches are only thread-safe for reads."""
+    """A loaded index: concurrent searches, serialized appends and compactions.
+
+    Search parameters (nprobe, efSearch) are fixed at load time; a search can be limited to the
+    docnos a reader's point-in-time view holds (``bound`` and ``bitmap``).
+    """
 
     def __init__(self, folder: Path, device: str = "cpu", nprobe: int = 32, ef_search: int = 256) -> None:
         faiss = _faiss()
         cpu_index = faiss.read_index(str(folder / FILE))
-        self.ntotal = int(cpu_index.ntotal)
+        if not isinstance(cpu_index, faiss.IndexIDMap2):
+            raise FaissBuildError(f"{folder / FILE}: not an ID-mapped index (built by an older version); rebuild the index")
         self.dimension = int(cpu_index.d)
+        self.nprobe, self.ef_search = nprobe, ef_search
         space = faiss.ParameterSpace()
         for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
             try:
                 space.set_index_parameter(cpu_index, name, value)
             except RuntimeError:
                 pass  # parameter does not apply to this index type
+        ids = faiss.vector_to_array(cpu_index.id_map)
+        self.max_docno = int(ids[-1]) if len(ids) else -1  # ids only ever grow: the last is the largest
         self._index = _to_gpu(cpu_index, device)
+        self._on_gpu = self._index is not cpu_index
+        self._selectors = not self._on_gpu  # turned off at the first type that refuses them (e.g. PQ)
+        self._lock = _ReadWriteLock()
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = max(1, min(k, self.ntotal))
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def _params(self, bitmap: np.ndarray):  # type: ignore[no-untyped-def]
+        faiss = _faiss()
+        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        inner = faiss.downcast_index(self._index.index)
+        if isinstance(inner, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
+        elif isinstance(inner, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef_search)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params.keep_alive = (selector, bitmap)  # the C++ side only borrows them
+        return params
+
+    def search(self, queries: np.ndarray, k: int, bound: int | None = None,
+               bitmap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (scores, docnos; -1 pads) among docnos below ``bound`` whose ``bitmap`` bit is set."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        scores, rows = self._index.search(queries, k)
-        return scores, rows
+        with self._lock.read():
+            total = self.ntotal
+            k = max(1, min(k, max(total, 1)))
+            if total == 0:
+                return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+            if bitmap is None and (bound is None or self.max_docno < bound):
+                return self._index.search(queries, k)
+            if bitmap is not None and self._selectors:
+                try:
+                    return self._index.search(queries, k, params=self._params(bitmap))
+                except RuntimeError:
+                    self._selectors = False
+            visible = int(np.unpackbits(bitmap, bitorder="little").sum()) if bitmap is not None else min(bound or total, total)
+            fetch = min(total, k + max(0, total - visible))
+            scores, docnos = self._index.search(queries, fetch)
+        keep = docnos >= 0
+        if bound is not None:
+            keep &= docnos < bound
+        if bitmap is not None:
+            bits = np.unpackbits(bitmap, bitorder="little")
+            keep &= np.where(docnos < len(bits), bits[np.clip(docnos, 0, len(bits) - 1)], 0).astype(bool)
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_docnos = np.full((len(queries), k), -1, np.int64)
+        for q in range(len(queries)):
+            kept = np.flatnonzero(keep[q])[:k]
+            out_scores[q, : len(kept)] = scores[q, kept]
+            out_docnos[q, : len(kept)] = docnos[q, kept]
+        return out_scores, out_docnos
+
+    def add(self, vectors: np.ndarray, docnos: np.ndarray) -> None:
+        """Append vectors with their docnos (each larger than any already present)."""
+        if not len(docnos):
+            return
+        if int(docnos[0]) <= self.max_docno:
+            raise ValueError(f"docno {int(docnos[0])} is not above the index's largest, {self.max_docno}")
+        with self._lock.write():
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(docnos, dtype=np.int64))
+            self.max_docno = int(docnos[-1])
+
+    def compact(self, dead: np.ndarray) -> bool:
+        """Remove the vectors of ``dead`` docnos for good; False if this index type can do neither way."""
+        faiss = _faiss()
+        dead = np.ascontiguousarray(dead, dtype=np.int64)
+        if not len(dead):
+            return True
+        with self._lock.write():
+            try:
+                self._index.remove_ids(faiss.IDSelectorBatch(dead))
+                return True
+            except RuntimeError:
+                pass
+            cpu = _to_cpu(self._index)
+            ids = faiss.vector_to_array(cpu.id_map)
+            try:
+                vectors = cpu.index.reconstruct_n(0, cpu.ntotal)
+            except RuntimeError:
+                return False
+            keep = ~np.isin(ids, dead)
+            fresh = faiss.clone_index(cpu)
+            fresh.reset()
+            fresh.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(ids[keep]))
+            self._index = _to_gpu(fresh, "cuda") if self._on_gpu else fresh
+            return True
+
+    def save(self, folder: Path) -> Path:
+        with self._lock.read():
+            return save(self._index, folder)

@@ -96,12 +96,18 @@ def _hits(java_hits: Any) -> list[ScoredDoc]:
 
 
 class Bm25Index:
-    def __init__(self, index_dir: Path, k1: float = BM25_K1, b: float = BM25_B) -> None:
+    """``reader``: a point-in-time reader of a live index (taken over: ``close`` releases it)."""
+
+    def __init__(self, index_dir: Path, k1: float = BM25_K1, b: float = BM25_B, reader: Any = None) -> None:
         ensure_pyserini()
         from pyserini.search.lucene import LuceneSearcher
 
         self._searcher = LuceneSearcher(str(index_dir))
         self._searcher.set_bm25(k1, b)
+        if reader is not None:
+            from indexes.lucene_writer import point_at_reader
+
+            point_at_reader(self._searcher.object, reader)
 
     def search(self, query: str, k: int) -> list[ScoredDoc]:
         return _hits(self._searcher.search(query, k))
@@ -116,11 +122,17 @@ class Bm25Index:
 
 
 class ImpactIndex:
-    def __init__(self, index_dir: Path) -> None:
+    """``reader``: as for :class:`Bm25Index`."""
+
+    def __init__(self, index_dir: Path, reader: Any = None) -> None:
         ensure_pyserini()
         from jnius import autoclass
 
         self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(index_dir))
+        if reader is not None:
+            from indexes.lucene_writer import point_at_reader
+
+            point_at_reader(self._searcher, reader)
         self._map = autoclass("java.util.HashMap")
         self._list = autoclass("java.util.ArrayList")
         self._int = autoclass("java.lang.Integer")

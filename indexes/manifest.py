@@ -9,9 +9,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+# 2: FAISS ids are docnos (IDMap2), the document store keeps row versions; live writes possible.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 RETRIEVERS = ("bm25", "splade", "dense")
+LUCENE_RETRIEVERS = ("bm25", "splade")
+# Files that come and go while an index is written to; never part of its recorded contents.
+VOLATILE = {"wal.log", "write.lock", "CHECKPOINT", "docs.sqlite-journal", "index.faiss.tmp", MANIFEST + ".tmp"}
 
 
 class ManifestError(ValueError):
@@ -44,6 +48,10 @@ class Manifest:
     skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every file of the index but the manifest: relative path -> [size, sha256].
     files: dict[str, list[Any]] = field(default_factory=dict)
+    # The last write batch (seq) this manifest's files include; 0 for an index as built.
+    live_seq: int = 0
+    # When the last live write was checkpointed (ISO 8601), if any.
+    updated: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -85,11 +93,22 @@ def _sha256(path: Path) -> str:
 
 
 def _index_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp"))
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and p.name not in VOLATILE)
 
 
-def checksum_files(folder: Path) -> dict[str, list[Any]]:
-    return {str(p.relative_to(folder)): [p.stat().st_size, _sha256(p)] for p in _index_files(folder)}
+def checksum_files(folder: Path, only: list[str] | None = None, previous: dict[str, list[Any]] | None = None
+                   ) -> dict[str, list[Any]]:
+    """Size and sha256 of every file (or of ``only``); Lucene files are write-once, so an entry of
+    ``previous`` with the same Lucene file name and size is reused instead of hashed again."""
+    paths = [folder / rel for rel in only] if only is not None else _index_files(folder)
+    out: dict[str, list[Any]] = {}
+    for path in paths:
+        rel = str(path.relative_to(folder))
+        size = path.stat().st_size
+        old = (previous or {}).get(rel)
+        reusable = rel.split("/", 1)[0] in LUCENE_RETRIEVERS and not rel.split("/")[-1].startswith("segments")
+        out[rel] = old if old and reusable and old[0] == size else [size, _sha256(path)]
+    return out
 
 
 def verify_files(folder: Path, manifest: Manifest, mode: str = "full") -> None:
@@ -101,6 +120,9 @@ def verify_files(folder: Path, manifest: Manifest, mode: str = "full") -> None:
     present = {str(p.relative_to(folder)) for p in _index_files(folder)}
     missing = sorted(set(manifest.files) - present)
     extra = sorted(present - set(manifest.files))
+    if manifest.live_seq:
+        # Lucene may leave files of merged-away segments that open readers held; its next writer removes them.
+        extra = [e for e in extra if e.split("/", 1)[0] not in LUCENE_RETRIEVERS]
     if missing or extra:
         raise ManifestError(f"index {manifest.name!r} does not match its manifest: "
                             f"{'missing ' + missing[0] if missing else 'unexpected ' + extra[0]}")

@@ -7,6 +7,7 @@ same rankings for the same request.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,11 @@ from indexes.docstore import DocStore
 from indexes.manifest import Manifest, verify_files
 from retrieval.fusion import FusedDoc, FusionConfig, RetrieverScore, ScoredDoc, fuse
 from retrieval.models import ModelError, ResolvedModel, resolve_model
+from indexes.faiss_backend import FaissIndex
+from indexes.lucene_backend import Bm25Index, ImpactIndex
+from retrieval.dense_encoder import DenseEncoder
 from retrieval.searchers import Bm25Searcher, DenseSearcher, RetrieverSearcher, SpladeSearcher
-from retrieval.sparse_encoder import Quantization
+from retrieval.sparse_encoder import Quantization, SpladeEncoder
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -74,45 +78,92 @@ def _check_model(manifest: Manifest, retriever: str) -> ResolvedModel:
     return model
 
 
+_shared: dict[tuple[str, str, str], Any] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_encoder(kind: str, model: ResolvedModel, device: str) -> Any:
+    """One loaded encoder per (kind, model, device) per process: indexes that share a model share its memory
+    (encoders serialize their own calls)."""
+    key = (kind, f"{model.path}:{model.weights_sha256}", device)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = SpladeEncoder(model, device=device) if kind == "splade" else DenseEncoder(model, device=device)
+        return _shared[key]
+
+
+@dataclass
+class Encoders:
+    """The query/document encoders an index needs, loaded once and shared by every view of it."""
+
+    splade: SpladeEncoder | None = None
+    quant: Quantization | None = None
+    dense: DenseEncoder | None = None
+
+    @classmethod
+    def load(cls, manifest: Manifest, wanted: Sequence[str], device: str) -> Encoders:
+        encoders = cls()
+        if "splade" in wanted:
+            info = manifest.retrievers["splade"]
+            encoders.splade = shared_encoder("splade", _check_model(manifest, "splade"), device)
+            doc_top_k = info.parameters.get("doc_top_k")
+            encoders.quant = Quantization(scale=float(info.parameters["scale"]), top_k=int(doc_top_k) if doc_top_k else None)
+        if "dense" in wanted:
+            encoders.dense = shared_encoder("dense", _check_model(manifest, "dense"), device)
+        return encoders
+
+
+def check_retrievers(manifest: Manifest, wanted: Sequence[str]) -> None:
+    missing = [r for r in wanted if r not in manifest.retrievers]
+    if missing:
+        raise SearchError(f"index {manifest.name!r} has no {missing[0]!r} retriever; it has {', '.join(manifest.retrievers)}")
+
+
 class Searcher:
-    def __init__(self, folder: Path, manifest: Manifest, store: DocStore, searchers: dict[str, RetrieverSearcher], threads: int) -> None:
+    """Searches one index as of one point in time (``seq``; None for an index nobody writes to)."""
+
+    def __init__(self, folder: Path, manifest: Manifest, store: DocStore, searchers: dict[str, RetrieverSearcher],
+                 threads: int, seq: int | None = None, owns_store: bool = True) -> None:
         self.folder = folder
         self.manifest = manifest
         self.store = store
         self.searchers = searchers
         self.threads = threads
+        self.seq = seq
+        self._owns_store = owns_store
 
     @classmethod
     def open(cls, folder: Path, device: str = "cpu", batch_size: int = 32, threads: int = 2,
              retrievers: Sequence[str] | None = None, verify: str = "size") -> Searcher:
-        """Open an index folder; only ``retrievers`` (default: all the index has) are loaded.
+        """Open an index folder read-only; only ``retrievers`` (default: all the index has) are loaded.
 
         ``verify`` checks the files against the manifest first: "full" (sizes and sha256), "size", "off".
+        An index with unapplied live writes (a write-ahead log) is opened through :class:`indexes.live.LiveIndex`.
         """
-        from retrieval.dense_encoder import DenseEncoder
-        from retrieval.sparse_encoder import SpladeEncoder
-
         folder = Path(folder).resolve()
         manifest = Manifest.read(folder)
         verify_files(folder, manifest, verify)
-        store = DocStore.open(folder)
         wanted = list(retrievers) if retrievers is not None else list(manifest.retrievers)
-        missing = [r for r in wanted if r not in manifest.retrievers]
-        if missing:
-            raise SearchError(f"index {manifest.name!r} has no {missing[0]!r} retriever; it has {', '.join(manifest.retrievers)}")
+        check_retrievers(manifest, wanted)
+        store = DocStore.open(folder)
+        # After live writes, the files on disk hold the state of the last checkpoint (seq live_seq):
+        # read the document store at that seq too, and hide dead vectors that FAISS still holds.
+        seq = manifest.live_seq if manifest.live_seq else None
+        bitmap = store.live_bitmap(manifest.live_seq) if store.has_versions() else None
+        encoders = Encoders.load(manifest, wanted, device)
         searchers: dict[str, RetrieverSearcher] = {}
         for name in wanted:
             info = manifest.retrievers[name]
             if name == "bm25":
-                searchers[name] = Bm25Searcher(folder / name, k1=info.parameters["k1"], b=info.parameters["b"])
+                searchers[name] = Bm25Searcher(Bm25Index(folder / name, k1=info.parameters["k1"], b=info.parameters["b"]))
             elif name == "splade":
-                encoder = SpladeEncoder(_check_model(manifest, name), device=device)
-                quant = Quantization(scale=float(info.parameters["scale"]))
-                searchers[name] = SpladeSearcher(folder / name, encoder, quant, batch_size)
+                assert encoders.splade is not None and encoders.quant is not None
+                searchers[name] = SpladeSearcher(ImpactIndex(folder / name), encoders.splade, encoders.quant, batch_size)
             elif name == "dense":
-                dense = DenseEncoder(_check_model(manifest, name), device=device)
-                searchers[name] = DenseSearcher(folder / name, dense, store, device, batch_size)
-        return cls(folder, manifest, store, searchers, threads)
+                assert encoders.dense is not None
+                searchers[name] = DenseSearcher(FaissIndex(folder / name, device=device), encoders.dense, store, batch_size,
+                                                bitmap=bitmap)
+        return cls(folder, manifest, store, searchers, threads, seq=seq)
 
     @property
     def retrievers(self) -> list[str]:
@@ -162,7 +213,7 @@ class Searcher:
         fuse_started = time.perf_counter()
         fused_lists = [self._fuse({n: runs[n][q] for n in names}, request.fusion, fusing) for q in range(len(queries))]
         timings["fuse"] = (time.perf_counter() - fuse_started) * 1000.0 / len(queries)
-        docs = self.store.get({d.doc_id for fl in fused_lists for d in fl[: request.k]}) if include_text else {}
+        docs = self.store.get(list({d.doc_id for fl in fused_lists for d in fl[: request.k]}), self.seq) if include_text else {}
         took = (time.perf_counter() - started) * 1000.0 / len(queries)
         results = []
         for fused in fused_lists:
@@ -188,4 +239,5 @@ class Searcher:
     def close(self) -> None:
         for searcher in self.searchers.values():
             searcher.close()
-        self.store.close()
+        if self._owns_store:
+            self.store.close()

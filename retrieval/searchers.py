@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from indexes.docstore import DocStore
 from indexes.faiss_backend import FaissIndex
@@ -42,8 +43,8 @@ def _ms(since: float) -> float:
 class Bm25Searcher:
     name = "bm25"
 
-    def __init__(self, index_dir: Path, k1: float, b: float) -> None:
-        self._index = Bm25Index(index_dir, k1=k1, b=b)
+    def __init__(self, index: Bm25Index) -> None:
+        self._index = index
 
     def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns:
         started = time.perf_counter()
@@ -60,8 +61,8 @@ class Bm25Searcher:
 class SpladeSearcher:
     name = "splade"
 
-    def __init__(self, index_dir: Path, encoder: SpladeEncoder, quant: Quantization, batch_size: int) -> None:
-        self._index = ImpactIndex(index_dir)
+    def __init__(self, index: ImpactIndex, encoder: SpladeEncoder, quant: Quantization, batch_size: int) -> None:
+        self._index = index
         self._encoder = encoder
         self._quant = quant
         self._batch_size = batch_size
@@ -82,22 +83,27 @@ class SpladeSearcher:
 
 
 class DenseSearcher:
+    """``bound`` and ``bitmap``: the docnos a point-in-time view of a live index may return."""
+
     name = "dense"
 
-    def __init__(self, index_dir: Path, encoder: DenseEncoder, store: DocStore, device: str, batch_size: int) -> None:
-        self._index = FaissIndex(index_dir, device=device)
-        if self._index.dimension != encoder.dimension:
-            raise ValueError(f"FAISS index has dimension {self._index.dimension}, the model {encoder.dimension}")
+    def __init__(self, index: FaissIndex, encoder: DenseEncoder, store: DocStore, batch_size: int,
+                 bound: int | None = None, bitmap: np.ndarray | None = None) -> None:
+        if index.dimension != encoder.dimension:
+            raise ValueError(f"FAISS index has dimension {index.dimension}, the model {encoder.dimension}")
+        self._index = index
         self._encoder = encoder
         self._store = store
         self._batch_size = batch_size
+        self._bound = bound
+        self._bitmap = bitmap
 
     def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns:
         started = time.perf_counter()
         vectors = self._encoder.encode_queries(queries, batch_size=self._batch_size)
         encode_ms = _ms(started)
         started = time.perf_counter()
-        scores, rows = self._index.search(vectors, depth)
+        scores, rows = self._index.search(vectors, depth, self._bound, self._bitmap)
         ids = self._store.ids_by_docno(rows.ravel().tolist())
         width = rows.shape[1]
         runs: list[list[ScoredDoc]] = []
@@ -105,7 +111,7 @@ class DenseSearcher:
             run = []
             for j in range(width):
                 doc_id = ids[q * width + j]
-                if doc_id is not None:
+                if doc_id is not None and rows[q, j] >= 0:
                     run.append(ScoredDoc(doc_id, float(scores[q, j])))
             runs.append(run)
         return RetrieverRuns(runs, encode_ms, _ms(started))

@@ -78,8 +78,16 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(10_000, ge=1)
     micro_batch_max: int = Field(32, ge=1, le=1024, description="Concurrent single queries fused into one batch (1 = off).")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a lone query waits for company.")
+    max_write_docs: int = Field(1000, ge=1, description="Documents (or ids) in one upsert or delete request.")
+    checkpoint_mb: int = Field(64, ge=1, description="Checkpoint a live index once its write-ahead log passes this size.")
+    compact_fraction: float = Field(
+        0.2, gt=0, le=1, description="At a checkpoint, remove deleted vectors from FAISS once they are this share of it."
+    )
+    corpus_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders that POST /v1/indexes may read corpora from; empty: any path."
+    )
 
-    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", "corpus_roots", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -39,8 +39,8 @@ class Metrics:
             self.stage.labels(index, stage).observe(ms / 1000.0)
 
     def observe_registry(self, registry: object) -> None:
-        for name, searcher in getattr(registry, "searchers").items():
-            manifest = searcher.manifest
+        for name, live in getattr(registry, "indexes").items():
+            manifest = live.manifest
             self.documents.labels(name).set(manifest.doc_count)
             self.size.labels(name, "docstore").set(manifest.docstore_bytes)
             for retriever in manifest.retrievers.values():

@@ -113,6 +113,8 @@ class IndexInfo(BaseModel):
     corpus_sha256: str
     size_bytes: int
     retrievers: list[RetrieverInfo]
+    seq: int = Field(0, description="Write batches applied since the build (0: as built).")
+    updated: str | None = Field(None, description="Last checkpoint of live writes.")
 
 
 class IndexList(BaseModel):
@@ -136,3 +138,84 @@ class Ready(BaseModel):
     ready: bool
     indexes: list[str]
     failed: dict[str, str] = Field(default_factory=dict, description="Indexes that could not be loaded, and why.")
+
+
+# --- live index management -------------------------------------------------------------------------
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = Field(..., alias="_id", min_length=1, max_length=1024, description="Upsert key: replaces a document with this id.")
+    title: str = ""
+    text: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Kept with the document, returned with include_text.")
+
+
+class UpsertRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"documents": [{"_id": "d1", "title": "Wing flutter",
+                                                         "text": "Flutter of swept wings at transonic speeds."}]}]},
+    )
+
+    documents: list[DocumentIn] = Field(..., min_length=1, description="Up to the server's limit (default 1,000).")
+    wait: bool = Field(True, description="Answer once the write is durable and searchable (200); false: 202 and a job.")
+
+
+class DeleteDocumentsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ids": ["d1", "d2"]}]})
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(..., min_length=1)
+
+
+class WriteResponse(BaseModel):
+    seq: int = Field(..., description="The index's write sequence number after this write.")
+    upserted: int = 0
+    deleted: int = 0
+    missing: list[str] = Field(default_factory=list, description="Ids to delete that the index does not hold.")
+    documents: int = Field(..., description="Documents in the index after this write.")
+    took_ms: float
+    encode_ms: float = Field(0.0, description="Encoding the documents (SPLADE and dense).")
+    apply_ms: float = Field(0.0, description="Log, document store, Lucene, FAISS and the new view.")
+
+
+class CreateIndexRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "news"}, {"name": "scifact", "corpus": "/data/beir/scifact"}]},
+    )
+
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    corpus: str | None = Field(None, description="Server-side BEIR corpus file or folder to build from (a job); "
+                                                 "absent: create an empty index.")
+    retrievers: list[RetrieverName] = Field(default_factory=lambda: ["bm25", "splade", "dense"], min_length=1)
+    faiss: str | None = Field(None, description="FAISS factory string (default: the server's).")
+    on_error: Literal["fail", "skip"] = "fail"
+
+
+class JobInfo(BaseModel):
+    id: str
+    kind: str
+    index: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    stage: str
+    done: int
+    total: int | None
+    docs_per_second: float | None
+    errors: list[str]
+    result: dict[str, Any] | None
+    created: float
+    started: float | None
+    finished: float | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobInfo]
+
+
+class SnapshotInfo(BaseModel):
+    index: str
+    snapshot: str = Field(..., description="NAME@STAMP: `hybrid serve --index-root INDEX_ROOT/.snapshots/NAME@STAMP` serves it.")
+    path: str = Field(..., description="Relative to the server's index root.")
+    seq: int
+    documents: int

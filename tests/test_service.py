@@ -45,6 +45,11 @@ class Server:
             time.sleep(0.5)
         raise AssertionError("server not ready in time")
 
+    def kill(self) -> None:
+        """kill -9: no shutdown hook runs."""
+        self.proc.kill()
+        self.proc.wait(timeout=20)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:

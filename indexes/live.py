@@ -1,0 +1,512 @@
+"""A live index: upserts and deletes reach every retriever at once while searches go on.
+
+Write path (one writer per index at a time, across processes too):
+
+    encode (no lock held) -> write-ahead log, fsynced -> document store (one transaction)
+    -> Lucene BM25 and impact writers -> FAISS append -> new view published -> acknowledged
+
+A *view* is a :class:`~retrieval.pipeline.Searcher` pinned at one ``seq``: NRT Lucene readers taken
+after the write, the FAISS docnos live at that seq, and the document store read at that seq. A new
+view replaces the old one in one assignment, so a search sees all of a write batch or none of it;
+views are reference counted and a view's Lucene readers are released when its last search ends.
+
+A checkpoint saves the FAISS index, commits both Lucene indexes (with ``seq`` in the commit data),
+rewrites the manifest with fresh checksums and empties the log; it runs when the log passes
+``checkpoint_bytes``, before a snapshot, and when the index is closed. Opening an index whose log is
+not empty (a crash) replays the records each component had not yet persisted.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexes.corpus import Document
+from indexes.docstore import DocStore
+from indexes.faiss_backend import FaissIndex
+from indexes.layout import IndexBusyError, IndexRoot
+from indexes.lucene_backend import Bm25Index, ImpactIndex
+from indexes.lucene_writer import LuceneWriter, committed_seq
+from indexes.manifest import LUCENE_RETRIEVERS, MANIFEST, Manifest, checksum_files, folder_size, verify_files
+from indexes.wal import WriteAheadLog
+from retrieval.pipeline import Encoders, Searcher
+from retrieval.searchers import Bm25Searcher, DenseSearcher, RetrieverSearcher, SpladeSearcher
+
+log = logging.getLogger("hybrid.live")
+MARKER = "CHECKPOINT"
+SNAPSHOTS = ".snapshots"
+
+
+class LiveWriteError(ValueError):
+    """A write the index cannot take as sent; the message says what to fix."""
+
+
+class IndexFailedError(RuntimeError):
+    """A write failed half-way; the index keeps serving its last view and refuses writes until reopened."""
+
+
+@dataclass
+class WriteResult:
+    seq: int
+    upserted: int = 0
+    deleted: int = 0
+    missing: list[str] = field(default_factory=list)
+    encode_ms: float = 0.0
+    apply_ms: float = 0.0
+
+
+@dataclass
+class _View:
+    searcher: Searcher
+    seq: int
+    refs: int = 1  # one for being the current view
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode_vectors(vectors: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _decode_vectors(text: str, dimension: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dimension)
+
+
+class LiveIndex:
+    """One index open for searching and writing; see the module docstring for the guarantees."""
+
+    def __init__(self, folder: Path, manifest: Manifest, store: DocStore, encoders: Encoders, faiss: FaissIndex | None,
+                 batch_size: int, threads: int, root: IndexRoot | None, name: str,
+                 checkpoint_bytes: int, compact_fraction: float) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.name = name
+        self.store = store
+        self.encoders = encoders
+        self._faiss = faiss
+        self._batch_size = batch_size
+        self._threads = threads
+        self._root = root
+        self._checkpoint_bytes = checkpoint_bytes
+        self._compact_fraction = compact_fraction
+        self._wal = WriteAheadLog(folder)
+        self._write_lock = threading.RLock()
+        self._views_lock = threading.Lock()
+        self._views: list[_View] = []
+        self._current: _View | None = None
+        self._writers: dict[str, LuceneWriter] | None = None
+        self._held = ExitStack()
+        self._seq = store.seq
+        self._bound = store.next_docno()
+        self._bitmap: np.ndarray | None = store.live_bitmap(self._seq) if store.has_versions() else None
+        self._failed: str | None = None
+        self._closed = False
+
+    # --- opening -------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: Path, *, root: IndexRoot | None = None, device: str = "cpu", batch_size: int = 32,
+             threads: int = 2, verify: str = "size", checkpoint_bytes: int = 64 * 2**20,
+             compact_fraction: float = 0.2) -> LiveIndex:
+        """Open (and, after a crash, recover) an index folder. ``root`` enables the per-name write lock."""
+        folder = Path(folder).resolve()
+        manifest = Manifest.read(folder)
+        dirty = WriteAheadLog(folder).size() > 0 or (folder / MARKER).exists()
+        if dirty:
+            log.warning("index %s has write-ahead records not yet checkpointed; replaying them", manifest.name)
+        else:
+            verify_files(folder, manifest, verify)
+        store = DocStore.open(folder, writable=True)
+        try:
+            encoders = Encoders.load(manifest, list(manifest.retrievers), device)
+            faiss = FaissIndex(folder / "dense", device=device) if "dense" in manifest.retrievers else None
+        except BaseException:
+            store.close()
+            raise
+        name = folder.name.split("@", 1)[0] if "@" in folder.name else folder.name
+        live = cls(folder, manifest, store, encoders, faiss, batch_size, threads, root, name, checkpoint_bytes,
+                   compact_fraction)
+        try:
+            if dirty:
+                live._recover()
+            live._publish()
+        except BaseException:
+            live.close(checkpoint=False)
+            raise
+        return live
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    @property
+    def doc_count(self) -> int:
+        return self.manifest.doc_count
+
+    @property
+    def retrievers(self) -> list[str]:
+        return list(self.manifest.retrievers)
+
+    @contextmanager
+    def view(self) -> Iterator[Searcher]:
+        """The current point-in-time searcher, held for the duration of the block."""
+        with self._views_lock:
+            view = self._current
+            if view is None:
+                raise IndexFailedError(f"index {self.name!r} is closed")
+            view.refs += 1
+        try:
+            yield view.searcher
+        finally:
+            self._release(view)
+
+    def _release(self, view: _View) -> None:
+        with self._views_lock:
+            view.refs -= 1
+            done = view.refs == 0
+            if done:
+                self._views.remove(view)
+        if done:
+            view.searcher.close()
+
+    def _publish(self) -> None:
+        """Make everything written so far visible to new searches, in one step."""
+        searchers: dict[str, RetrieverSearcher] = {}
+        try:
+            for name, info in self.manifest.retrievers.items():
+                reader = self._writers[name].open_reader() if self._writers and name in self._writers else None
+                if name == "bm25":
+                    searchers[name] = Bm25Searcher(Bm25Index(self.folder / name, k1=info.parameters["k1"],
+                                                             b=info.parameters["b"], reader=reader))
+                elif name == "splade":
+                    assert self.encoders.splade is not None and self.encoders.quant is not None
+                    searchers[name] = SpladeSearcher(ImpactIndex(self.folder / name, reader=reader),
+                                                     self.encoders.splade, self.encoders.quant, self._batch_size)
+                elif name == "dense":
+                    assert self.encoders.dense is not None and self._faiss is not None
+                    searchers[name] = DenseSearcher(self._faiss, self.encoders.dense, self.store, self._batch_size,
+                                                    bound=self._bound, bitmap=self._bitmap)
+        except BaseException:
+            for searcher in searchers.values():
+                searcher.close()
+            raise
+        view = _View(Searcher(self.folder, self.manifest, self.store, searchers, self._threads, seq=self._seq,
+                              owns_store=False), self._seq)
+        with self._views_lock:
+            previous, self._current = self._current, view
+            self._views.append(view)
+        if previous is not None:
+            self._release(previous)
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise IndexFailedError(f"index {self.name!r} is closed")
+        if self._failed:
+            raise IndexFailedError(f"index {self.name!r} refuses writes after a failed write ({self._failed}); reload it")
+
+    def _open_writers(self) -> None:
+        if self._writers is not None:
+            return
+        if self._root is not None:
+            self._held.enter_context(self._root.lock(self.name))
+            if self._root.path(self.name).resolve() != self.folder:
+                self._held.close()
+                raise IndexBusyError(f"index {self.name!r} was rebuilt or replaced on disk since it was opened; reload it")
+        writers: dict[str, LuceneWriter] = {}
+        try:
+            for name in self.manifest.retrievers:
+                if name in LUCENE_RETRIEVERS:
+                    writers[name] = LuceneWriter(self.folder / name, "bm25" if name == "bm25" else "impact")
+        except BaseException:
+            for writer in writers.values():
+                writer.close()
+            self._held.close()
+            raise
+        self._writers = writers
+
+    @staticmethod
+    def check_documents(docs: Sequence[Document]) -> None:
+        seen: set[str] = set()
+        for i, doc in enumerate(docs):
+            if not doc.id:
+                raise LiveWriteError(f"document {i} has an empty _id")
+            if doc.id in seen:
+                raise LiveWriteError(f"_id {doc.id!r} appears twice in one batch; send each document once")
+            seen.add(doc.id)
+            if not doc.contents.strip():
+                raise LiveWriteError(f"document {doc.id!r} has no title and no text; there is nothing to index")
+
+    def upsert(self, docs: Sequence[Document]) -> WriteResult:
+        """Add documents, replacing any live document with the same ``_id``; durable when it returns."""
+        self._check_writable()
+        self.check_documents(docs)
+        if not docs:
+            return WriteResult(seq=self._seq)
+        started = time.perf_counter()
+        texts = [d.contents for d in docs]
+        splade = None
+        if self.encoders.splade is not None:
+            assert self.encoders.quant is not None
+            splade = self.encoders.splade.encode_documents(texts, self.encoders.quant, batch_size=self._batch_size)
+        dense = self.encoders.dense.encode_documents(texts, batch_size=self._batch_size) if self.encoders.dense else None
+        encoded = time.perf_counter()
+        with self._write_lock:
+            self._check_writable()
+            self._open_writers()
+            seq = self._seq + 1
+            replaced = self.store.live_docnos([d.id for d in docs])
+            record: dict[str, Any] = {
+                "seq": seq, "op": "upsert", "first": self._bound, "replaced": sorted(replaced.values()),
+                "docs": [[d.id, d.title, d.text, d.metadata] for d in docs],
+                "splade": splade, "dense": _encode_vectors(dense) if dense is not None else None,
+            }
+            self._write(record)
+            return WriteResult(seq=seq, upserted=len(docs), encode_ms=(encoded - started) * 1000,
+                               apply_ms=(time.perf_counter() - encoded) * 1000)
+
+    def delete(self, ids: Sequence[str]) -> WriteResult:
+        """Remove documents by ``_id``; ids the index does not hold are reported, not an error."""
+        self._check_writable()
+        started = time.perf_counter()
+        unique = list(dict.fromkeys(ids))
+        with self._write_lock:
+            self._check_writable()
+            found = self.store.live_docnos(unique)
+            missing = [i for i in unique if i not in found]
+            if not found:
+                return WriteResult(seq=self._seq, missing=missing)
+            self._open_writers()
+            seq = self._seq + 1
+            record = {"seq": seq, "op": "delete", "ids": sorted(found), "docnos": sorted(found.values())}
+            self._write(record)
+            return WriteResult(seq=seq, deleted=len(found), missing=missing,
+                               apply_ms=(time.perf_counter() - started) * 1000)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        wal_bytes = self._wal.append(record)
+        try:
+            self._apply(record, store=True, lucene=list(self._writers or {}))
+            added, deleted = self._changes(record)
+            self._seq = record["seq"]
+            self._bound = max(self._bound, added[-1] + 1) if added else self._bound
+            self._bitmap = self._next_bitmap(added, deleted)
+            self.manifest = replace(self.manifest, doc_count=self.manifest.doc_count + len(added) - len(deleted))
+            self._publish()
+        except BaseException as exc:
+            # The log holds the record, so reopening the index finishes this write; until then, no more writes.
+            self._failed = f"{type(exc).__name__}: {exc}"[:300]
+            log.exception("write %s to index %s failed half-way", record["seq"], self.name)
+            raise IndexFailedError(f"index {self.name!r}: write failed half-way ({self._failed}); "
+                                   "it is applied when the index is reopened") from None
+        if wal_bytes > self._checkpoint_bytes:
+            self._checkpoint_locked()
+
+    @staticmethod
+    def _changes(record: dict[str, Any]) -> tuple[list[int], list[int]]:
+        if record["op"] == "upsert":
+            return list(range(record["first"], record["first"] + len(record["docs"]))), record["replaced"]
+        return [], record["docnos"]
+
+    def _next_bitmap(self, added: list[int], deleted: list[int]) -> np.ndarray:
+        top = self._bound
+        if self._bitmap is None:
+            bits = np.ones(top, dtype=bool)
+        else:
+            bits = np.unpackbits(self._bitmap, bitorder="little")[:top]
+            bits = np.concatenate([bits, np.zeros(top - len(bits), dtype=bits.dtype)]).astype(bool)
+            bits[added] = True
+        bits[deleted] = False
+        return np.packbits(bits, bitorder="little")
+
+    def _apply(self, record: dict[str, Any], store: bool, lucene: list[str]) -> None:
+        """Redo one record in the chosen components; FAISS takes only vectors it does not hold yet."""
+        seq = record["seq"]
+        added, deleted = self._changes(record)
+        assert self._writers is not None or not lucene
+        if record["op"] == "upsert":
+            docs = [Document(i, title, text, metadata) for i, title, text, metadata in record["docs"]]
+            if store:
+                self.store.apply(seq, list(zip(added, docs)), deleted)
+            for name in lucene:
+                writer = self._writers[name]  # type: ignore[index]
+                if name == "bm25":
+                    writer.upsert((d.id, d.contents) for d in docs)
+                else:
+                    writer.upsert(zip((d.id for d in docs), record["splade"]))
+            if self._faiss is not None and record["dense"] is not None:
+                vectors = _decode_vectors(record["dense"], self._faiss.dimension)
+                docnos = np.asarray(added, dtype=np.int64)
+                fresh = docnos > self._faiss.max_docno
+                self._faiss.add(vectors[fresh], docnos[fresh])
+        else:
+            if store:
+                self.store.apply(seq, [], deleted)
+            for name in lucene:
+                self._writers[name].delete(record["ids"])  # type: ignore[index]
+
+    def _recover(self) -> None:
+        with self._write_lock:
+            self._open_writers()
+            assert self._writers is not None
+            store_seq = self.store.seq
+            lucene_seqs = {name: committed_seq(self.folder / name) for name in self._writers}
+            replayed = 0
+            for record in self._wal.records():
+                seq = record["seq"]
+                behind = [name for name, done in lucene_seqs.items() if seq > done]
+                self._apply(record, store=seq > store_seq, lucene=behind)
+                replayed += 1
+                self._seq = max(self._seq, seq)
+            self._seq = max(self._seq, self.store.seq)
+            self._bound = self.store.next_docno()
+            self._bitmap = self.store.live_bitmap(self._seq) if self.store.has_versions() else None
+            self.manifest = replace(self.manifest, doc_count=self.store.count(self._seq))
+            log.warning("index %s: replayed %d write batch(es) up to seq %d", self.name, replayed, self._seq)
+            self._checkpoint_locked()
+
+    # --- checkpoints, compaction, snapshots ----------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        with self._write_lock:
+            self._checkpoint_locked()
+
+    def compact(self) -> None:
+        """Checkpoint with every deleted version removed now: from FAISS, from the document store, and from
+        Lucene's segments (so BM25 statistics no longer count deleted documents)."""
+        with self._write_lock:
+            self._check_writable()
+            self._open_writers()
+            self._checkpoint_locked(force_compact=True)
+
+    def _oldest_view_seq(self) -> int:
+        with self._views_lock:
+            return min([v.seq for v in self._views] + [self._seq])
+
+    def _checkpoint_locked(self, force_compact: bool = False) -> None:
+        if self._writers is None:
+            return
+        marker = self.folder / MARKER
+        marker.write_bytes(b"")
+        _fsync(self.folder)
+        threshold = 0.0 if force_compact else self._compact_fraction
+        merged = False
+        for writer in self._writers.values():
+            fraction = writer.deleted_fraction()
+            if fraction and fraction >= threshold:
+                writer.merge_deletes()
+                merged = True
+        if merged:
+            self._publish()  # searches move to the merged segments; the old readers go with their last search
+        dead = self.store.dead_docnos(self._oldest_view_seq())
+        compacted = False
+        if self._faiss is not None and dead and len(dead) >= threshold * max(self._faiss.ntotal, 1):
+            compacted = self._faiss.compact(np.asarray(dead, dtype=np.int64))
+            if not compacted:
+                log.warning("index %s: this FAISS type can neither remove vectors nor be rebuilt from them; "
+                            "%d deleted versions stay as tombstones (filtered at search time)", self.name, len(dead))
+        files = [str(Path(name) / f) for name, writer in self._writers.items() for f in writer.commit(self._seq)]
+        if self._faiss is not None:
+            self._faiss.save(self.folder / "dense")
+            files.append("dense/index.faiss")
+        if compacted or (self._faiss is None and dead):
+            self.store.purge(dead)  # after the FAISS file without them is on disk
+        _fsync(self.folder / DocStore.FILE)
+        files.append(DocStore.FILE)
+        retrievers = {name: replace(info, size_bytes=folder_size(self.folder / name))
+                      for name, info in self.manifest.retrievers.items()}
+        self.manifest = replace(
+            self.manifest, doc_count=self.store.count(self._seq), live_seq=self._seq, retrievers=retrievers,
+            updated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            docstore_bytes=folder_size(self.folder / DocStore.FILE),
+            files=checksum_files(self.folder, sorted(files), previous=self.manifest.files),
+        )
+        self.manifest.write(self.folder)
+        self._wal.reset()
+        marker.unlink()
+        _fsync(self.folder)
+
+    def snapshot(self, root: Path) -> Path:
+        """Write a point-in-time copy as ``root/NAME@STAMP/NAME``: an index root ``hybrid serve`` can load."""
+        with self._write_lock:
+            self._checkpoint_locked()
+            stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{self._seq}"
+            target = Path(root) / f"{self.name}@{stamp}" / self.name
+            partial = target.with_name(self.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                for rel in self.manifest.files:
+                    source, copy = self.folder / rel, partial / rel
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    if rel == DocStore.FILE:
+                        self.store.backup(copy)
+                        continue
+                    try:
+                        os.link(source, copy)  # Lucene files and the FAISS file are never changed in place
+                    except OSError:
+                        shutil.copy2(source, copy)
+                manifest = replace(self.manifest, files=checksum_files(partial, sorted(self.manifest.files),
+                                                                        previous=self.manifest.files))
+                manifest.write(partial)
+                os.rename(partial, target)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            return target
+
+    # --- closing -------------------------------------------------------------------------------------
+
+    def stop_writes(self, checkpoint: bool = True) -> None:
+        """Checkpoint (when written to), release the writers and the lock, refuse further writes;
+        searches keep working on the current view."""
+        with self._write_lock:
+            if self._closed:
+                return
+            try:
+                if checkpoint and not self._failed:
+                    self._checkpoint_locked()
+            finally:
+                self._closed = True
+                for writer in (self._writers or {}).values():
+                    writer.close()
+                self._writers = None
+                self._held.close()
+                self._wal.close()
+
+    def close(self, checkpoint: bool = True) -> None:
+        """:meth:`stop_writes`, then drop the current view; searches in flight finish first."""
+        try:
+            self.stop_writes(checkpoint)
+        finally:
+            with self._views_lock:
+                current, self._current = self._current, None
+            if current is not None:
+                self._release(current)
+
+
+def snapshot_root(index_root: Path) -> Path:
+    return Path(index_root) / SNAPSHOTS
+
+
+__all__ = ["IndexFailedError", "LiveIndex", "LiveWriteError", "MANIFEST", "WriteResult", "snapshot_root"]

@@ -1,0 +1,185 @@
+"""Live adds and deletes on an Anserini-built Lucene index, and near-real-time readers over them.
+
+Documents are made by Anserini's own ``DefaultLuceneDocumentGenerator`` from the same collection
+classes ``IndexCollection`` reads (``JsonCollection`` for BM25, ``JsonVectorCollection`` for impacts),
+and the ``IndexWriter`` gets the analyzer and similarity ``IndexCollection`` would use; so a document
+written here is indexed exactly as a batch build would have indexed it, and scores stay comparable.
+
+Searches go through Anserini's ``SimpleSearcher`` / ``SimpleImpactSearcher`` (same query generation,
+same score-tie breaking), pointed at a point-in-time NRT reader of the writer: each reader is one
+consistent snapshot that later writes never change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from retrieval.jvm import ensure_pyserini
+
+Kind = Literal["bm25", "impact"]
+SEQ_KEY = "hybrid.seq"
+
+
+class LuceneWriteError(RuntimeError):
+    pass
+
+
+def _jclasses() -> dict[str, Any]:
+    ensure_pyserini()
+    from jnius import autoclass
+
+    names = {
+        "Args": "io.anserini.index.IndexCollection$Args",
+        "Generator": "io.anserini.index.generator.DefaultLuceneDocumentGenerator",
+        "JsonDoc": "io.anserini.collection.JsonCollection$Document",
+        "VectorDoc": "io.anserini.collection.JsonVectorCollection$Document",
+        "Mapper": "com.fasterxml.jackson.databind.ObjectMapper",
+        "EnglishAnalyzer": "io.anserini.analysis.DefaultEnglishAnalyzer",
+        "WhitespaceAnalyzer": "org.apache.lucene.analysis.core.WhitespaceAnalyzer",
+        "BM25Similarity": "org.apache.lucene.search.similarities.BM25Similarity",
+        "ImpactSimilarity": "io.anserini.search.similarity.ImpactSimilarity",
+        "Config": "org.apache.lucene.index.IndexWriterConfig",
+        "OpenMode": "org.apache.lucene.index.IndexWriterConfig$OpenMode",
+        "Writer": "org.apache.lucene.index.IndexWriter",
+        "TieredMergePolicy": "org.apache.lucene.index.TieredMergePolicy",
+        "FSDirectory": "org.apache.lucene.store.FSDirectory",
+        "Paths": "java.nio.file.Paths",
+        "Term": "org.apache.lucene.index.Term",
+        "DirectoryReader": "org.apache.lucene.index.DirectoryReader",
+        "HashMap": "java.util.HashMap",
+        "ArrayList": "java.util.ArrayList",
+        "Class": "java.lang.Class",
+    }
+    return {k: autoclass(v) for k, v in names.items()}
+
+
+class LuceneWriter:
+    """One open ``IndexWriter`` (it holds Lucene's ``write.lock``: one writer per index, across processes)."""
+
+    def __init__(self, index_dir: Path, kind: Kind, create: bool = False) -> None:
+        self.kind = kind
+        self.index_dir = Path(index_dir)
+        j = self._j = _jclasses()
+        args = j["Args"]()
+        if kind == "bm25":
+            args.storePositions = True
+            args.storeDocvectors = True
+            args.storeRaw = True
+            analyzer = j["EnglishAnalyzer"].fromArguments(args.stemmer, args.keepStopwords, args.stopwords)
+            similarity = j["BM25Similarity"]()
+        else:
+            args.impact = True
+            args.pretokenized = True
+            analyzer = j["WhitespaceAnalyzer"]()
+            similarity = j["ImpactSimilarity"]()
+        self._generator = j["Generator"](args)
+        self._mapper = j["Mapper"]()
+        config = j["Config"](analyzer)
+        config.setSimilarity(similarity)
+        config.setOpenMode(j["OpenMode"].CREATE if create else j["OpenMode"].APPEND)
+        config.setUseCompoundFile(False)
+        # Our checkpoint decides when deletes are worth a merge; once asked, merge every segment that has one.
+        policy = j["TieredMergePolicy"]()
+        policy.setForceMergeDeletesPctAllowed(0.0)
+        config.setMergePolicy(policy)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        self._directory = j["FSDirectory"].open(j["Paths"].get(str(self.index_dir.resolve())))
+        try:
+            self._writer = j["Writer"](self._directory, config)
+        except Exception as exc:  # LockObtainFailedException, IndexNotFoundException, ...
+            self._directory.close()
+            message = str(exc)
+            if "Lock" in message:
+                raise LuceneWriteError(f"{self.index_dir} is open for writing by another process") from None
+            raise LuceneWriteError(f"{self.index_dir}: cannot open for writing ({message.splitlines()[0][:200]})") from None
+
+    def _document(self, doc_id: str, payload: str | dict[str, int]) -> Any:
+        if self.kind == "bm25":
+            source = self._j["JsonDoc"].fromString(json.dumps({"id": doc_id, "contents": payload}, ensure_ascii=False))
+        else:
+            node = self._mapper.readTree(json.dumps({"id": doc_id, "contents": "", "vector": payload}, ensure_ascii=False))
+            source = self._j["VectorDoc"](node)
+        return self._generator.createDocument(source)
+
+    def upsert(self, docs: Iterable[tuple[str, str | dict[str, int]]]) -> None:
+        """Replace (or add) each document by id; an empty payload only deletes (Lucene cannot index it)."""
+        term = self._j["Term"]
+        for doc_id, payload in docs:
+            if not payload:
+                self.delete([doc_id])
+            else:
+                self._writer.updateDocument(term("id", doc_id), self._document(doc_id, payload))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        # updateDocuments(term, []) deletes by term; deleteDocuments(Term...) is ambiguous to pyjnius.
+        term, nothing = self._j["Term"], self._j["ArrayList"]()
+        for doc_id in ids:
+            self._writer.updateDocuments(term("id", doc_id), nothing)
+
+    def deleted_fraction(self) -> float:
+        """Share of the index's documents that are deleted but still in its segments (and its BM25 statistics)."""
+        stats = self._writer.getDocStats()
+        return (stats.maxDoc - stats.numDocs) / stats.maxDoc if stats.maxDoc else 0.0
+
+    def merge_deletes(self) -> None:
+        """Rewrite segments with deletions, so term statistics count live documents only."""
+        self._writer.forceMergeDeletes(True)
+
+    def open_reader(self) -> Any:
+        """A point-in-time reader that sees every change so far, committed or not (NRT)."""
+        return self._j["DirectoryReader"].open(self._writer)
+
+    def commit(self, seq: int) -> list[str]:
+        """Make every change durable with ``seq`` in the commit's user data; returns the commit's files."""
+        data = self._j["HashMap"]()
+        data.put(SEQ_KEY, str(seq))
+        self._writer.setLiveCommitData(data.entrySet())
+        self._writer.commit()
+        reader = self._j["DirectoryReader"].open(self._directory)
+        try:
+            return sorted(str(f) for f in reader.getIndexCommit().getFileNames().toArray())
+        finally:
+            reader.close()
+
+    def committed_seq(self) -> int:
+        return committed_seq(self.index_dir)
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._directory.close()
+
+
+def committed_seq(index_dir: Path) -> int:
+    """The ``seq`` recorded by the last commit (0 for a batch-built index)."""
+    j = _jclasses()
+    directory = j["FSDirectory"].open(j["Paths"].get(str(Path(index_dir).resolve())))
+    try:
+        reader = j["DirectoryReader"].open(directory)
+        try:
+            value = reader.getIndexCommit().getUserData().get(SEQ_KEY)
+        finally:
+            reader.close()
+    finally:
+        directory.close()
+    return int(value) if value else 0
+
+
+def point_at_reader(jsearcher: Any, reader: Any) -> None:
+    """Make an Anserini ``SimpleSearcher``/``SimpleImpactSearcher`` search ``reader`` instead of its own.
+
+    The searcher takes over the reference: its ``close()`` releases ``reader``. Its own ``IndexSearcher``
+    is dropped so that the next search builds one over the new reader with the searcher's similarity.
+    """
+    from jnius import autoclass
+
+    fields = autoclass("org.apache.commons.lang3.reflect.FieldUtils")
+    previous = fields.readField(jsearcher, "reader", True)
+    fields.writeField(jsearcher, "reader", reader, True)
+    fields.writeField(jsearcher, "searcher", None, True)
+    if previous is not None:
+        previous.close()
