@@ -94,13 +94,15 @@ class LiveIndex:
     """One index open for searching and writing; see the module docstring for the guarantees."""
 
     def __init__(self, folder: Path, manifest: Manifest, store: DocStore, encoders: Encoders, faiss: FaissIndex | None,
-                 batch_size: int, threads: int, root: IndexRoot | None, name: str,
+                 device: str, batch_size: int, threads: int, root: IndexRoot | None, name: str,
                  checkpoint_bytes: int, compact_fraction: float) -> None:
         self.folder = folder
         self.manifest = manifest
         self.name = name
         self.store = store
         self.encoders = encoders
+        self._device = device
+        self._document_encoders: Encoders | None = None  # loaded at the first upsert
         self._faiss = faiss
         self._batch_size = batch_size
         self._threads = threads
@@ -142,7 +144,7 @@ class LiveIndex:
             store.close()
             raise
         name = folder.name.split("@", 1)[0] if "@" in folder.name else folder.name
-        live = cls(folder, manifest, store, encoders, faiss, batch_size, threads, root, name, checkpoint_bytes,
+        live = cls(folder, manifest, store, encoders, faiss, device, batch_size, threads, root, name, checkpoint_bytes,
                    compact_fraction)
         try:
             if dirty:
@@ -265,12 +267,15 @@ class LiveIndex:
         if not docs:
             return WriteResult(seq=self._seq)
         started = time.perf_counter()
+        if self._document_encoders is None:
+            self._document_encoders = Encoders.load(self.manifest, self.retrievers, self._device, role="document")
+        encoders = self._document_encoders
         texts = [d.contents for d in docs]
         splade = None
-        if self.encoders.splade is not None:
-            assert self.encoders.quant is not None
-            splade = self.encoders.splade.encode_documents(texts, self.encoders.quant, batch_size=self._batch_size)
-        dense = self.encoders.dense.encode_documents(texts, batch_size=self._batch_size) if self.encoders.dense else None
+        if encoders.splade is not None:
+            assert encoders.quant is not None
+            splade = encoders.splade.encode_documents(texts, encoders.quant, batch_size=self._batch_size)
+        dense = encoders.dense.encode_documents(texts, batch_size=self._batch_size) if encoders.dense else None
         encoded = time.perf_counter()
         with self._write_lock:
             self._check_writable()

@@ -82,10 +82,11 @@ _shared: dict[tuple[str, str, str], Any] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_encoder(kind: str, model: ResolvedModel, device: str) -> Any:
-    """One loaded encoder per (kind, model, device) per process: indexes that share a model share its memory
-    (encoders serialize their own calls)."""
-    key = (kind, f"{model.path}:{model.weights_sha256}", device)
+def shared_encoder(kind: str, model: ResolvedModel, device: str, role: str = "query") -> Any:
+    """One loaded encoder per (kind, model, device, role) per process: indexes that share a model share its
+    memory. An encoder serializes its own calls, so documents being encoded for a write (role "document")
+    get their own copy: query encoding never waits behind a long document batch."""
+    key = (kind, f"{model.path}:{model.weights_sha256}", device, role)
     with _shared_lock:
         if key not in _shared:
             _shared[key] = SpladeEncoder(model, device=device) if kind == "splade" else DenseEncoder(model, device=device)
@@ -101,15 +102,15 @@ class Encoders:
     dense: DenseEncoder | None = None
 
     @classmethod
-    def load(cls, manifest: Manifest, wanted: Sequence[str], device: str) -> Encoders:
+    def load(cls, manifest: Manifest, wanted: Sequence[str], device: str, role: str = "query") -> Encoders:
         encoders = cls()
         if "splade" in wanted:
             info = manifest.retrievers["splade"]
-            encoders.splade = shared_encoder("splade", _check_model(manifest, "splade"), device)
+            encoders.splade = shared_encoder("splade", _check_model(manifest, "splade"), device, role)
             doc_top_k = info.parameters.get("doc_top_k")
             encoders.quant = Quantization(scale=float(info.parameters["scale"]), top_k=int(doc_top_k) if doc_top_k else None)
         if "dense" in wanted:
-            encoders.dense = shared_encoder("dense", _check_model(manifest, "dense"), device)
+            encoders.dense = shared_encoder("dense", _check_model(manifest, "dense"), device, role)
         return encoders
 
 

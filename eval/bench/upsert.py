@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,32,256", help="Upsert batch sizes.")
     parser.add_argument("--docs", type=int, default=256, help="Documents upserted at each batch size (batch 1: a tenth).")
     parser.add_argument("--api-key", default=None, help="An admin key, if the server has keys.")
+    parser.add_argument("--no-reader", action="store_true", help="No concurrent searches: write throughput alone.")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -69,8 +70,9 @@ def main() -> None:
     before = client.get(base).json()["documents"]
     docs = [d for d in iter_documents(args.corpus) if d.contents.strip()]
     reader = Reader(httpx.Client(headers=headers, timeout=600), f"{base}/search", [d.title or d.text[:80] for d in docs[:200]])
-    reader.start()
-    time.sleep(5)  # idle latency first
+    if not args.no_reader:
+        reader.start()
+        time.sleep(5)  # idle latency first
     settings: list[dict[str, Any]] = []
     offset = 0
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -112,14 +114,17 @@ def main() -> None:
     delete_s = time.perf_counter() - started
     time.sleep(3)
     reader.stop.set()
-    reader.join()
+    if reader.is_alive():
+        reader.join()
     after = client.get(base).json()["documents"]
     report = {
         "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
         "index": args.index, "documents_before": before, "documents_after": after,
         "upserts": settings,
         "delete": {"ids": len(ids), "deleted": deleted, "seconds": round(delete_s, 3), "ids_per_second": round(len(ids) / delete_s, 1)},
-        "search_while_writing_ms": {"idle": percentiles(reader.idle), "during_writes": percentiles(reader.busy) if reader.busy else None,
+        "concurrent_reader": not args.no_reader,
+        "search_while_writing_ms": None if args.no_reader else {
+                                    "idle": percentiles(reader.idle), "during_writes": percentiles(reader.busy) if reader.busy else None,
                                     "queries_idle": len(reader.idle), "queries_during_writes": len(reader.busy),
                                     "errors": reader.errors},
     }
