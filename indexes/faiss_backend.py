@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from indexes.layout import fsync_path
+
 FILE = "index.faiss"
 
 
@@ -115,11 +117,7 @@ def save(index: object, folder: Path) -> Path:
     path = folder / FILE
     tmp = folder / (FILE + ".tmp")
     _faiss().write_index(_to_cpu(index), str(tmp))
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(tmp)
     os.replace(tmp, path)
     return path
 

@@ -106,7 +106,7 @@ class IndexRoot:
         tmp_link = self.root / f".{name}.link-{uuid.uuid4().hex[:8]}"
         os.symlink(os.path.relpath(final, self.root), tmp_link)
         os.replace(tmp_link, link)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         if previous is not None and previous != final and previous.parent == self.root / VERSIONS:
             # Open readers keep their files (POSIX semantics); new readers see only the new version.
             shutil.rmtree(previous, ignore_errors=True)
@@ -141,7 +141,8 @@ class IndexRoot:
         return removed
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's fsync makes renames and new names in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -152,9 +153,5 @@ def _fsync_dir(path: Path) -> None:
 def _fsync_tree(path: Path) -> None:
     for dirpath, _, files in os.walk(path):
         for file in files:
-            fd = os.open(os.path.join(dirpath, file), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
+            fsync_path(Path(dirpath) / file)
+        fsync_path(Path(dirpath))

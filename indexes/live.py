@@ -36,11 +36,12 @@ import numpy as np
 from indexes.corpus import Document
 from indexes.docstore import DocStore
 from indexes.faiss_backend import FaissIndex
-from indexes.layout import IndexBusyError, IndexRoot
+from indexes.layout import IndexBusyError, IndexRoot, fsync_path
 from indexes.lucene_backend import Bm25Index, ImpactIndex
 from indexes.lucene_writer import LuceneWriter, committed_seq
 from indexes.manifest import LUCENE_RETRIEVERS, MANIFEST, Manifest, checksum_files, folder_size, verify_files
 from indexes.wal import WriteAheadLog
+from retrieval.jvm import JNI_LOCK
 from retrieval.pipeline import Encoders, Searcher
 from retrieval.searchers import Bm25Searcher, DenseSearcher, RetrieverSearcher, SpladeSearcher
 
@@ -72,14 +73,6 @@ class _View:
     searcher: Searcher
     seq: int
     refs: int = 1  # one for being the current view
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _encode_vectors(vectors: np.ndarray) -> str:
@@ -194,6 +187,7 @@ class LiveIndex:
     def _publish(self) -> None:
         """Make everything written so far visible to new searches, in one step."""
         searchers: dict[str, RetrieverSearcher] = {}
+        reader = None
         try:
             for name, info in self.manifest.retrievers.items():
                 reader = self._writers[name].open_reader() if self._writers and name in self._writers else None
@@ -208,7 +202,11 @@ class LiveIndex:
                     assert self.encoders.dense is not None and self._faiss is not None
                     searchers[name] = DenseSearcher(self._faiss, self.encoders.dense, self.store, self._batch_size,
                                                     bound=self._bound, bitmap=self._bitmap)
+                reader = None  # handed over: the searcher closes it
         except BaseException:
+            if reader is not None:
+                with JNI_LOCK:
+                    reader.close()
             for searcher in searchers.values():
                 searcher.close()
             raise
@@ -414,7 +412,7 @@ class LiveIndex:
             return
         marker = self.folder / MARKER
         marker.write_bytes(b"")
-        _fsync(self.folder)
+        fsync_path(self.folder)
         threshold = 0.0 if force_compact else self._compact_fraction
         merged = False
         for writer in self._writers.values():
@@ -437,7 +435,7 @@ class LiveIndex:
             files.append("dense/index.faiss")
         if compacted or (self._faiss is None and dead):
             self.store.purge(dead)  # after the FAISS file without them is on disk
-        _fsync(self.folder / DocStore.FILE)
+        fsync_path(self.folder / DocStore.FILE)
         files.append(DocStore.FILE)
         retrievers = {name: replace(info, size_bytes=folder_size(self.folder / name))
                       for name, info in self.manifest.retrievers.items()}
@@ -450,7 +448,7 @@ class LiveIndex:
         self.manifest.write(self.folder)
         self._wal.reset()
         marker.unlink()
-        _fsync(self.folder)
+        fsync_path(self.folder)
 
     def snapshot(self, root: Path) -> Path:
         """Write a point-in-time copy as ``root/NAME@STAMP/NAME``: an index root ``hybrid serve`` can load."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.fusion import ScoredDoc
-from retrieval.jvm import ensure_pyserini
+from retrieval.jvm import JNI_LOCK, ensure_pyserini
 
 BM25_K1 = 0.9
 BM25_B = 0.4
@@ -68,11 +68,12 @@ def lucene_doc_count(index_dir: Path) -> int:
     ensure_pyserini()
     from pyserini.index.lucene import LuceneIndexReader
 
-    try:
-        reader = LuceneIndexReader(str(index_dir))
-    except Exception as exc:  # a JavaException for a missing or broken index
-        raise LuceneBuildError(f"{index_dir}: not a readable Lucene index ({exc})") from None
-    return int(reader.stats()["documents"])
+    with JNI_LOCK:
+        try:
+            reader = LuceneIndexReader(str(index_dir))
+        except Exception as exc:  # a JavaException for a missing or broken index
+            raise LuceneBuildError(f"{index_dir}: not a readable Lucene index ({exc})") from None
+        return int(reader.stats()["documents"])
 
 
 def build_bm25(docs: Iterable[tuple[str, str]], work_dir: Path, index_dir: Path, threads: int, expected: int) -> None:
@@ -102,23 +103,27 @@ class Bm25Index:
         ensure_pyserini()
         from pyserini.search.lucene import LuceneSearcher
 
-        self._searcher = LuceneSearcher(str(index_dir))
-        self._searcher.set_bm25(k1, b)
-        if reader is not None:
-            from indexes.lucene_writer import point_at_reader
+        with JNI_LOCK:
+            self._searcher = LuceneSearcher(str(index_dir))
+            self._searcher.set_bm25(k1, b)
+            if reader is not None:
+                from indexes.lucene_writer import point_at_reader
 
-            point_at_reader(self._searcher.object, reader)
+                point_at_reader(self._searcher.object, reader)
 
     def search(self, query: str, k: int) -> list[ScoredDoc]:
-        return _hits(self._searcher.search(query, k))
+        with JNI_LOCK:
+            return _hits(self._searcher.search(query, k))
 
     def batch_search(self, queries: Sequence[str], k: int, threads: int) -> list[list[ScoredDoc]]:
         qids = [str(i) for i in range(len(queries))]
-        results = self._searcher.batch_search(list(queries), qids, k, threads)
-        return [_hits(results.get(q, [])) for q in qids]
+        with JNI_LOCK:
+            results = self._searcher.batch_search(list(queries), qids, k, threads)
+            return [_hits(results.get(q, [])) for q in qids]
 
     def close(self) -> None:
-        self._searcher.close()
+        with JNI_LOCK:
+            self._searcher.close()
 
 
 class ImpactIndex:
@@ -128,11 +133,12 @@ class ImpactIndex:
         ensure_pyserini()
         from jnius import autoclass
 
-        self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(index_dir))
-        if reader is not None:
-            from indexes.lucene_writer import point_at_reader
+        with JNI_LOCK:
+            self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(index_dir))
+            if reader is not None:
+                from indexes.lucene_writer import point_at_reader
 
-            point_at_reader(self._searcher, reader)
+                point_at_reader(self._searcher, reader)
         self._map = autoclass("java.util.HashMap")
         self._list = autoclass("java.util.ArrayList")
         self._int = autoclass("java.lang.Integer")
@@ -146,17 +152,20 @@ class ImpactIndex:
     def search(self, vector: dict[str, int], k: int) -> list[ScoredDoc]:
         if not vector:
             return []
-        return _hits(self._searcher.search(self._jquery(vector), k))
+        with JNI_LOCK:
+            return _hits(self._searcher.search(self._jquery(vector), k))
 
     def batch_search(self, vectors: Sequence[dict[str, int]], k: int, threads: int) -> list[list[ScoredDoc]]:
-        queries, qids = self._list(), self._list()
-        for i, vector in enumerate(vectors):
-            queries.add(self._jquery(vector))
-            qids.add(str(i))
-        results = self._searcher.batch_search(queries, qids, int(k), int(threads))
-        by_qid = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
-        return [_hits(by_qid[str(i)]) if vectors[i] and str(i) in by_qid else [] for i in range(len(vectors))]
+        with JNI_LOCK:
+            queries, qids = self._list(), self._list()
+            for i, vector in enumerate(vectors):
+                queries.add(self._jquery(vector))
+                qids.add(str(i))
+            results = self._searcher.batch_search(queries, qids, int(k), int(threads))
+            by_qid = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
+            return [_hits(by_qid[str(i)]) if vectors[i] and str(i) in by_qid else [] for i in range(len(vectors))]
 
     def close(self) -> None:
-        self._searcher.close()
+        with JNI_LOCK:
+            self._searcher.close()
 

@@ -13,11 +13,12 @@ consistent snapshot that later writes never change.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from retrieval.jvm import ensure_pyserini
+from retrieval.jvm import JNI_LOCK, ensure_pyserini
 
 Kind = Literal["bm25", "impact"]
 SEQ_KEY = "hybrid.seq"
@@ -60,6 +61,10 @@ class LuceneWriter:
     """One open ``IndexWriter`` (it holds Lucene's ``write.lock``: one writer per index, across processes)."""
 
     def __init__(self, index_dir: Path, kind: Kind, create: bool = False) -> None:
+        with JNI_LOCK:
+            self._setup(index_dir, kind, create)
+
+    def _setup(self, index_dir: Path, kind: Kind, create: bool) -> None:
         self.kind = kind
         self.index_dir = Path(index_dir)
         j = self._j = _jclasses()
@@ -107,65 +112,80 @@ class LuceneWriter:
     def upsert(self, docs: Iterable[tuple[str, str | dict[str, int]]]) -> None:
         """Replace (or add) each document by id; an empty payload only deletes (Lucene cannot index it)."""
         term = self._j["Term"]
-        for doc_id, payload in docs:
+        for doc_id, payload in docs:  # the lock per document: searches get their turn during long batches
             if not payload:
                 self.delete([doc_id])
             else:
-                self._writer.updateDocument(term("id", doc_id), self._document(doc_id, payload))
+                with JNI_LOCK:
+                    self._writer.updateDocument(term("id", doc_id), self._document(doc_id, payload))
 
     def delete(self, ids: Sequence[str]) -> None:
         # updateDocuments(term, []) deletes by term; deleteDocuments(Term...) is ambiguous to pyjnius.
-        term, nothing = self._j["Term"], self._j["ArrayList"]()
+        term = self._j["Term"]
         for doc_id in ids:
-            self._writer.updateDocuments(term("id", doc_id), nothing)
+            with JNI_LOCK:
+                self._writer.updateDocuments(term("id", doc_id), self._j["ArrayList"]())
 
     def deleted_fraction(self) -> float:
         """Share of the index's documents that are deleted but still in its segments (and its BM25 statistics)."""
-        stats = self._writer.getDocStats()
-        return (stats.maxDoc - stats.numDocs) / stats.maxDoc if stats.maxDoc else 0.0
+        with JNI_LOCK:
+            stats = self._writer.getDocStats()
+            return (stats.maxDoc - stats.numDocs) / stats.maxDoc if stats.maxDoc else 0.0
 
     def merge_deletes(self) -> None:
         """Rewrite segments with deletions, so term statistics count live documents only."""
-        self._writer.forceMergeDeletes(True)
+        with JNI_LOCK:
+            self._writer.forceMergeDeletes(False)  # merges run on Lucene's threads, not under our lock
+        while True:
+            with JNI_LOCK:
+                if not self._writer.hasPendingMerges():
+                    break
+            time.sleep(0.01)
+        with JNI_LOCK:
+            self._writer.waitForMerges()  # the running ones
 
     def open_reader(self) -> Any:
         """A point-in-time reader that sees every change so far, committed or not (NRT)."""
-        return self._j["DirectoryReader"].open(self._writer)
+        with JNI_LOCK:
+            return self._j["DirectoryReader"].open(self._writer)
 
     def commit(self, seq: int) -> list[str]:
         """Make every change durable with ``seq`` in the commit's user data; returns the commit's files."""
-        data = self._j["HashMap"]()
-        data.put(SEQ_KEY, str(seq))
-        self._writer.setLiveCommitData(data.entrySet())
-        self._writer.commit()
-        reader = self._j["DirectoryReader"].open(self._directory)
-        try:
-            return sorted(str(f) for f in reader.getIndexCommit().getFileNames().toArray())
-        finally:
-            reader.close()
+        with JNI_LOCK:
+            data = self._j["HashMap"]()
+            data.put(SEQ_KEY, str(seq))
+            self._writer.setLiveCommitData(data.entrySet())
+            self._writer.commit()
+            reader = self._j["DirectoryReader"].open(self._directory)
+            try:
+                return sorted(str(f) for f in reader.getIndexCommit().getFileNames().toArray())
+            finally:
+                reader.close()
 
     def committed_seq(self) -> int:
         return committed_seq(self.index_dir)
 
     def close(self) -> None:
-        try:
-            self._writer.close()
-        finally:
-            self._directory.close()
+        with JNI_LOCK:
+            try:
+                self._writer.close()
+            finally:
+                self._directory.close()
 
 
 def committed_seq(index_dir: Path) -> int:
     """The ``seq`` recorded by the last commit (0 for a batch-built index)."""
     j = _jclasses()
-    directory = j["FSDirectory"].open(j["Paths"].get(str(Path(index_dir).resolve())))
-    try:
-        reader = j["DirectoryReader"].open(directory)
+    with JNI_LOCK:
+        directory = j["FSDirectory"].open(j["Paths"].get(str(Path(index_dir).resolve())))
         try:
-            value = reader.getIndexCommit().getUserData().get(SEQ_KEY)
+            reader = j["DirectoryReader"].open(directory)
+            try:
+                value = reader.getIndexCommit().getUserData().get(SEQ_KEY)
+            finally:
+                reader.close()
         finally:
-            reader.close()
-    finally:
-        directory.close()
+            directory.close()
     return int(value) if value else 0
 
 
@@ -178,8 +198,9 @@ def point_at_reader(jsearcher: Any, reader: Any) -> None:
     from jnius import autoclass
 
     fields = autoclass("org.apache.commons.lang3.reflect.FieldUtils")
-    previous = fields.readField(jsearcher, "reader", True)
-    fields.writeField(jsearcher, "reader", reader, True)
-    fields.writeField(jsearcher, "searcher", None, True)
-    if previous is not None:
-        previous.close()
+    with JNI_LOCK:
+        previous = fields.readField(jsearcher, "reader", True)
+        fields.writeField(jsearcher, "reader", reader, True)
+        fields.writeField(jsearcher, "searcher", None, True)
+        if previous is not None:
+            previous.close()

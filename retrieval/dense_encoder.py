@@ -10,8 +10,10 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from retrieval.models import ResolvedModel
+from retrieval.st_forward import embed_one, plain_query_forward
 
 
 class DenseEncoder:
@@ -28,8 +30,14 @@ class DenseEncoder:
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dimension = int(get_dim() or 0)
         self._lock = threading.Lock()
+        self._plain_queries = plain_query_forward(self._model)
 
     def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int) -> np.ndarray:
+        if query and len(texts) == 1 and self._plain_queries:
+            with self._lock:
+                embedding = embed_one(self._model, texts[0])
+            vector = torch.nn.functional.normalize(embedding.float(), p=2, dim=0).cpu().numpy()
+            return np.ascontiguousarray(vector[None, :], dtype=np.float32)
         fn = self._model.encode_query if query else self._model.encode_document
         with self._lock:
             vectors = fn(

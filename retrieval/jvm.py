@@ -17,6 +17,14 @@ _VECTOR_MODULE = "jdk.incubator.vector"
 _lock = threading.Lock()
 _ready = False
 
+# pyjnius binds a Java method by storing its target on a method object that every instance of the class
+# shares (kivy/pyjnius#287, #563): two Python threads calling one method on two objects can swap targets
+# (seen here: one ArrayList's strings landing in another, under 64 concurrent clients). So every call on
+# a Java *instance* runs under this lock, held for one call or a few; static methods, constructors and
+# field reads carry no shared target. It costs overlap between Java calls of different threads only:
+# pyjnius releases the GIL inside Java, and encoders (the larger part of a query) never take it.
+JNI_LOCK = threading.RLock()
+
 
 class JavaUnavailableError(RuntimeError):
     """No usable Java runtime (21+) could be found."""

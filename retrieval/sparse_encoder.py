@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from retrieval.models import ResolvedModel
+from retrieval.st_forward import embed_one, plain_query_forward
 
 SparseVector = dict[str, int]
 
@@ -40,8 +42,15 @@ class SpladeEncoder:
         tokenizer = self._model.tokenizer
         self._vocab = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=object)
         self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
+        self._plain_queries = plain_query_forward(self._model)
 
     def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int) -> list[dict[str, float]]:
+        if query and len(texts) == 1 and self._plain_queries:
+            with self._lock:
+                embedding = embed_one(self._model, texts[0])
+            terms = torch.nonzero(embedding).squeeze(1)
+            vocab = self._vocab
+            return [{vocab[t]: w for t, w in zip(terms.tolist(), embedding[terms].float().tolist())}]
         fn = self._model.encode_query if query else self._model.encode_document
         with self._lock:
             tensor = fn(list(texts), batch_size=batch_size, convert_to_sparse_tensor=True, show_progress_bar=False)

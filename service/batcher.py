@@ -1,10 +1,10 @@
 """Micro-batching: concurrent single-query requests share one encoder call.
 
 Encoders cost far less per query in a batch (one forward pass, one padded tensor) than one by one,
-so under load the server gathers the single queries that arrive while a batch is running (or
-within ``wait_ms`` of the first one), groups those with identical options, and answers each group
-with one ``Searcher.batch_search``. With one client at a time nothing waits: a lone request is
-dispatched as soon as it arrives, after at most ``wait_ms``.
+so under load the server gathers the single queries that arrive while a batch is running (and, while
+one is, those within ``wait_ms`` of the first), groups those with identical options, and answers each
+group with one ``Searcher.batch_search``. A query that arrives while no batch runs is dispatched at
+once with whatever is already queued: one client at a time never waits.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class MicroBatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
         self.queries = 0
+        self._inflight = 0
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -57,7 +58,8 @@ class MicroBatcher:
     async def _gather(self) -> list[tuple[_Pending, BatchFn]]:
         assert self._queue is not None
         items = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.wait
+        # Waiting for company only pays while another batch holds the cores; otherwise go now.
+        deadline = asyncio.get_running_loop().time() + (self.wait if self._inflight else 0.0)
         while len(items) < self.max_batch:
             remaining = deadline - asyncio.get_running_loop().time()
             try:
@@ -80,6 +82,7 @@ class MicroBatcher:
                 run = group[0][1]
                 self.batches += 1
                 self.queries += len(pending)
+                self._inflight += 1
                 try:
                     results = await loop.run_in_executor(self.executor, run, [p.query for p in pending])
                 except Exception as exc:  # the same error answers every request of the group
@@ -87,6 +90,8 @@ class MicroBatcher:
                         if not p.future.done():
                             p.future.set_exception(exc)
                     continue
+                finally:
+                    self._inflight -= 1
                 for p, result in zip(pending, results):
                     if not p.future.done():
                         p.future.set_result(result)

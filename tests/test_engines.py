@@ -92,3 +92,19 @@ def test_model_mismatch_is_refused(small_index, tmp_path) -> None:  # type: igno
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="other weights"):
         Searcher.open(copy, retrievers=["dense"])
+
+
+def test_single_query_fast_path_equals_encode_query(searcher) -> None:  # type: ignore[no-untyped-def]
+    """Single queries skip encode_query's batching; the vectors must be exactly what it returns."""
+    from tests.conftest import CRANFIELD
+    from indexes.corpus import read_jsonl_objects
+
+    splade, dense = searcher.searchers["splade"], searcher.searchers["dense"]
+    queries = [obj["text"] for _, obj in read_jsonl_objects(CRANFIELD / "queries.jsonl.gz")][:40]
+    assert splade._encoder._plain_queries and dense._encoder._plain_queries
+    batch_sparse = splade._encoder.encode_queries(queries, splade._quant)
+    batch_dense = dense._encoder.encode_queries(queries)
+    for i, query in enumerate(queries):
+        assert splade._encoder.encode_queries([query], splade._quant)[0] == batch_sparse[i]
+        np.testing.assert_allclose(dense._encoder.encode_queries([query])[0], batch_dense[i], atol=1e-6)
+
