@@ -37,13 +37,10 @@ from indexes.corpus import Document
 from indexes.docstore import DocStore
 from indexes.faiss_backend import FaissIndex
 from indexes.layout import IndexBusyError, IndexRoot, fsync_path
-from indexes.lucene_backend import Bm25Index, ImpactIndex
 from indexes.lucene_writer import LuceneWriter, committed_seq
 from indexes.manifest import LUCENE_RETRIEVERS, MANIFEST, Manifest, checksum_files, folder_size, verify_files
 from indexes.wal import WriteAheadLog
-from retrieval.jvm import JNI_LOCK
-from retrieval.pipeline import Encoders, Searcher
-from retrieval.searchers import Bm25Searcher, DenseSearcher, RetrieverSearcher, SpladeSearcher
+from retrieval.pipeline import Encoders, Searcher, build_searchers
 
 log = logging.getLogger("hybrid.live")
 MARKER = "CHECKPOINT"
@@ -186,30 +183,13 @@ class LiveIndex:
 
     def _publish(self) -> None:
         """Make everything written so far visible to new searches, in one step."""
-        searchers: dict[str, RetrieverSearcher] = {}
-        reader = None
-        try:
-            for name, info in self.manifest.retrievers.items():
-                reader = self._writers[name].open_reader() if self._writers and name in self._writers else None
-                if name == "bm25":
-                    searchers[name] = Bm25Searcher(Bm25Index(self.folder / name, k1=info.parameters["k1"],
-                                                             b=info.parameters["b"], reader=reader))
-                elif name == "splade":
-                    assert self.encoders.splade is not None and self.encoders.quant is not None
-                    searchers[name] = SpladeSearcher(ImpactIndex(self.folder / name, reader=reader),
-                                                     self.encoders.splade, self.encoders.quant, self._batch_size)
-                elif name == "dense":
-                    assert self.encoders.dense is not None and self._faiss is not None
-                    searchers[name] = DenseSearcher(self._faiss, self.encoders.dense, self.store, self._batch_size,
-                                                    bound=self._bound, bitmap=self._bitmap)
-                reader = None  # handed over: the searcher closes it
-        except BaseException:
-            if reader is not None:
-                with JNI_LOCK:
-                    reader.close()
-            for searcher in searchers.values():
-                searcher.close()
-            raise
+        writers = self._writers or {}
+
+        def reader_for(name: str) -> Any:
+            return writers[name].open_reader() if name in writers else None
+
+        searchers = build_searchers(self.folder, self.manifest, self.retrievers, self.encoders, self.store, self._faiss,
+                                    self._batch_size, reader_for=reader_for, bound=self._bound, bitmap=self._bitmap)
         view = _View(Searcher(self.folder, self.manifest, self.store, searchers, self._threads, seq=self._seq,
                               owns_store=False), self._seq)
         with self._views_lock:

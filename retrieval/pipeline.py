@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from indexes.docstore import DocStore
 from indexes.manifest import Manifest, verify_files
 from retrieval.fusion import FusedDoc, FusionConfig, RetrieverScore, ScoredDoc, fuse
+from retrieval.jvm import JNI_LOCK
 from retrieval.models import ModelError, ResolvedModel, resolve_model
 from indexes.faiss_backend import FaissIndex
 from indexes.lucene_backend import Bm25Index, ImpactIndex
@@ -120,6 +121,39 @@ def check_retrievers(manifest: Manifest, wanted: Sequence[str]) -> None:
         raise SearchError(f"index {manifest.name!r} has no {missing[0]!r} retriever; it has {', '.join(manifest.retrievers)}")
 
 
+def build_searchers(folder: Path, manifest: Manifest, wanted: Sequence[str], encoders: Encoders, store: DocStore,
+                    faiss: FaissIndex | None, batch_size: int, reader_for: Callable[[str], Any] | None = None,
+                    bound: int | None = None, bitmap: Any = None) -> dict[str, RetrieverSearcher]:
+    """One searcher per retriever in ``wanted``. ``reader_for(name)`` gives a live Lucene retriever its
+    point-in-time reader (taken over by the searcher); ``bound``/``bitmap`` limit the dense docnos. On a
+    failure, everything made so far, a reader not yet taken over included, is closed."""
+    searchers: dict[str, RetrieverSearcher] = {}
+    reader = None
+    try:
+        for name in wanted:
+            info = manifest.retrievers[name]
+            reader = reader_for(name) if reader_for is not None and name != "dense" else None
+            if name == "bm25":
+                searchers[name] = Bm25Searcher(Bm25Index(folder / name, k1=info.parameters["k1"], b=info.parameters["b"],
+                                                         reader=reader))
+            elif name == "splade":
+                assert encoders.splade is not None and encoders.quant is not None
+                searchers[name] = SpladeSearcher(ImpactIndex(folder / name, reader=reader), encoders.splade, encoders.quant,
+                                                 batch_size)
+            elif name == "dense":
+                assert encoders.dense is not None and faiss is not None
+                searchers[name] = DenseSearcher(faiss, encoders.dense, store, batch_size, bound=bound, bitmap=bitmap)
+            reader = None  # handed over: the searcher closes it
+    except BaseException:
+        if reader is not None:
+            with JNI_LOCK:
+                reader.close()
+        for searcher in searchers.values():
+            searcher.close()
+        raise
+    return searchers
+
+
 class Searcher:
     """Searches one index as of one point in time (``seq``; None for an index nobody writes to)."""
 
@@ -139,7 +173,8 @@ class Searcher:
         """Open an index folder read-only; only ``retrievers`` (default: all the index has) are loaded.
 
         ``verify`` checks the files against the manifest first: "full" (sizes and sha256), "size", "off".
-        An index with unapplied live writes (a write-ahead log) is opened through :class:`indexes.live.LiveIndex`.
+        After live writes this reads the index as of its last checkpoint; writes still only in its
+        write-ahead log are seen through :class:`indexes.live.LiveIndex`, which replays them.
         """
         folder = Path(folder).resolve()
         manifest = Manifest.read(folder)
@@ -152,18 +187,8 @@ class Searcher:
         seq = manifest.live_seq if manifest.live_seq else None
         bitmap = store.live_bitmap(manifest.live_seq) if store.has_versions() else None
         encoders = Encoders.load(manifest, wanted, device)
-        searchers: dict[str, RetrieverSearcher] = {}
-        for name in wanted:
-            info = manifest.retrievers[name]
-            if name == "bm25":
-                searchers[name] = Bm25Searcher(Bm25Index(folder / name, k1=info.parameters["k1"], b=info.parameters["b"]))
-            elif name == "splade":
-                assert encoders.splade is not None and encoders.quant is not None
-                searchers[name] = SpladeSearcher(ImpactIndex(folder / name), encoders.splade, encoders.quant, batch_size)
-            elif name == "dense":
-                assert encoders.dense is not None
-                searchers[name] = DenseSearcher(FaissIndex(folder / name, device=device), encoders.dense, store, batch_size,
-                                                bitmap=bitmap)
+        faiss = FaissIndex(folder / "dense", device=device) if "dense" in wanted else None
+        searchers = build_searchers(folder, manifest, wanted, encoders, store, faiss, batch_size, bitmap=bitmap)
         return cls(folder, manifest, store, searchers, threads, seq=seq)
 
     @property
