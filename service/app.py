@@ -317,10 +317,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     admin = [Depends(require_admin)]
 
-    def writable(name: str) -> LiveIndex:
+    def single_worker(action: str) -> None:
         if settings.workers > 1:
-            raise ApiError(409, "live writes need one worker process (each worker holds its own copy of the index); "
-                                "serve with --workers 1 to write")
+            raise ApiError(409, f"{action} needs one worker process (each worker holds its own copy of the indexes); "
+                                "serve with --workers 1")
+
+    def writable(name: str) -> LiveIndex:
+        single_worker("writing to an index")
         return index_for(name)
 
     async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -370,8 +373,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             validate_name(request.name)
         except IndexNameError as exc:
             raise ApiError(422, str(exc)) from None
-        if settings.workers > 1:
-            raise ApiError(409, "creating indexes needs one worker process; serve with --workers 1")
+        single_worker("creating an index")
         if request.name in registry.indexes or registry.root.path(request.name).exists():
             raise ApiError(409, f"index {request.name!r} already exists; DELETE it first or PUT documents into it")
         if registry.jobs.busy(request.name):
@@ -451,8 +453,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             validate_name(name)
         except IndexNameError:
             raise ApiError(404, f"no index named {name!r}") from None
-        if settings.workers > 1:
-            raise ApiError(409, "deleting indexes needs one worker process; serve with --workers 1")
+        single_worker("deleting an index")
         if name not in registry.indexes and name not in registry.failed and not registry.root.path(name).exists():
             raise ApiError(404, f"no index named {name!r}; GET /v1/indexes lists them")
         if registry.jobs.busy(name):
