@@ -1,7 +1,7 @@
 """The BEIR harness: index once per dataset, batch-search every method, score, test, report.
 
 Single retrievers run through ``Searcher.batch_search`` at full depth; hybrids fuse those same
-runs with ``retrieval.fusion.fuse`` (the function the searcher itself uses), so a hybrid's numbers
+runs with ``retrieval.search.fusion.fuse`` (the function the searcher itself uses), so a hybrid's numbers
 are the ones the service would return for that request, without searching twice.
 """
 
@@ -22,13 +22,15 @@ from eval.beir_data import Dataset, load_dataset
 from eval.metrics import SELF_RETRIEVAL_DATASETS, Metric, Run, depth_needed, evaluate, mean, remove_self_hits
 from eval.significance import paired_randomization
 from eval.specs import MethodSpec, parse_spec
-from indexes.builder import BuildOptions, build_index
-from indexes.corpus import file_sha256
-from indexes.layout import IndexNotFoundError, IndexRoot
-from indexes.manifest import Manifest, ManifestError
-from retrieval.fusion import FusionConfig, ScoredDoc, fuse
-from retrieval.models import resolve_model
-from retrieval.pipeline import Searcher
+from indexes.indexing.builder import build_index
+from indexes.kinds import get_kind, parse_retrievers
+from indexes.storage.corpus import file_sha256
+from indexes.storage.layout import IndexNotFoundError, IndexRoot
+from indexes.storage.manifest import Manifest, ManifestError
+from retrieval.core.options import BuildOptions, OpenOptions
+from retrieval.core.types import RetrieverSpec, ScoredDoc
+from retrieval.search.fusion import FusionConfig, fuse
+from retrieval.search.pipeline import Searcher
 
 SelfHits = Literal["auto", "remove", "keep"]
 QUERY_CHUNK = 256
@@ -41,6 +43,7 @@ class EvalOptions:
     out: Path
     index_root: Path
     build: BuildOptions
+    open: OpenOptions = field(default_factory=OpenOptions)
     split: str = "test"
     self_hits: SelfHits = "auto"
     tune: bool = False
@@ -73,38 +76,37 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
-def _index_matches(manifest: Manifest, sha: str, retrievers: Sequence[str], build: BuildOptions) -> bool:
-    if not manifest.files or manifest.corpus_sha256 != sha or any(r not in manifest.retrievers for r in retrievers):
+def _index_matches(manifest: Manifest, sha: str, specs: Sequence[RetrieverSpec], build: BuildOptions) -> bool:
+    if not manifest.files or manifest.corpus_sha256 != sha:
         return False
-    wanted = {"splade": build.sparse_model, "dense": build.dense_model}
-    for name, model in wanted.items():
-        if name in retrievers:
-            info = manifest.retrievers[name]
-            resolved = resolve_model(model)
-            if (info.model_id, info.weights_sha256) != (resolved.model_id, resolved.weights_sha256):
-                return False
-    if "splade" in retrievers and manifest.retrievers["splade"].parameters.get("scale") != build.splade_scale:
-        return False
-    if "dense" in retrievers and manifest.retrievers["dense"].parameters.get("factory") != build.faiss_factory:
-        return False
+    for spec in specs:
+        entry = manifest.retrievers.get(spec.name)
+        if entry is None or not get_kind(spec.kind).matches(entry, spec, build):
+            return False
     return True
 
 
+def needed_specs(names: Sequence[str], build: BuildOptions) -> list[RetrieverSpec]:
+    """The specs (from ``build.retrievers``) of the retrievers the methods use; a kind's own name needs none."""
+    known = {spec.name: spec for spec in parse_retrievers(build.retrievers)}
+    return list(parse_retrievers([known.get(name, name) for name in names]))
+
+
 def ensure_index(dataset: Dataset, retrievers: Sequence[str], options: EvalOptions, log: list[str]) -> Path:
-    """Reuse ``beir-NAME`` when its manifest matches the corpus checksum and models, else build it."""
+    """Reuse ``beir-NAME`` when its manifest matches the corpus checksum, models and parameters, else build it."""
     root = IndexRoot(options.index_root)
     name = slug(f"beir-{dataset.name}")
     sha = file_sha256(dataset.corpus)
+    specs = needed_specs(retrievers, options.build)
     try:
         folder = root.resolve(name)
-        if _index_matches(Manifest.read(folder), sha, retrievers, options.build):
+        if _index_matches(Manifest.read(folder), sha, specs, options.build):
             log.append(f"{dataset.name}: reusing index {name}")
             return folder
     except (IndexNotFoundError, ManifestError):
         pass
-    log.append(f"{dataset.name}: building index {name} ({', '.join(retrievers)})")
-    build = BuildOptions(**{**asdict(options.build), "retrievers": tuple(retrievers)})
-    build_index(dataset.corpus, name, root, build)
+    log.append(f"{dataset.name}: building index {name} ({', '.join(str(s) for s in specs)})")
+    build_index(dataset.corpus, name, root, options.build.with_(retrievers=tuple(specs)))
     return root.resolve(name)
 
 
@@ -191,8 +193,7 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
     dataset = load_dataset(folder, options.split)
     needed = sorted({r for m in options.methods for r in m.retrievers})
     index_folder = ensure_index(dataset, needed, options, log)
-    searcher = Searcher.open(index_folder, device=options.build.device, batch_size=options.build.batch_size,
-                             threads=options.build.threads, retrievers=needed)
+    searcher = Searcher.open(index_folder, options.open, retrievers=needed)
     depth = depth_needed(options.metrics)
     drop_self = options.self_hits == "remove" or (options.self_hits == "auto" and dataset.name.lower() in SELF_RETRIEVAL_DATASETS)
     qids = list(dataset.queries)

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import pytrec_eval
 
+from retrieval.core.errors import HybridError
+
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score
 SELF_RETRIEVAL_DATASETS = ("arguana", "quora")
 
 
-class MetricError(ValueError):
+class MetricError(HybridError, ValueError):
     pass
 
 

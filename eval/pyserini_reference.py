@@ -21,10 +21,10 @@ from pathlib import Path
 
 from eval.beir_data import load_dataset
 from eval.metrics import evaluate, mean, parse_metrics
-from indexes.corpus import iter_documents
+from indexes.storage.corpus import iter_documents
 
 ANCHORS = Path(__file__).resolve().parent / "anchors.json"
-RUNNER = ("import sys, runpy; from retrieval.jvm import ensure_pyserini; ensure_pyserini(); "
+RUNNER = ("import sys, runpy; from retrieval.core.jvm import ensure_pyserini; ensure_pyserini(); "
           "mod = sys.argv[1]; sys.argv = [mod] + sys.argv[2:]; runpy.run_module(mod, run_name='__main__')")
 
 

@@ -1,14 +1,19 @@
-"""Method specs for the harness: ``bm25``, ``rrf:bm25+splade+dense``, ``weighted:splade=0.6,dense=0.4:minmax``."""
+"""Method specs for the harness: ``bm25``, ``rrf:bm25+splade+dense``, ``weighted:splade=0.6,dense=0.4:minmax``.
+
+Names are the retrievers' names in the index (``dense-e5`` as well as ``dense``); whether the index has
+them is checked when it is opened.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from indexes.manifest import RETRIEVERS
-from retrieval.fusion import FusionConfig
+from retrieval.core.errors import HybridError
+from retrieval.search.fusion import FusionConfig
 
 
-class SpecError(ValueError):
+class SpecError(HybridError, ValueError):
     pass
 
 
@@ -23,10 +28,13 @@ class MethodSpec:
         return self.fusion is not None
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
 def _check(names: list[str], spec: str) -> tuple[str, ...]:
     for n in names:
-        if n not in RETRIEVERS:
-            raise SpecError(f"{spec!r}: unknown retriever {n!r}; choose from {', '.join(RETRIEVERS)}")
+        if not _NAME.match(n):
+            raise SpecError(f"{spec!r}: {n!r} is not a retriever name (letters, digits, '.', '_', '-')")
     if len(set(names)) < 2:
         raise SpecError(f"{spec!r}: a hybrid needs at least two different retrievers")
     return tuple(dict.fromkeys(names))
@@ -34,8 +42,8 @@ def _check(names: list[str], spec: str) -> tuple[str, ...]:
 
 def parse_spec(spec: str) -> MethodSpec:
     spec = spec.strip()
-    if spec in RETRIEVERS:
-        return MethodSpec(spec, (spec,), None)
+    if ":" not in spec and _NAME.match(spec):
+        return MethodSpec(spec, (spec,), None)  # one retriever, by its name in the index
     method, _, rest = spec.partition(":")
     if method == "rrf":
         body, _, k = rest.partition(":")

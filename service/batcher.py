@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from retrieval.pipeline import SearchResult
+from retrieval.search.pipeline import SearchResult
 
 
 @dataclass

@@ -9,25 +9,18 @@ the event loop never blocks on encoding; long index operations run as jobs (:mod
 from __future__ import annotations
 
 import logging
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from indexes.layout import IndexRoot
-from indexes.live import LiveIndex
-from retrieval.settings import Settings
+from indexes.indexing.live import LiveIndex
+from indexes.storage.layout import IndexRoot
+from retrieval.core.options import OpenOptions
+from retrieval.core.settings import Settings
+from service.errors import public_message
 from service.jobs import JobManager
 
 log = logging.getLogger("hybrid.service")
-
-
-_PATH = re.compile(r"(?<![\w.-])(?:/[^\s'\":]+)+")
-
-
-def public_message(exc: BaseException) -> str:
-    """An error message fit for clients: absolute file paths replaced, type kept."""
-    return f"{type(exc).__name__}: {_PATH.sub('<path>', str(exc))}"
 
 
 @dataclass
@@ -40,8 +33,10 @@ class Registry:
     executor: ThreadPoolExecutor = field(init=False)
     writer: ThreadPoolExecutor = field(init=False)
     jobs: JobManager = field(init=False)
+    options: OpenOptions = field(init=False)
 
     def __post_init__(self) -> None:
+        self.options = OpenOptions.from_settings(self.settings)
         self.executor = ThreadPoolExecutor(max_workers=max(2, self.settings.threads * 2), thread_name_prefix="search")
         # Writes encode for seconds: their own threads keep the search pool free for searches.
         self.writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="write")
@@ -61,10 +56,7 @@ class Registry:
         self.ready = True
 
     def _open(self, name: str) -> LiveIndex:
-        live = LiveIndex.open(self.root.resolve(name), root=self.root, device=self.settings.resolved_device(),
-                              batch_size=self.settings.batch_size, threads=self.settings.threads,
-                              verify=self.settings.verify, checkpoint_bytes=self.settings.checkpoint_mb * 2**20,
-                              compact_fraction=self.settings.compact_fraction)
+        live = LiveIndex.open(self.root.resolve(name), self.options, root=self.root)
         with live.view() as searcher:
             searcher.search("warm up", k=1)
         return live

@@ -6,7 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-RetrieverName = Literal["bm25", "splade", "dense"]
+from retrieval.search.pipeline import Hit
+
+# Retrievers are named per index (bm25, splade, dense, or any name an index was built with); a request
+# naming one the index lacks is answered 422 with the index's names, so the schema takes any name.
+RetrieverName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["splade"])]
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
@@ -14,7 +18,8 @@ class Fusion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["rrf", "weighted"] = Field("rrf", description="Reciprocal rank fusion or a weighted score sum.")
-    rrf_k: int = Field(60, ge=1, le=100_000, description="RRF constant k in 1/(k + rank).")
+    rrf_k: int | None = Field(None, ge=1, le=100_000,
+                              description="RRF constant k in 1/(k + rank); default: the server's rrf_k setting (60).")
     weights: dict[RetrieverName, Weight] | None = Field(
         None, description="Per-retriever weights (>= 0, not all 0); missing retrievers weigh 1."
     )
@@ -36,7 +41,8 @@ class SearchOptions(BaseModel):
         None, min_length=1, description="Subset to run; default: every retriever of the index."
     )
     fusion: Fusion = Field(default_factory=Fusion)  # type: ignore[arg-type]
-    depth: int = Field(100, ge=1, le=1000, description="Candidates per retriever before fusion.")
+    depth: int | None = Field(None, ge=1, le=1000, description="Candidates per retriever before fusion; "
+                                                                 "default: the server's depth setting (100).")
     explain: bool = Field(False, description="Add each retriever's rank and raw score to every hit.")
     include_text: bool = Field(False, description="Add title, text and metadata to every hit.")
 
@@ -69,25 +75,9 @@ class BatchSearchRequest(SearchOptions):
     )
 
 
-class RetrieverHit(BaseModel):
-    rank: int
-    score: float
-
-
-class Hit(BaseModel):
-    id: str
-    score: float
-    rank: int
-    title: str | None = None
-    text: str | None = None
-    metadata: dict[str, Any] | None = None
-    explain: dict[str, RetrieverHit | None] | None = Field(
-        None, description="Per retriever: its rank and raw score for this document, or null if it did not return it."
-    )
-
-
 class SearchResponse(BaseModel):
-    hits: list[Hit]
+    hits: list[Hit] = Field(..., description="Ranked hits; `explain` gives each retriever's rank and raw score for "
+                                             "the hit, or null where that retriever did not return it.")
     took_ms: float
     retrievers: list[str]
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-query encode/search/fuse times.")
@@ -100,6 +90,8 @@ class BatchSearchResponse(BaseModel):
 
 class RetrieverInfo(BaseModel):
     name: str
+    kind: str = Field(..., description="bm25, splade or dense: how this retriever indexes and searches.")
+    description: str = ""
     model_id: str | None
     parameters: dict[str, Any]
     size_bytes: int
@@ -188,7 +180,10 @@ class CreateIndexRequest(BaseModel):
     name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     corpus: str | None = Field(None, description="Server-side BEIR corpus file or folder to build from (a job); "
                                                  "absent: create an empty index.")
-    retrievers: list[RetrieverName] = Field(default_factory=lambda: ["bm25", "splade", "dense"], min_length=1)
+    retrievers: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=lambda: ["bm25", "splade", "dense"], min_length=1,
+        description="Each a kind's own name (bm25, splade, dense: that kind with the server's default model) or "
+                    "NAME=KIND[:MODEL], e.g. 'dense-e5=dense:intfloat/e5-small-v2'.")
     faiss: str | None = Field(None, description="FAISS factory string (default: the server's).")
     on_error: Literal["fail", "skip"] = "fail"
 

@@ -36,8 +36,8 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def index_root(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
-    from indexes.builder import BuildOptions, build_index
-    from indexes.layout import IndexRoot
+    from indexes.indexing.builder import BuildOptions, build_index
+    from indexes.storage.layout import IndexRoot
 
     root = tmp_path_factory.mktemp("indexes")
     build_index(small_corpus, "small", IndexRoot(root), BuildOptions(progress=False, batch_size=16))
@@ -46,14 +46,14 @@ def index_root(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> 
 
 @pytest.fixture(scope="session")
 def small_index(index_root: Path) -> Path:
-    from indexes.layout import IndexRoot
+    from indexes.storage.layout import IndexRoot
 
     return IndexRoot(index_root).resolve("small")
 
 
 @pytest.fixture(scope="session")
 def searcher(small_index: Path):  # type: ignore[no-untyped-def]
-    from retrieval.pipeline import Searcher
+    from retrieval.search.pipeline import Searcher
 
     s = Searcher.open(small_index)
     yield s

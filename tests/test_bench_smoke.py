@@ -13,7 +13,7 @@ from tests.test_eval import make_dataset
 def test_bench_smoke(tmp_path: Path) -> None:
     data = make_dataset(tmp_path)
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "indexes.cli", "bench", str(data), "--queries", "4", "--clients", "1,2",
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "bench", str(data), "--queries", "4", "--clients", "1,2",
                            "--seconds", "1", "--index-root", str(tmp_path / "idx"), "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

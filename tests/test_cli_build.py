@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import cranfield_docs, write_jsonl
 
-HYBRID = [sys.executable, "-m", "indexes.cli"]
+HYBRID = [sys.executable, "-m", "service.cli"]
 
 
 def hybrid(*args: str, root: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -93,8 +93,8 @@ def test_gzip_beir_folder_build_search_list_delete(tmp_path: Path) -> None:
 
 
 def test_killed_build_leaves_previous_index_serving(tmp_path: Path) -> None:
-    from indexes.layout import IndexRoot
-    from retrieval.pipeline import Searcher
+    from indexes.storage.layout import IndexRoot
+    from retrieval.search.pipeline import Searcher
 
     root = tmp_path / "root"
     small = write_jsonl(tmp_path / "small.jsonl", cranfield_docs(20))
@@ -106,7 +106,7 @@ def test_killed_build_leaves_previous_index_serving(tmp_path: Path) -> None:
                              "--index-root", str(root), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     # Wait until the build is encoding SPLADE (its staged impact vectors appear), then kill -9.
-    while time.time() < deadline and not list((root / ".versions").glob("*.building/.work/splade-input/*.jsonl")):
+    while time.time() < deadline and not list((root / ".versions").glob("*.building/.work/splade/splade-input/*.jsonl")):
         assert proc.poll() is None, "build ended before it could be killed"
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
@@ -126,7 +126,7 @@ def test_killed_build_leaves_previous_index_serving(tmp_path: Path) -> None:
 
 
 def test_failed_rebuild_keeps_old_index(tmp_path: Path) -> None:
-    from indexes.layout import IndexRoot
+    from indexes.storage.layout import IndexRoot
 
     root = tmp_path / "root"
     good = write_jsonl(tmp_path / "good.jsonl", cranfield_docs(10))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexes.corpus import iter_documents
-from retrieval.fusion import FusionConfig
+from indexes.storage.corpus import iter_documents
+from retrieval.search.fusion import FusionConfig
 
 QUERY = "similarity laws for aeroelastic models of heated high speed aircraft"
 
@@ -16,8 +16,8 @@ def test_impact_scores_are_dot_products_of_quantized_vectors(searcher, small_cor
     docs = {d.id: d for d in iter_documents(small_corpus)}
     result = searcher.search(QUERY, k=10, retrievers=["splade"])
     assert len(result.hits) == 10
-    query_vec = splade._encoder.encode_queries([QUERY], splade._quant)[0]
-    doc_vecs = splade._encoder.encode_documents([docs[h.id].contents for h in result.hits], splade._quant)
+    query_vec = splade.encoder.encode_queries([QUERY], splade.quantization)[0]
+    doc_vecs = splade.encoder.encode_documents([docs[h.id].contents for h in result.hits], splade.quantization)
     for hit, doc_vec in zip(result.hits, doc_vecs):
         dot = sum(w * doc_vec.get(t, 0) for t, w in query_vec.items())
         assert hit.score == dot
@@ -29,8 +29,8 @@ def test_faiss_scores_are_cosine_similarities(searcher, small_corpus) -> None:  
     docs = {d.id: d for d in iter_documents(small_corpus)}
     result = searcher.search(QUERY, k=len(docs), retrievers=["dense"])
     assert len(result.hits) == len(docs)
-    q = dense._encoder._model.encode_query([QUERY], convert_to_numpy=True)[0]
-    d = dense._encoder._model.encode_document([docs[h.id].contents for h in result.hits], convert_to_numpy=True)
+    q = dense.encoder.model.encode_query([QUERY], convert_to_numpy=True)[0]
+    d = dense.encoder.model.encode_document([docs[h.id].contents for h in result.hits], convert_to_numpy=True)
     cosine = d @ q / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))
     np.testing.assert_allclose([h.score for h in result.hits], cosine, atol=1e-4)
 
@@ -69,7 +69,7 @@ def test_rrf_hits_fuse_per_retriever_ranks(searcher) -> None:  # type: ignore[no
 
 
 def test_search_errors(searcher) -> None:  # type: ignore[no-untyped-def]
-    from retrieval.pipeline import SearchError
+    from retrieval.search.pipeline import SearchError
 
     for kwargs in ({"k": 0}, {"retrievers": ["colbert"]}, {"depth": 0}):
         with pytest.raises(SearchError):
@@ -82,8 +82,8 @@ def test_model_mismatch_is_refused(small_index, tmp_path) -> None:  # type: igno
     import json
     import shutil
 
-    from retrieval.models import ModelError
-    from retrieval.pipeline import Searcher
+    from retrieval.encoders.models import ModelError
+    from retrieval.search.pipeline import Searcher
 
     copy = tmp_path / "copy"
     shutil.copytree(small_index, copy)
@@ -97,14 +97,14 @@ def test_model_mismatch_is_refused(small_index, tmp_path) -> None:  # type: igno
 def test_single_query_fast_path_equals_encode_query(searcher) -> None:  # type: ignore[no-untyped-def]
     """Single queries skip encode_query's batching; the vectors must be exactly what it returns."""
     from tests.conftest import CRANFIELD
-    from indexes.corpus import read_jsonl_objects
+    from indexes.storage.corpus import read_jsonl_objects
 
     splade, dense = searcher.searchers["splade"], searcher.searchers["dense"]
     queries = [obj["text"] for _, obj in read_jsonl_objects(CRANFIELD / "queries.jsonl.gz")][:40]
-    assert splade._encoder._plain_queries and dense._encoder._plain_queries
-    batch_sparse = splade._encoder.encode_queries(queries, splade._quant)
-    batch_dense = dense._encoder.encode_queries(queries)
+    assert splade.encoder.single_query_fast_path and dense.encoder.single_query_fast_path
+    batch_sparse = splade.encoder.encode_queries(queries, splade.quantization)
+    batch_dense = dense.encoder.encode_queries(queries)
     for i, query in enumerate(queries):
-        assert splade._encoder.encode_queries([query], splade._quant)[0] == batch_sparse[i]
-        np.testing.assert_allclose(dense._encoder.encode_queries([query])[0], batch_dense[i], atol=1e-6)
+        assert splade.encoder.encode_queries([query], splade.quantization)[0] == batch_sparse[i]
+        np.testing.assert_allclose(dense.encoder.encode_queries([query])[0], batch_dense[i], atol=1e-6)
 

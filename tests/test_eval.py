@@ -49,7 +49,7 @@ def test_specs() -> None:
     assert spec.retrievers == ("splade", "dense") and spec.fusion and spec.fusion.normalization == "zscore"
     assert parse_spec("rrf:bm25+dense:20").fusion.rrf_k == 20  # type: ignore[union-attr]
     assert parse_spec("bm25").fusion is None
-    for bad in ("rrf:bm25", "rrf:bm25+colbert", "weighted:bm25=-1,dense=1", "sum:bm25+dense", "weighted:bm25=x,dense=1"):
+    for bad in ("rrf:bm25", "rrf:bm25+col bert", "weighted:bm25=-1,dense=1", "sum:bm25+dense", "weighted:bm25=x,dense=1"):
         with pytest.raises(SpecError):
             parse_spec(bad)
 
@@ -99,7 +99,7 @@ def test_dataset_keeps_judged_queries(tmp_path: Path) -> None:
 def test_end_to_end_cli(tmp_path: Path) -> None:
     data = make_dataset(tmp_path)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "indexes.cli", "eval", "beir", str(data), "--index-root", str(tmp_path / "idx"),
+    cmd = [sys.executable, "-m", "service.cli", "eval", "beir", str(data), "--index-root", str(tmp_path / "idx"),
            "--out", str(out), "--hybrid", "rrf:bm25+splade+dense", "--hybrid", "weighted:splade=0.5,dense=0.5",
            "--metrics", "ndcg@10,recall@100,mrr@10", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -132,7 +132,7 @@ def test_end_to_end_cli(tmp_path: Path) -> None:
 
 
 def test_bad_dataset_is_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "indexes.cli", "eval", "beir", str(tmp_path / "none"),
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "eval", "beir", str(tmp_path / "none"),
                            "--index-root", str(tmp_path / "idx")], capture_output=True, text=True)
     assert proc.returncode == 2 and "hybrid: error:" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexes import faiss_backend
-from indexes.corpus import iter_documents
+from indexes.storage import faiss_backend
+from indexes.storage.corpus import iter_documents
 
 
 @pytest.fixture(scope="module")
 def vectors(searcher, small_corpus) -> np.ndarray:  # type: ignore[no-untyped-def]
-    encoder = searcher.searchers["dense"]._encoder
+    encoder = searcher.searchers["dense"].encoder
     return encoder.encode_documents([d.contents for d in iter_documents(small_corpus)])
 
 

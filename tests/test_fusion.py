@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from retrieval.fusion import (
+from retrieval.search.fusion import (
     FusionConfig,
     FusionError,
     ScoredDoc,

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from indexes.layout import IndexRoot
+from indexes.storage.layout import IndexRoot
 from tests.test_service import Server
 
 EXAMPLES = 60  # per read operation

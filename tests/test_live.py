@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexes.corpus import Document
-from indexes.layout import IndexRoot
+from indexes.storage.corpus import Document
+from indexes.storage.layout import IndexRoot
 from tests.conftest import REPO, cranfield_docs, write_jsonl
 
 QUERIES = ["boundary layer heat transfer", "supersonic flow over a wing", "similarity laws for aeroelastic models"]
@@ -46,9 +46,9 @@ def assert_same(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> None:
 
 
 def test_writes_equal_a_fresh_build_of_the_final_corpus(index_root: Path, tmp_path: Path) -> None:
-    from indexes.builder import BuildOptions, build_index
-    from indexes.live import LiveIndex
-    from retrieval.pipeline import Searcher
+    from indexes.indexing.builder import BuildOptions, build_index
+    from indexes.indexing.live import LiveIndex
+    from retrieval.search.pipeline import Searcher
 
     root, folder = copy_index(index_root, tmp_path)
     rows = cranfield_docs(75)
@@ -92,9 +92,9 @@ def test_writes_equal_a_fresh_build_of_the_final_corpus(index_root: Path, tmp_pa
 
 
 def test_snapshot_round_trip_and_isolation(index_root: Path, tmp_path: Path) -> None:
-    from indexes.live import LiveIndex, snapshot_root
-    from retrieval.pipeline import Searcher
-    from retrieval.settings import Settings
+    from indexes.indexing.live import LiveIndex, snapshot_root
+    from retrieval.search.pipeline import Searcher
+    from retrieval.core.settings import Settings
     from service.registry import Registry
 
     root, folder = copy_index(index_root, tmp_path)
@@ -126,9 +126,9 @@ def test_snapshot_round_trip_and_isolation(index_root: Path, tmp_path: Path) -> 
 CRASH_SCRIPT = """
 import os, sys, json
 from pathlib import Path
-from indexes.corpus import Document
-from indexes.layout import IndexRoot
-from indexes.live import LiveIndex
+from indexes.storage.corpus import Document
+from indexes.storage.layout import IndexRoot
+from indexes.indexing.live import LiveIndex
 root, folder, mode = IndexRoot(Path(sys.argv[1])), Path(sys.argv[2]), sys.argv[3]
 live = LiveIndex.open(folder, root=root)
 docs = [Document(**d) for d in json.loads(sys.argv[4])]
@@ -145,8 +145,8 @@ sys.stdin.read()
 
 @pytest.mark.parametrize("mode", ["after-ack", "before-apply"])
 def test_kill_9_loses_no_acknowledged_write(index_root: Path, tmp_path: Path, mode: str) -> None:
-    from indexes.live import LiveIndex
-    from indexes.wal import WriteAheadLog
+    from indexes.indexing.live import LiveIndex
+    from indexes.storage.wal import WriteAheadLog
 
     root, folder = copy_index(index_root, tmp_path)
     rows = cranfield_docs(64)[60:64]
@@ -183,7 +183,7 @@ def test_kill_9_loses_no_acknowledged_write(index_root: Path, tmp_path: Path, mo
 
 
 def test_concurrent_readers_see_whole_write_batches(index_root: Path, tmp_path: Path) -> None:
-    from indexes.live import LiveIndex
+    from indexes.indexing.live import LiveIndex
 
     root, folder = copy_index(index_root, tmp_path)
     live = LiveIndex.open(folder, root=root)
@@ -235,7 +235,7 @@ def test_concurrent_readers_see_whole_write_batches(index_root: Path, tmp_path: 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF8,Flat", "IVF8,PQ8", "PQ8"])
 def test_faiss_tombstones_and_compaction(tmp_path: Path, factory: str) -> None:
-    from indexes import faiss_backend
+    from indexes.storage import faiss_backend
 
     rng = np.random.default_rng(7)
     vectors = rng.standard_normal((400, 32)).astype(np.float32)

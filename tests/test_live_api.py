@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from indexes.layout import IndexRoot
+from indexes.storage.layout import IndexRoot
 from tests.conftest import cranfield_docs, write_jsonl
 from tests.test_service import Server
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexes.corpus import CorpusError, Skipped, iter_documents
-from retrieval.fusion import FusionConfig, FusionError, ScoredDoc, fuse
+from indexes.storage.corpus import CorpusError, Skipped, iter_documents
+from retrieval.search.fusion import FusionConfig, FusionError, ScoredDoc, fuse
 
 ids = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
 runs = st.dictionaries(

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from indexes.builder import BuildOptions, build_index
-from indexes.docstore import DocStore
-from indexes.layout import IndexRoot
-from indexes.lucene_backend import lucene_doc_count
-from indexes.manifest import Manifest
-from retrieval.pipeline import Searcher
+from indexes.indexing.builder import BuildOptions, build_index
+from indexes.storage.docstore import DocStore
+from indexes.storage.layout import IndexRoot
+from indexes.storage.lucene_backend import lucene_doc_count
+from indexes.storage.manifest import Manifest
+from retrieval.search.pipeline import Searcher
 from tests.conftest import cranfield_docs, write_jsonl
 from tests.test_cli_build import assert_one_line_error, hybrid
 
@@ -100,9 +100,9 @@ def test_truncated_gzip(tmp_path: Path) -> None:
 KILL_SCRIPT = """
 import os, signal, sys, threading
 from pathlib import Path
-from indexes.builder import BuildOptions, build_index
-from indexes.layout import IndexRoot
-from retrieval.jvm import ensure_pyserini
+from indexes.indexing.builder import BuildOptions, build_index
+from indexes.storage.layout import IndexRoot
+from retrieval.core.jvm import ensure_pyserini
 ensure_pyserini()  # the JVM is up before the build, so a timed kill lands inside Lucene's indexing
 target = sys.argv[3]
 def on_stage(stage):

@@ -30,7 +30,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "indexes.cli", "serve", "--index-root", str(root), "--port", str(self.port)],
+            [sys.executable, "-m", "service.cli", "serve", "--index-root", str(root), "--port", str(self.port)],
             env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         headers = {"Authorization": f"Bearer {env['HYBRID_API_KEYS'].split(',')[0]}"} if env else {}
@@ -78,7 +78,7 @@ def test_health_ready_indexes(server: Server) -> None:
 
 
 def test_search_equals_library(server: Server, searcher) -> None:  # type: ignore[no-untyped-def]
-    from retrieval.fusion import FusionConfig
+    from retrieval.search.fusion import FusionConfig
 
     cases = [
         ({}, {}),
@@ -123,7 +123,7 @@ def test_batch_search(server: Server, searcher) -> None:  # type: ignore[no-unty
         ("/v1/indexes/small/search", {"query": "x", "depth": 0}, 422, "depth"),
         ("/v1/indexes/small/search", {"query": 5}, 422, "query"),
         ("/v1/indexes/..%2F..%2Fetc/search", {"query": "x"}, 404, "no route POST"),
-        ("/v1/indexes/small/search", {"query": "x", "retrievers": ["colbert"]}, 422, "retrievers"),
+        ("/v1/indexes/small/search", {"query": "x", "retrievers": ["colbert"]}, 422, "retriever 'colbert' is not available in index 'small'; choose from"),
         ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted", "weights": {"bm25": -1}}}, 422, "weights"),
         ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted", "weights": {"bm25": 0, "dense": 0}}}, 422,
          "greater than 0"),
@@ -213,7 +213,7 @@ def test_api_keys(index_root: Path) -> None:
 def test_scopes_cors_and_reload(index_root: Path, tmp_path: Path) -> None:
     import shutil
 
-    from indexes.layout import IndexRoot
+    from indexes.storage.layout import IndexRoot
 
     root = tmp_path / "root"
     root.mkdir()

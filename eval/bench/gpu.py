@@ -128,9 +128,9 @@ def bench_encoders(models: Path, corpus: Path, repeat_corpus: int, max_docs: int
     import torch
     from sentence_transformers import SentenceTransformer, SparseEncoder
 
-    from retrieval.dense_encoder import DenseEncoder
-    from retrieval.models import ResolvedModel
-    from retrieval.sparse_encoder import Quantization, SpladeEncoder
+    from retrieval.encoders.dense import DenseEncoder
+    from retrieval.encoders.models import ResolvedModel
+    from retrieval.encoders.sparse import Quantization, SpladeEncoder
 
     texts = []
     for line in corpus.read_text().splitlines():
@@ -175,8 +175,8 @@ def bench_encoders(models: Path, corpus: Path, repeat_corpus: int, max_docs: int
 
 def real_embeddings(models: Path, corpus: Path, sizes: tuple[int, ...] = (8, 16), limit: int = 400_000) -> np.ndarray:
     """About a million real MiniLM embeddings: every word window of the given sizes over the corpus."""
-    from retrieval.dense_encoder import DenseEncoder
-    from retrieval.models import ResolvedModel
+    from retrieval.encoders.dense import DenseEncoder
+    from retrieval.encoders.models import ResolvedModel
 
     texts = []
     for line in corpus.read_text().splitlines():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from indexes.corpus import read_jsonl_objects
+from indexes.storage.corpus import read_jsonl_objects
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench.http_latency import emit, percentiles
-from indexes.corpus import read_jsonl_objects
-from retrieval.dense_encoder import DenseEncoder
-from retrieval.models import resolve_model
-from retrieval.settings import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL
-from retrieval.sparse_encoder import Quantization, SpladeEncoder
+from indexes.storage.corpus import read_jsonl_objects
+from retrieval.core.settings import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL
+from retrieval.encoders.dense import DenseEncoder
+from retrieval.encoders.models import resolve_model
+from retrieval.encoders.sparse import Quantization, SpladeEncoder
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     splade, dense = SpladeEncoder(resolve_model(DEFAULT_SPARSE_MODEL)), DenseEncoder(resolve_model(DEFAULT_DENSE_MODEL))
     def through(encoder: SpladeEncoder | DenseEncoder, fast: bool, fn):  # type: ignore[no-untyped-def]
         def run(q: str) -> object:
-            encoder._plain_queries = fast
+            encoder.single_query_fast_path = fast
             return fn(q)
         return run
 

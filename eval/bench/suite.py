@@ -34,11 +34,11 @@ from eval.bench.soak import soak
 from eval.harness import EvalOptions, ensure_index
 from eval.metrics import parse_metrics
 from eval.specs import parse_spec
-from indexes.builder import BuildOptions
-from indexes.corpus import iter_documents
-from indexes.manifest import Manifest
-from retrieval.fusion import FusionConfig
-from retrieval.pipeline import Searcher
+from indexes.storage.corpus import iter_documents
+from indexes.storage.manifest import Manifest
+from retrieval.core.options import BuildOptions, OpenOptions
+from retrieval.search.fusion import FusionConfig
+from retrieval.search.pipeline import Searcher
 
 METHODS: dict[str, tuple[list[str], FusionConfig | None]] = {
     "bm25": (["bm25"], None), "splade": (["splade"], None), "dense": (["dense"], None),
@@ -58,6 +58,7 @@ class BenchOptions:
     baselines: bool = True
     k: int = 10
     build: BuildOptions = field(default_factory=lambda: BuildOptions(progress=False))
+    open: OpenOptions = field(default_factory=OpenOptions)
 
 
 def _time_each(fn: Callable[[str], Any], queries: Sequence[str], warmup: int = 5) -> list[float]:
@@ -104,7 +105,8 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
     report: dict[str, Any] = {}
     # Pyserini BM25 on our index, same k1/b: search only (BM25 has no encoder).
     pyserini_bm25 = LuceneSearcher(str(folder / "bm25"))
-    pyserini_bm25.set_bm25(0.9, 0.4)
+    params = searcher.manifest.retrievers["bm25"].parameters
+    pyserini_bm25.set_bm25(params["k1"], params["b"])
     base = percentiles(_time_each(lambda q: pyserini_bm25.search(q, k), queries))
     report["pyserini_bm25"] = {"latency_ms": base, "ours_over_baseline_p50": ours["bm25"]["total"]["p50"] / base["p50"]}
 
@@ -113,7 +115,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
 
     class Encoder:
         def encode(self, text: str) -> dict[str, int]:
-            return splade._encoder.encode_queries([text], splade._quant)[0]
+            return splade.encoder.encode_query(text, splade.quantization)
 
     impact = LuceneImpactSearcher(str(folder / "splade"), query_encoder=Encoder(), min_idf=-1)
     base = percentiles(_time_each(lambda q: impact.search(q, k), queries))
@@ -124,7 +126,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
 
     dense = searcher.searchers["dense"]
     raw = faiss.read_index(str(folder / "dense" / "index.faiss"))
-    vectors = dense._encoder.encode_queries(list(queries))
+    vectors = dense.encode_queries(list(queries))
     base = percentiles(_time_each(lambda i: raw.search(vectors[int(i) : int(i) + 1], k), [str(i) for i in range(len(queries))]))
     report["raw_faiss"] = {"latency_ms": base, "ours_over_baseline_p50": ours["dense"]["search"]["p50"] / base["p50"]}
 
@@ -135,7 +137,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
         import bm25s
 
         started = time.perf_counter()
-        retriever = bm25s.BM25(k1=0.9, b=0.4)
+        retriever = bm25s.BM25(k1=params["k1"], b=params["b"])
         retriever.index(bm25s.tokenize([d.contents for d in docs], stopwords="en", show_progress=False), show_progress=False)
         build_s = time.perf_counter() - started
         tokenize = lambda q: bm25s.tokenize([q], stopwords="en", show_progress=False)  # noqa: E731
@@ -156,7 +158,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
         vectors_docs = []
         for start in range(0, len(docs), 256):
             batch = docs[start : start + 256]
-            vectors_docs += splade._encoder.encode_documents([d.contents for d in batch], splade._quant)
+            vectors_docs += splade.encoder.encode_documents([d.contents for d in batch], splade.quantization)
         encode_s = time.perf_counter() - started
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "docs.jsonl"
@@ -168,7 +170,7 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
                                                summary_energy=0.4, doc_cut=1000, load_content=False)
             build_s = time.perf_counter() - started
         string = seismic.get_seismic_string()
-        encoded = [splade._encoder.encode_queries([q], splade._quant)[0] for q in queries]
+        encoded = [splade.encoder.encode_query(q, splade.quantization) for q in queries]
 
         def seismic_search(i: str) -> Any:
             vec = encoded[int(i)]
@@ -198,7 +200,7 @@ def http_bench(index_root: Path, name: str, queries: Sequence[str], clients: Seq
 
     port = _free_port()
     env = {**os.environ, "HYBRID_INDEX_ROOT": str(index_root), "HYBRID_VERIFY": "size"}
-    proc = subprocess.Popen([sys.executable, "-m", "indexes.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -237,7 +239,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
     folder = ensure_index(dataset, ["bm25", "splade", "dense"], eval_options, log)
     manifest = Manifest.read(folder)
     queries = list(dataset.queries.values())[: options.queries]
-    searcher = Searcher.open(folder, device=options.build.device, threads=options.build.threads)
+    searcher = Searcher.open(folder, options.open)
     report: dict[str, Any] = {
         "dataset": dataset.name, "documents": manifest.doc_count, "queries": len(queries), "k": options.k,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes.layout import fsync_path
+from indexes.storage.layout import fsync_path
+from retrieval.core.errors import HybridError
 
 FILE = "index.faiss"
 
 
-class FaissBuildError(ValueError):
+class FaissBuildError(HybridError, ValueError):
     """The factory string or its training needs cannot be met; the message says what to change."""
 
 

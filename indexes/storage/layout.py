@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from indexes.manifest import MANIFEST
+from indexes.storage.manifest import MANIFEST
+from retrieval.core.errors import ConflictError, HybridError, NotFoundError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 VERSIONS = ".versions"
@@ -31,15 +32,15 @@ LOCKS = ".locks"
 BUILDING = ".building"
 
 
-class IndexNotFoundError(LookupError):
+class IndexNotFoundError(NotFoundError, LookupError):
     pass
 
 
-class IndexNameError(ValueError):
+class IndexNameError(HybridError, ValueError):
     pass
 
 
-class IndexBusyError(RuntimeError):
+class IndexBusyError(ConflictError, RuntimeError):
     pass
 
 

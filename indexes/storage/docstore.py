@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes.corpus import Document
+from indexes.storage.corpus import Document
 
 SCHEMA = """
 CREATE TABLE docs (

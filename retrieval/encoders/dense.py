@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from retrieval.models import ResolvedModel
-from retrieval.st_forward import embed_one, plain_query_forward
+from retrieval.encoders.models import ResolvedModel
+from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
 
 class DenseEncoder:
@@ -30,10 +31,16 @@ class DenseEncoder:
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dimension = int(get_dim() or 0)
         self._lock = threading.Lock()
-        self._plain_queries = plain_query_forward(self._model)
+        # One query skips encode_query's batching machinery (same vector); benchmarks may turn it off.
+        self.single_query_fast_path = plain_query_forward(self._model)
+
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model underneath (for checks against its own ``encode``)."""
+        return self._model
 
     def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int) -> np.ndarray:
-        if query and len(texts) == 1 and self._plain_queries:
+        if query and len(texts) == 1 and self.single_query_fast_path:
             with self._lock:
                 embedding = embed_one(self._model, texts[0])
             vector = torch.nn.functional.normalize(embedding.float(), p=2, dim=0).cpu().numpy()
@@ -54,3 +61,7 @@ class DenseEncoder:
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         return self._encode(texts, query=True, batch_size=batch_size)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One L2-normalized float32 vector (1-D)."""
+        return self._encode([text], query=True, batch_size=1)[0]

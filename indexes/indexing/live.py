@@ -5,7 +5,7 @@ Write path (one writer per index at a time, across processes too):
     encode (no lock held) -> write-ahead log, fsynced -> document store (one transaction)
     -> Lucene BM25 and impact writers -> FAISS append -> new view published -> acknowledged
 
-A *view* is a :class:`~retrieval.pipeline.Searcher` pinned at one ``seq``: NRT Lucene readers taken
+A *view* is a :class:`~retrieval.search.pipeline.Searcher` pinned at one ``seq``: NRT Lucene readers taken
 after the write, the FAISS docnos live at that seq, and the document store read at that seq. A new
 view replaces the old one in one assignment, so a search sees all of a write batch or none of it;
 views are reference counted and a view's Lucene readers are released when its last search ends.
@@ -18,7 +18,6 @@ not empty (a crash) replays the records each component had not yet persisted.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import shutil
@@ -33,25 +32,27 @@ from typing import Any
 
 import numpy as np
 
-from indexes.corpus import Document
-from indexes.docstore import DocStore
-from indexes.faiss_backend import FaissIndex
-from indexes.layout import IndexBusyError, IndexRoot, fsync_path
-from indexes.lucene_writer import LuceneWriter, committed_seq
-from indexes.manifest import LUCENE_RETRIEVERS, MANIFEST, Manifest, checksum_files, folder_size, verify_files
-from indexes.wal import WriteAheadLog
-from retrieval.pipeline import Encoders, Searcher, build_searchers
+from indexes.kinds import get_kind
+from indexes.kinds.base import Component, ViewState, WriteBatch
+from indexes.storage.corpus import Document
+from indexes.storage.docstore import DocStore
+from indexes.storage.layout import IndexBusyError, IndexRoot, fsync_path
+from indexes.storage.manifest import MANIFEST, Manifest, checksum_files, folder_size, verify_files
+from indexes.storage.wal import WriteAheadLog
+from retrieval.core.errors import HybridError, UnavailableError
+from retrieval.core.options import OpenOptions
+from retrieval.search.pipeline import Searcher, load_encoders, open_components, open_searchers
 
 log = logging.getLogger("hybrid.live")
 MARKER = "CHECKPOINT"
 SNAPSHOTS = ".snapshots"
 
 
-class LiveWriteError(ValueError):
+class LiveWriteError(HybridError, ValueError):
     """A write the index cannot take as sent; the message says what to fix."""
 
 
-class IndexFailedError(RuntimeError):
+class IndexFailedError(UnavailableError, RuntimeError):
     """A write failed half-way; the index keeps serving its last view and refuses writes until reopened."""
 
 
@@ -72,39 +73,26 @@ class _View:
     refs: int = 1  # one for being the current view
 
 
-def _encode_vectors(vectors: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode("ascii")
-
-
-def _decode_vectors(text: str, dimension: int) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dimension)
-
-
 class LiveIndex:
     """One index open for searching and writing; see the module docstring for the guarantees."""
 
-    def __init__(self, folder: Path, manifest: Manifest, store: DocStore, encoders: Encoders, faiss: FaissIndex | None,
-                 device: str, batch_size: int, threads: int, root: IndexRoot | None, name: str,
-                 checkpoint_bytes: int, compact_fraction: float) -> None:
+    def __init__(self, folder: Path, manifest: Manifest, store: DocStore, encoders: dict[str, Any],
+                 components: dict[str, Component], options: OpenOptions, root: IndexRoot | None, name: str) -> None:
         self.folder = folder
         self.manifest = manifest
         self.name = name
         self.store = store
         self.encoders = encoders
-        self._device = device
-        self._document_encoders: Encoders | None = None  # loaded at the first upsert
-        self._faiss = faiss
-        self._batch_size = batch_size
-        self._threads = threads
+        self.options = options
+        self._components = components
+        self._document_encoders: dict[str, Any] | None = None  # loaded at the first upsert
         self._root = root
-        self._checkpoint_bytes = checkpoint_bytes
-        self._compact_fraction = compact_fraction
         self._wal = WriteAheadLog(folder)
         self._write_lock = threading.RLock()
         self._views_lock = threading.Lock()
         self._views: list[_View] = []
         self._current: _View | None = None
-        self._writers: dict[str, LuceneWriter] | None = None
+        self._writing = False  # the components' writers are open
         self._held = ExitStack()
         self._seq = store.seq
         self._bound = store.next_docno()
@@ -115,27 +103,27 @@ class LiveIndex:
     # --- opening -------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path, *, root: IndexRoot | None = None, device: str = "cpu", batch_size: int = 32,
-             threads: int = 2, verify: str = "size", checkpoint_bytes: int = 64 * 2**20,
-             compact_fraction: float = 0.2) -> LiveIndex:
-        """Open (and, after a crash, recover) an index folder. ``root`` enables the per-name write lock."""
+    def open(cls, folder: Path, options: OpenOptions | None = None, *, root: IndexRoot | None = None,
+             **overrides: Any) -> LiveIndex:
+        """Open (and, after a crash, recover) an index folder. ``root`` enables the per-name write lock;
+        ``overrides`` replace single options (``device="cpu"``)."""
+        options = replace(options or OpenOptions(), **overrides)
         folder = Path(folder).resolve()
         manifest = Manifest.read(folder)
         dirty = WriteAheadLog(folder).size() > 0 or (folder / MARKER).exists()
         if dirty:
             log.warning("index %s has write-ahead records not yet checkpointed; replaying them", manifest.name)
         else:
-            verify_files(folder, manifest, verify)
+            verify_files(folder, manifest, options.verify)
         store = DocStore.open(folder, writable=True)
         try:
-            encoders = Encoders.load(manifest, list(manifest.retrievers), device)
-            faiss = FaissIndex(folder / "dense", device=device) if "dense" in manifest.retrievers else None
+            encoders = load_encoders(manifest, list(manifest.retrievers), options.device)
+            components = open_components(folder, manifest, list(manifest.retrievers), options.device)
         except BaseException:
             store.close()
             raise
         name = folder.name.split("@", 1)[0] if "@" in folder.name else folder.name
-        live = cls(folder, manifest, store, encoders, faiss, device, batch_size, threads, root, name, checkpoint_bytes,
-                   compact_fraction)
+        live = cls(folder, manifest, store, encoders, components, options, root, name)
         try:
             if dirty:
                 live._recover()
@@ -183,14 +171,9 @@ class LiveIndex:
 
     def _publish(self) -> None:
         """Make everything written so far visible to new searches, in one step."""
-        writers = self._writers or {}
-
-        def reader_for(name: str) -> Any:
-            return writers[name].open_reader() if name in writers else None
-
-        searchers = build_searchers(self.folder, self.manifest, self.retrievers, self.encoders, self.store, self._faiss,
-                                    self._batch_size, reader_for=reader_for, bound=self._bound, bitmap=self._bitmap)
-        view = _View(Searcher(self.folder, self.manifest, self.store, searchers, self._threads, seq=self._seq,
+        searchers = open_searchers(self._components, self.encoders, self.store, ViewState(self._bound, self._bitmap),
+                                   self.options.batch_size)
+        view = _View(Searcher(self.folder, self.manifest, self.store, searchers, self.options, seq=self._seq,
                               owns_store=False), self._seq)
         with self._views_lock:
             previous, self._current = self._current, view
@@ -207,24 +190,26 @@ class LiveIndex:
             raise IndexFailedError(f"index {self.name!r} refuses writes after a failed write ({self._failed}); reload it")
 
     def _open_writers(self) -> None:
-        if self._writers is not None:
+        if self._writing:
             return
         if self._root is not None:
             self._held.enter_context(self._root.lock(self.name))
             if self._root.path(self.name).resolve() != self.folder:
                 self._held.close()
                 raise IndexBusyError(f"index {self.name!r} was rebuilt or replaced on disk since it was opened; reload it")
-        writers: dict[str, LuceneWriter] = {}
         try:
-            for name in self.manifest.retrievers:
-                if name in LUCENE_RETRIEVERS:
-                    writers[name] = LuceneWriter(self.folder / name, "bm25" if name == "bm25" else "impact")
+            for component in self._components.values():
+                component.open_writer()
         except BaseException:
-            for writer in writers.values():
-                writer.close()
+            self._close_writers()
             self._held.close()
             raise
-        self._writers = writers
+        self._writing = True
+
+    def _close_writers(self) -> None:
+        for component in self._components.values():
+            component.close_writer()
+        self._writing = False
 
     @staticmethod
     def check_documents(docs: Sequence[Document]) -> None:
@@ -246,14 +231,14 @@ class LiveIndex:
             return WriteResult(seq=self._seq)
         started = time.perf_counter()
         if self._document_encoders is None:
-            self._document_encoders = Encoders.load(self.manifest, self.retrievers, self._device, role="document")
-        encoders = self._document_encoders
+            self._document_encoders = load_encoders(self.manifest, self.retrievers, self.options.device, role="document")
         texts = [d.contents for d in docs]
-        splade = None
-        if encoders.splade is not None:
-            assert encoders.quant is not None
-            splade = encoders.splade.encode_documents(texts, encoders.quant, batch_size=self._batch_size)
-        dense = encoders.dense.encode_documents(texts, batch_size=self._batch_size) if encoders.dense else None
+        vectors = {}
+        for name, encoder in self._document_encoders.items():
+            entry = self.manifest.retrievers[name]
+            payload = get_kind(entry.kind).encode(encoder, entry, texts, self.options.batch_size)
+            if payload is not None:
+                vectors[name] = payload
         encoded = time.perf_counter()
         with self._write_lock:
             self._check_writable()
@@ -262,8 +247,7 @@ class LiveIndex:
             replaced = self.store.live_docnos([d.id for d in docs])
             record: dict[str, Any] = {
                 "seq": seq, "op": "upsert", "first": self._bound, "replaced": sorted(replaced.values()),
-                "docs": [[d.id, d.title, d.text, d.metadata] for d in docs],
-                "splade": splade, "dense": _encode_vectors(dense) if dense is not None else None,
+                "docs": [[d.id, d.title, d.text, d.metadata] for d in docs], "vectors": vectors,
             }
             self._write(record)
             return WriteResult(seq=seq, upserted=len(docs), encode_ms=(encoded - started) * 1000,
@@ -290,7 +274,7 @@ class LiveIndex:
     def _write(self, record: dict[str, Any]) -> None:
         wal_bytes = self._wal.append(record)
         try:
-            self._apply(record, store=True, lucene=list(self._writers or {}))
+            self._apply(record, store=True, components=list(self._components))
             added, deleted = self._changes(record)
             self._seq = record["seq"]
             self._bound = max(self._bound, added[-1] + 1) if added else self._bound
@@ -303,7 +287,7 @@ class LiveIndex:
             log.exception("write %s to index %s failed half-way", record["seq"], self.name)
             raise IndexFailedError(f"index {self.name!r}: write failed half-way ({self._failed}); "
                                    "it is applied when the index is reopened") from None
-        if wal_bytes > self._checkpoint_bytes:
+        if wal_bytes > self.options.checkpoint_bytes:
             self._checkpoint_locked()
 
     @staticmethod
@@ -323,43 +307,33 @@ class LiveIndex:
         bits[deleted] = False
         return np.packbits(bits, bitorder="little")
 
-    def _apply(self, record: dict[str, Any], store: bool, lucene: list[str]) -> None:
-        """Redo one record in the chosen components; FAISS takes only vectors it does not hold yet."""
-        seq = record["seq"]
+    def _apply(self, record: dict[str, Any], store: bool, components: list[str]) -> None:
+        """Redo one record in the document store (if ``store``) and the named components."""
         added, deleted = self._changes(record)
-        assert self._writers is not None or not lucene
         if record["op"] == "upsert":
             docs = [Document(i, title, text, metadata) for i, title, text, metadata in record["docs"]]
-            if store:
-                self.store.apply(seq, list(zip(added, docs)), deleted)
-            for name in lucene:
-                writer = self._writers[name]  # type: ignore[index]
-                if name == "bm25":
-                    writer.upsert((d.id, d.contents) for d in docs)
-                else:
-                    writer.upsert(zip((d.id for d in docs), record["splade"]))
-            if self._faiss is not None and record["dense"] is not None:
-                vectors = _decode_vectors(record["dense"], self._faiss.dimension)
-                docnos = np.asarray(added, dtype=np.int64)
-                fresh = docnos > self._faiss.max_docno
-                self._faiss.add(vectors[fresh], docnos[fresh])
+            deleted_ids: list[str] = []
+            # Records written before named retrievers kept the vectors under the retriever's name.
+            vectors = record.get("vectors") or {k: record[k] for k in ("splade", "dense") if record.get(k) is not None}
         else:
-            if store:
-                self.store.apply(seq, [], deleted)
-            for name in lucene:
-                self._writers[name].delete(record["ids"])  # type: ignore[index]
+            docs, deleted_ids, vectors = [], record["ids"], {}
+        if store:
+            self.store.apply(record["seq"], list(zip(added, docs)), deleted)
+        for name in components:
+            batch = WriteBatch(record["seq"], docs, added, deleted_ids, deleted, vectors.get(name))
+            self._components[name].apply(batch)
 
     def _recover(self) -> None:
         with self._write_lock:
             self._open_writers()
-            assert self._writers is not None
             store_seq = self.store.seq
-            lucene_seqs = {name: committed_seq(self.folder / name) for name in self._writers}
+            # Components that know the seq they hold get only newer records; the others (FAISS) skip by docno.
+            done = {name: component.replay_from() for name, component in self._components.items()}
             replayed = 0
             for record in self._wal.records():
                 seq = record["seq"]
-                behind = [name for name, done in lucene_seqs.items() if seq > done]
-                self._apply(record, store=seq > store_seq, lucene=behind)
+                behind = [name for name, upto in done.items() if upto is None or seq > upto]
+                self._apply(record, store=seq > store_seq, components=behind)
                 replayed += 1
                 self._seq = max(self._seq, seq)
             self._seq = max(self._seq, self.store.seq)
@@ -388,33 +362,20 @@ class LiveIndex:
             return min([v.seq for v in self._views] + [self._seq])
 
     def _checkpoint_locked(self, force_compact: bool = False) -> None:
-        if self._writers is None:
+        if not self._writing:
             return
         marker = self.folder / MARKER
         marker.write_bytes(b"")
         fsync_path(self.folder)
-        threshold = 0.0 if force_compact else self._compact_fraction
-        merged = False
-        for writer in self._writers.values():
-            fraction = writer.deleted_fraction()
-            if fraction and fraction >= threshold:
-                writer.merge_deletes()
-                merged = True
-        if merged:
+        threshold = 0.0 if force_compact else self.options.compact_fraction
+        merged = [c.merge_deletes(threshold) for c in self._components.values()]  # every one, no short cut
+        if any(merged):
             self._publish()  # searches move to the merged segments; the old readers go with their last search
-        dead = self.store.dead_docnos(self._oldest_view_seq())
-        compacted = False
-        if self._faiss is not None and dead and len(dead) >= threshold * max(self._faiss.ntotal, 1):
-            compacted = self._faiss.compact(np.asarray(dead, dtype=np.int64))
-            if not compacted:
-                log.warning("index %s: this FAISS type can neither remove vectors nor be rebuilt from them; "
-                            "%d deleted versions stay as tombstones (filtered at search time)", self.name, len(dead))
-        files = [str(Path(name) / f) for name, writer in self._writers.items() for f in writer.commit(self._seq)]
-        if self._faiss is not None:
-            self._faiss.save(self.folder / "dense")
-            files.append("dense/index.faiss")
-        if compacted or (self._faiss is None and dead):
-            self.store.purge(dead)  # after the FAISS file without them is on disk
+        dead = np.asarray(self.store.dead_docnos(self._oldest_view_seq()), dtype=np.int64)
+        compacted = [c.compact(dead, threshold) for c in self._components.values()]
+        files = [f for component in self._components.values() for f in component.commit(self._seq)]
+        if len(dead) and all(compacted):
+            self.store.purge(dead.tolist())  # after every component's files without them are on disk
         fsync_path(self.folder / DocStore.FILE)
         files.append(DocStore.FILE)
         retrievers = {name: replace(info, size_bytes=folder_size(self.folder / name))
@@ -471,9 +432,7 @@ class LiveIndex:
                     self._checkpoint_locked()
             finally:
                 self._closed = True
-                for writer in (self._writers or {}).values():
-                    writer.close()
-                self._writers = None
+                self._close_writers()
                 self._held.close()
                 self._wal.close()
 

@@ -13,28 +13,9 @@ from typing import Any
 
 import click
 
-from retrieval.settings import Settings
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from indexes.builder import BuildError
-    from indexes.corpus import CorpusError
-    from indexes.faiss_backend import FaissBuildError
-    from indexes.layout import IndexBusyError, IndexNameError, IndexNotFoundError
-    from indexes.live import IndexFailedError, LiveWriteError
-    from indexes.lucene_backend import LuceneBuildError
-    from indexes.lucene_writer import LuceneWriteError
-    from indexes.manifest import ManifestError
-    from retrieval.fusion import FusionError
-    from retrieval.jvm import JavaUnavailableError
-    from retrieval.models import ModelError
-    from retrieval.pipeline import SearchError
-    from eval.metrics import MetricError
-    from eval.specs import SpecError
-
-    return (MetricError, SpecError, BuildError, CorpusError, FaissBuildError, IndexBusyError, IndexNameError, IndexNotFoundError,
-            LuceneBuildError, ManifestError, FusionError, JavaUnavailableError, ModelError, SearchError,
-            IndexFailedError, LiveWriteError, LuceneWriteError)
+from retrieval.core.errors import HybridError
+from retrieval.core.options import BuildOptions, OpenOptions
+from retrieval.core.settings import Settings
 
 
 def _settings(index_root: Path | None, **overrides: Any) -> Settings:
@@ -45,9 +26,21 @@ def _settings(index_root: Path | None, **overrides: Any) -> Settings:
 
 
 def _root(settings: Settings):  # type: ignore[no-untyped-def]
-    from indexes.layout import IndexRoot
+    from indexes.storage.layout import IndexRoot
 
     return IndexRoot(settings.index_root)
+
+
+retriever_option = click.option(
+    "--retriever", "extra_retrievers", multiple=True, metavar="NAME=KIND[:MODEL]",
+    help="A named retriever besides --retrievers, repeatable: dense-e5=dense:intfloat/e5-small-v2.",
+)
+
+
+def _retrievers(names: str, extra: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    from indexes.kinds import parse_retrievers
+
+    return parse_retrievers([n for n in names.split(",") if n.strip()] + list(extra))
 
 
 index_root_option = click.option(
@@ -71,6 +64,7 @@ def index() -> None:
 @click.argument("corpus", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Index name (letters, digits, '.', '_', '-').")
 @click.option("--retrievers", default="bm25,splade,dense", show_default=True, help="Comma-separated subset.")
+@retriever_option
 @index_root_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Encoder/FAISS device.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Encoder batch size.")
@@ -83,29 +77,26 @@ def index() -> None:
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Bad corpus lines: stop with the line number, or skip them (counted in the manifest).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def index_build(corpus: Path, name: str, retrievers: str, index_root: Path | None, device: str | None,
+def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tuple[str, ...], index_root: Path | None,
+                device: str | None,
                 batch_size: int | None, faiss_factory: str | None, sparse_model: str | None, dense_model: str | None,
                 splade_scale: float | None, splade_top_k: int | None, threads: int | None, on_error: str,
                 quiet: bool) -> None:
     """Index CORPUS (BEIR corpus.jsonl[.gz] or a BEIR dataset folder) as NAME."""
-    from indexes.builder import BuildOptions, build_index, parse_retrievers
+    from indexes.indexing.builder import build_index
 
     settings = _settings(index_root, device=device, batch_size=batch_size, faiss_factory=faiss_factory,
                          sparse_model=sparse_model, dense_model=dense_model, splade_scale=splade_scale,
                          splade_doc_top_k=splade_top_k, threads=threads)
-    options = BuildOptions(
-        retrievers=parse_retrievers(retrievers), device=settings.resolved_device(), batch_size=settings.batch_size,
-        sparse_model=settings.sparse_model, dense_model=settings.dense_model, faiss_factory=settings.faiss_factory,
-        splade_scale=settings.splade_scale, splade_doc_top_k=settings.splade_doc_top_k, threads=settings.threads,
-        progress=not quiet, on_error=on_error,
-    )
+    options = BuildOptions.from_settings(settings, retrievers=_retrievers(retrievers, extra_retrievers),
+                                         progress=not quiet, on_error=on_error)
     manifest = build_index(corpus, name, _root(settings), options)
     click.echo(f"built {name!r}: {manifest.doc_count} documents -> {_root(settings).path(name)}")
-    click.echo(f"{'retriever':<10}{'seconds':>10}{'docs/s':>10}{'encode s':>10}{'index s':>10}{'size MiB':>10}")
+    click.echo(f"{'retriever':<14}{'seconds':>10}{'docs/s':>10}{'encode s':>10}{'index s':>10}{'size MiB':>10}  kind")
     for r in manifest.retrievers.values():
         rate = manifest.doc_count / r.build_seconds if r.build_seconds else float("inf")
-        click.echo(f"{r.name:<10}{r.build_seconds:>10.1f}{rate:>10.1f}{r.encode_seconds:>10.1f}"
-                   f"{r.index_seconds:>10.1f}{r.size_bytes / 2**20:>10.2f}")
+        click.echo(f"{r.name:<14}{r.build_seconds:>10.1f}{rate:>10.1f}{r.encode_seconds:>10.1f}"
+                   f"{r.index_seconds:>10.1f}{r.size_bytes / 2**20:>10.2f}  {r.kind}")
 
 
 @index.command("list")
@@ -113,7 +104,7 @@ def index_build(corpus: Path, name: str, retrievers: str, index_root: Path | Non
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 def index_list(index_root: Path | None, as_json: bool) -> None:
     """List the indexes under the index root."""
-    from indexes.manifest import Manifest
+    from indexes.storage.manifest import Manifest
 
     root = _root(_settings(index_root))
     rows = []
@@ -138,7 +129,7 @@ def index_list(index_root: Path | None, as_json: bool) -> None:
 @index_root_option
 def index_info(name: str, index_root: Path | None) -> None:
     """Print the manifest of NAME as JSON."""
-    from indexes.manifest import Manifest
+    from indexes.storage.manifest import Manifest
 
     click.echo(Manifest.read(_root(_settings(index_root)).resolve(name)).to_json())
 
@@ -155,31 +146,29 @@ def index_delete(name: str, index_root: Path | None) -> None:
 
 
 def _open_live(settings: Settings, name: str, device: str | None = None):  # type: ignore[no-untyped-def]
-    from indexes.live import LiveIndex
+    from indexes.indexing.live import LiveIndex
 
     root = _root(settings)
-    return LiveIndex.open(root.resolve(name), root=root, device=device or settings.resolved_device(),
-                          batch_size=settings.batch_size, threads=settings.threads, verify=settings.verify,
-                          checkpoint_bytes=settings.checkpoint_mb * 2**20, compact_fraction=settings.compact_fraction)
+    options = OpenOptions.from_settings(settings, **({"device": device} if device else {}))
+    return LiveIndex.open(root.resolve(name), options, root=root)
 
 
 @index.command("create")
 @click.argument("name")
 @click.option("--retrievers", default="bm25,splade,dense", show_default=True, help="Comma-separated subset.")
+@retriever_option
 @click.option("--faiss", "faiss_factory", default=None, help="FAISS factory string (one that needs no training).")
 @click.option("--sparse-model", default=None)
 @click.option("--dense-model", default=None)
 @index_root_option
-def index_create(name: str, retrievers: str, faiss_factory: str | None, sparse_model: str | None,
-                 dense_model: str | None, index_root: Path | None) -> None:
+def index_create(name: str, retrievers: str, extra_retrievers: tuple[str, ...], faiss_factory: str | None,
+                 sparse_model: str | None, dense_model: str | None, index_root: Path | None) -> None:
     """Create NAME with no documents, to fill with 'hybrid index add' or the API."""
-    from indexes.builder import BuildOptions, create_empty_index, parse_retrievers
+    from indexes.indexing.builder import create_empty_index
 
     settings = _settings(index_root, faiss_factory=faiss_factory, sparse_model=sparse_model, dense_model=dense_model)
-    create_empty_index(name, _root(settings), BuildOptions(
-        retrievers=parse_retrievers(retrievers), sparse_model=settings.sparse_model, dense_model=settings.dense_model,
-        faiss_factory=settings.faiss_factory, splade_scale=settings.splade_scale,
-        splade_doc_top_k=settings.splade_doc_top_k, progress=False))
+    create_empty_index(name, _root(settings), BuildOptions.from_settings(
+        settings, retrievers=_retrievers(retrievers, extra_retrievers), progress=False))
     click.echo(f"created {name!r} (empty) -> {_root(settings).path(name)}")
 
 
@@ -200,7 +189,7 @@ def index_add(name: str, corpus: Path, batch: int, on_error: str, device: str | 
 
     from tqdm import tqdm
 
-    from indexes.corpus import CorpusError, Skipped, iter_documents, resolve_corpus_file
+    from indexes.storage.corpus import CorpusError, Skipped, iter_documents, resolve_corpus_file
 
     settings = _settings(index_root, device=device)
     corpus_file = resolve_corpus_file(corpus)
@@ -267,7 +256,7 @@ def index_remove(name: str, ids: tuple[str, ...], ids_file: Path | None, index_r
 @index_root_option
 def index_snapshot(name: str, index_root: Path | None) -> None:
     """Write a point-in-time copy of NAME under INDEX_ROOT/.snapshots (serve it with --index-root)."""
-    from indexes.live import snapshot_root
+    from indexes.indexing.live import snapshot_root
 
     settings = _settings(index_root)
     live = _open_live(settings, name, device="cpu")
@@ -314,27 +303,28 @@ def parse_weights(spec: str | None) -> dict[str, float] | None:
 @click.option("--k", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option("--retrievers", default=None, help="Comma-separated subset (default: all in the index).")
 @click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True)
-@click.option("--rrf-k", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--rrf-k", type=click.IntRange(min=1), default=None, help="RRF's k (default: the rrf_k setting, 60).")
 @click.option("--weights", default=None, help="Per-retriever weights, e.g. splade=0.6,dense=0.4.")
 @click.option("--normalization", type=click.Choice(["minmax", "zscore"]), default="minmax", show_default=True)
-@click.option("--depth", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Candidates per retriever.")
+@click.option("--depth", type=click.IntRange(1, 10_000), default=None,
+              help="Candidates per retriever (default: the depth setting, 100).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @index_root_option
-def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, rrf_k: int, weights: str | None,
-           normalization: str, depth: int, as_json: bool, device: str | None, index_root: Path | None) -> None:
+def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, rrf_k: int | None, weights: str | None,
+           normalization: str, depth: int | None, as_json: bool, device: str | None, index_root: Path | None) -> None:
     """Search index NAME for QUERY."""
     from dataclasses import asdict
 
-    from retrieval.fusion import FusionConfig
-    from retrieval.pipeline import Searcher
+    from retrieval.search.fusion import FusionConfig
+    from retrieval.search.pipeline import Searcher
 
-    settings = _settings(index_root, device=device)
+    settings = _settings(index_root, device=device, rrf_k=rrf_k, depth=depth)
     chosen = [r.strip() for r in retrievers.split(",") if r.strip()] if retrievers else None
-    searcher = Searcher.open(_root(settings).resolve(name), device=settings.resolved_device(), retrievers=chosen,
-                             threads=settings.threads)
-    config = FusionConfig(method=fusion, rrf_k=rrf_k, weights=parse_weights(weights), normalization=normalization)  # type: ignore[arg-type]
-    result = searcher.search(query, k=k, fusion=config, depth=depth, explain=True, include_text=True)
+    searcher = Searcher.open(_root(settings).resolve(name), OpenOptions.from_settings(settings), retrievers=chosen)
+    config = FusionConfig(method=fusion, rrf_k=settings.rrf_k, weights=parse_weights(weights),  # type: ignore[arg-type]
+                          normalization=normalization)  # type: ignore[arg-type]
+    result = searcher.search(query, k=k, fusion=config, explain=True, include_text=True)
     if as_json:
         click.echo(json.dumps({"query": query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
                                "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
@@ -387,6 +377,7 @@ def eval_group() -> None:
 @eval_group.command("beir")
 @click.argument("datasets", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--retrievers", default="bm25,splade,dense", show_default=True, help="Single retrievers to score.")
+@retriever_option
 @click.option("--hybrid", "hybrids", multiple=True, help="Hybrid spec, repeatable: rrf:bm25+splade+dense, "
               "weighted:splade=0.6,dense=0.4:minmax.")
 @click.option("--split", default="test", show_default=True)
@@ -404,7 +395,7 @@ def eval_group() -> None:
 @click.option("--dense-model", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @index_root_option
-def eval_beir(datasets: tuple[Path, ...], retrievers: str, hybrids: tuple[str, ...], split: str, metrics: str,
+def eval_beir(datasets: tuple[Path, ...], retrievers: str, extra_retrievers: tuple[str, ...], hybrids: tuple[str, ...], split: str, metrics: str,
               out: Path, self_hits: str, tune: bool, folds: int, device: str | None, batch_size: int | None,
               faiss_factory: str | None, sparse_model: str | None, dense_model: str | None, quiet: bool,
               index_root: Path | None) -> None:
@@ -415,18 +406,16 @@ def eval_beir(datasets: tuple[Path, ...], retrievers: str, hybrids: tuple[str, .
     from eval.harness import EvalOptions, evaluate_dataset, parse_methods
     from eval.metrics import parse_metrics
     from eval.report import write_reports
-    from indexes.builder import BuildOptions
 
     settings = _settings(index_root, device=device, batch_size=batch_size, faiss_factory=faiss_factory,
                          sparse_model=sparse_model, dense_model=dense_model)
+    specs = _retrievers(retrievers, extra_retrievers)
     options = EvalOptions(
-        methods=parse_methods([r.strip() for r in retrievers.split(",") if r.strip()], hybrids),
+        methods=parse_methods([s.name for s in specs], hybrids),
         metrics=parse_metrics(metrics), out=out, index_root=settings.index_root, split=split,
         self_hits=self_hits, tune=tune, folds=folds,  # type: ignore[arg-type]
-        build=BuildOptions(device=settings.resolved_device(), batch_size=settings.batch_size,
-                           sparse_model=settings.sparse_model, dense_model=settings.dense_model,
-                           faiss_factory=settings.faiss_factory, splade_scale=settings.splade_scale,
-                           threads=settings.threads, progress=not quiet),
+        build=BuildOptions.from_settings(settings, retrievers=specs, progress=not quiet),
+        open=OpenOptions.from_settings(settings),
     )
     started = time.perf_counter()
     results = []
@@ -457,13 +446,12 @@ def bench(dataset: Path, queries: int, clients: str, seconds: float, no_http: bo
     import shlex
 
     from eval.bench.suite import BenchOptions, run, write
-    from indexes.builder import BuildOptions
 
     settings = _settings(index_root, device=device)
     options = BenchOptions(
         dataset=dataset, index_root=settings.index_root, out=out, queries=queries, seconds=seconds,
         clients=[int(c) for c in clients.split(",") if c.strip()], http=not no_http, baselines=not no_baselines,
-        build=BuildOptions(device=settings.resolved_device(), threads=settings.threads, progress=False),
+        build=BuildOptions.from_settings(settings, progress=False), open=OpenOptions.from_settings(settings),
     )
     report = write(run(options), out, "hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     click.echo(report.read_text())
@@ -471,7 +459,6 @@ def bench(dataset: Path, queries: int, clients: str, seconds: float, no_http: bo
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    errors = _user_errors()
     try:
         cli.main(prog_name="hybrid", standalone_mode=False)
     except click.exceptions.Abort:
@@ -480,9 +467,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
-    except errors as exc:
+    except HybridError as exc:
         click.echo(f"hybrid: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("hybrid: interrupted", err=True)
         sys.exit(130)

@@ -12,6 +12,8 @@ import re
 import threading
 from pathlib import Path
 
+from retrieval.core.errors import UnavailableError
+
 MIN_JAVA = 21
 _VECTOR_MODULE = "jdk.incubator.vector"
 _lock = threading.Lock()
@@ -26,7 +28,7 @@ _ready = False
 JNI_LOCK = threading.RLock()
 
 
-class JavaUnavailableError(RuntimeError):
+class JavaUnavailableError(UnavailableError, RuntimeError):
     """No usable Java runtime (21+) could be found."""
 
 

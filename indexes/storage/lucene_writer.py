@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from retrieval.jvm import JNI_LOCK, ensure_pyserini
+from retrieval.core.errors import ConflictError
+from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 
 Kind = Literal["bm25", "impact"]
 SEQ_KEY = "hybrid.seq"
 
 
-class LuceneWriteError(RuntimeError):
+class LuceneWriteError(ConflictError, RuntimeError):
     pass
 
 
@@ -57,6 +58,37 @@ def _jclasses() -> dict[str, Any]:
     return {k: autoclass(v) for k, v in names.items()}
 
 
+def _text_setup(j: dict[str, Any], args: Any) -> tuple[Any, Any]:
+    """BM25 text, as IndexCollection indexes JsonCollection with -storePositions -storeDocvectors -storeRaw."""
+    args.storePositions = True
+    args.storeDocvectors = True
+    args.storeRaw = True
+    return j["EnglishAnalyzer"].fromArguments(args.stemmer, args.keepStopwords, args.stopwords), j["BM25Similarity"]()
+
+
+def _impact_setup(j: dict[str, Any], args: Any) -> tuple[Any, Any]:
+    """Impacts, as IndexCollection indexes JsonVectorCollection with -impact -pretokenized."""
+    args.impact = True
+    args.pretokenized = True
+    return j["WhitespaceAnalyzer"](), j["ImpactSimilarity"]()
+
+
+def _text_document(writer: LuceneWriter, doc_id: str, payload: Any) -> Any:
+    return writer._j["JsonDoc"].fromString(json.dumps({"id": doc_id, "contents": payload}, ensure_ascii=False))
+
+
+def _impact_document(writer: LuceneWriter, doc_id: str, payload: Any) -> Any:
+    node = writer._mapper.readTree(json.dumps({"id": doc_id, "contents": "", "vector": payload}, ensure_ascii=False))
+    return writer._j["VectorDoc"](node)
+
+
+# How each kind of Lucene index is configured and how a document of it is made: (setup, document).
+_FORMATS: dict[str, tuple[Callable[[dict[str, Any], Any], tuple[Any, Any]], Callable[[LuceneWriter, str, Any], Any]]] = {
+    "bm25": (_text_setup, _text_document),
+    "impact": (_impact_setup, _impact_document),
+}
+
+
 class LuceneWriter:
     """One open ``IndexWriter`` (it holds Lucene's ``write.lock``: one writer per index, across processes)."""
 
@@ -69,17 +101,8 @@ class LuceneWriter:
         self.index_dir = Path(index_dir)
         j = self._j = _jclasses()
         args = j["Args"]()
-        if kind == "bm25":
-            args.storePositions = True
-            args.storeDocvectors = True
-            args.storeRaw = True
-            analyzer = j["EnglishAnalyzer"].fromArguments(args.stemmer, args.keepStopwords, args.stopwords)
-            similarity = j["BM25Similarity"]()
-        else:
-            args.impact = True
-            args.pretokenized = True
-            analyzer = j["WhitespaceAnalyzer"]()
-            similarity = j["ImpactSimilarity"]()
+        setup, self._make_document = _FORMATS[kind]
+        analyzer, similarity = setup(j, args)
         self._generator = j["Generator"](args)
         self._mapper = j["Mapper"]()
         config = j["Config"](analyzer)
@@ -102,12 +125,7 @@ class LuceneWriter:
             raise LuceneWriteError(f"{self.index_dir}: cannot open for writing ({message.splitlines()[0][:200]})") from None
 
     def _document(self, doc_id: str, payload: str | dict[str, int]) -> Any:
-        if self.kind == "bm25":
-            source = self._j["JsonDoc"].fromString(json.dumps({"id": doc_id, "contents": payload}, ensure_ascii=False))
-        else:
-            node = self._mapper.readTree(json.dumps({"id": doc_id, "contents": "", "vector": payload}, ensure_ascii=False))
-            source = self._j["VectorDoc"](node)
-        return self._generator.createDocument(source)
+        return self._generator.createDocument(self._make_document(self, doc_id, payload))
 
     def upsert(self, docs: Iterable[tuple[str, str | dict[str, int]]]) -> None:
         """Replace (or add) each document by id; an empty payload only deletes (Lucene cannot index it)."""
@@ -187,20 +205,3 @@ def committed_seq(index_dir: Path) -> int:
         finally:
             directory.close()
     return int(value) if value else 0
-
-
-def point_at_reader(jsearcher: Any, reader: Any) -> None:
-    """Make an Anserini ``SimpleSearcher``/``SimpleImpactSearcher`` search ``reader`` instead of its own.
-
-    The searcher takes over the reference: its ``close()`` releases ``reader``. Its own ``IndexSearcher``
-    is dropped so that the next search builds one over the new reader with the searcher's similarity.
-    """
-    from jnius import autoclass
-
-    fields = autoclass("org.apache.commons.lang3.reflect.FieldUtils")
-    with JNI_LOCK:
-        previous = fields.readField(jsearcher, "reader", True)
-        fields.writeField(jsearcher, "reader", reader, True)
-        fields.writeField(jsearcher, "searcher", None, True)
-        if previous is not None:
-            previous.close()

@@ -16,20 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from retrieval.core.errors import HybridError
+from retrieval.core.types import RetrieverScore, ScoredDoc
+
 Normalization = Literal["minmax", "zscore"]
 FusionMethod = Literal["rrf", "weighted"]
-
-
-@dataclass(frozen=True)
-class ScoredDoc:
-    doc_id: str
-    score: float
-
-
-@dataclass(frozen=True)
-class RetrieverScore:
-    rank: int  # 1-based
-    score: float
 
 
 @dataclass
@@ -47,7 +38,7 @@ class FusionConfig:
     normalization: Normalization = "minmax"
 
 
-class FusionError(ValueError):
+class FusionError(HybridError, ValueError):
     """Invalid fusion parameters; the message says what to fix."""
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from retrieval.models import ResolvedModel
-from retrieval.st_forward import embed_one, plain_query_forward
-
-SparseVector = dict[str, int]
+from retrieval.core.types import SparseVector
+from retrieval.encoders.models import ResolvedModel
+from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,16 @@ class SpladeEncoder:
         tokenizer = self._model.tokenizer
         self._vocab = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=object)
         self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
-        self._plain_queries = plain_query_forward(self._model)
+        # One query skips encode_query's batching machinery (same vector); benchmarks may turn it off.
+        self.single_query_fast_path = plain_query_forward(self._model)
+
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model underneath (for checks against its own ``encode``)."""
+        return self._model
 
     def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int) -> list[dict[str, float]]:
-        if query and len(texts) == 1 and self._plain_queries:
+        if query and len(texts) == 1 and self.single_query_fast_path:
             with self._lock:
                 embedding = embed_one(self._model, texts[0])
             terms = torch.nonzero(embedding).squeeze(1)
@@ -66,8 +72,12 @@ class SpladeEncoder:
         return [quantize(v, quant) for v in self._encode(texts, query=False, batch_size=batch_size)]
 
     def encode_queries(self, texts: Sequence[str], quant: Quantization, batch_size: int = 32) -> list[SparseVector]:
+        """Queries keep every term: ``quant.top_k`` applies to documents only."""
         plain = Quantization(scale=quant.scale)
         return [quantize(v, plain) for v in self._encode(texts, query=True, batch_size=batch_size)]
+
+    def encode_query(self, text: str, quant: Quantization) -> SparseVector:
+        return self.encode_queries([text], quant)[0]
 
 
 def quantize(weights: dict[str, float], quant: Quantization) -> SparseVector:

@@ -13,10 +13,12 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrieval.core.errors import HybridError
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 
 
-class ModelError(ValueError):
+class ModelError(HybridError, ValueError):
     """A model cannot be found, loaded or verified; the message says what to fix."""
 
 

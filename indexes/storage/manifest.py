@@ -9,21 +9,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval.core.errors import ConflictError
+
 # 2: FAISS ids are docnos (IDMap2), the document store keeps row versions; live writes possible.
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-RETRIEVERS = ("bm25", "splade", "dense")
-LUCENE_RETRIEVERS = ("bm25", "splade")
 # Files that come and go while an index is written to; never part of its recorded contents.
 VOLATILE = {"wal.log", "write.lock", "CHECKPOINT", "docs.sqlite-journal", "index.faiss.tmp", MANIFEST + ".tmp"}
 
 
-class ManifestError(ValueError):
+class ManifestError(ConflictError, ValueError):
     """A manifest is missing, unreadable, or from an unsupported format version."""
 
 
 @dataclass
 class RetrieverManifest:
+    """One named retriever of an index: its kind, model and parameters, and what its build cost."""
+
     name: str
     model_id: str | None
     weights_sha256: str | None
@@ -32,6 +34,10 @@ class RetrieverManifest:
     encode_seconds: float
     index_seconds: float
     size_bytes: int
+    kind: str = ""  # manifests written before named retrievers have none: the kind was the name
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.name
 
 
 @dataclass
@@ -92,6 +98,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_lucene_segment_file(rel: str) -> bool:
+    """A Lucene segment file (``NAME/_3.cfs``, ``NAME/_3_Lucene90_0.doc``): written once, never changed."""
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[1].startswith("_")
+
+
 def _index_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and p.name not in VOLATILE)
 
@@ -106,7 +118,7 @@ def checksum_files(folder: Path, only: list[str] | None = None, previous: dict[s
         rel = str(path.relative_to(folder))
         size = path.stat().st_size
         old = (previous or {}).get(rel)
-        reusable = rel.split("/", 1)[0] in LUCENE_RETRIEVERS and not rel.split("/")[-1].startswith("segments")
+        reusable = is_lucene_segment_file(rel)
         out[rel] = old if old and reusable and old[0] == size else [size, _sha256(path)]
     return out
 
@@ -122,7 +134,7 @@ def verify_files(folder: Path, manifest: Manifest, mode: str = "full") -> None:
     extra = sorted(present - set(manifest.files))
     if manifest.live_seq:
         # Lucene may leave files of merged-away segments that open readers held; its next writer removes them.
-        extra = [e for e in extra if e.split("/", 1)[0] not in LUCENE_RETRIEVERS]
+        extra = [e for e in extra if not (is_lucene_segment_file(e) or e.split("/")[-1].startswith("segments_"))]
     if missing or extra:
         raise ManifestError(f"index {manifest.name!r} does not match its manifest: "
                             f"{'missing ' + missing[0] if missing else 'unexpected ' + extra[0]}")

@@ -14,14 +14,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrieval.fusion import ScoredDoc
-from retrieval.jvm import JNI_LOCK, ensure_pyserini
+from retrieval.core.errors import HybridError
+from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
+from retrieval.core.types import ScoredDoc
 
 BM25_K1 = 0.9
 BM25_B = 0.4
 
 
-class LuceneBuildError(RuntimeError):
+class LuceneBuildError(HybridError, RuntimeError):
     pass
 
 
@@ -107,7 +108,7 @@ class Bm25Index:
             self._searcher = LuceneSearcher(str(index_dir))
             self._searcher.set_bm25(k1, b)
             if reader is not None:
-                from indexes.lucene_writer import point_at_reader
+                from indexes.storage.anserini import point_at_reader
 
                 point_at_reader(self._searcher.object, reader)
 
@@ -136,7 +137,7 @@ class ImpactIndex:
         with JNI_LOCK:
             self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(index_dir))
             if reader is not None:
-                from indexes.lucene_writer import point_at_reader
+                from indexes.storage.anserini import point_at_reader
 
                 point_at_reader(self._searcher, reader)
         self._map = autoclass("java.util.HashMap")

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from retrieval.core.errors import HybridError
 
-class CorpusError(ValueError):
+
+class CorpusError(HybridError, ValueError):
     """The corpus cannot be indexed; the message names the file and line to fix."""
 
 

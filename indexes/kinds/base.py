@@ -1,0 +1,245 @@
+"""The retriever-kind interface: what one kind of retriever knows, behind one registry.
+
+A kind (BM25 and learned sparse on Lucene, dense on FAISS) is one module with one
+:class:`RetrieverKind` subclass. Builds, live writes and searches never ask which kind they hold:
+they call these methods, so adding a kind means adding one module and one registry entry
+(:mod:`indexes.kinds`). An index holds *named* retrievers, each of one kind, in ``folder/NAME``.
+
+Per index folder a kind opens a :class:`Component`: the retriever's files, open for searching and,
+once a live write arrives, for writing. Live writes reach every component in the same order
+(``upsert``/``delete`` with the write's ``seq``), and a checkpoint asks each to merge, compact and
+commit; the crash-safety rules themselves live in :mod:`indexes.indexing.live`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from indexes.storage.corpus import Document
+from indexes.storage.docstore import DocStore
+from indexes.storage.manifest import Manifest, RetrieverManifest
+from retrieval.core.errors import HybridError
+from retrieval.core.options import BuildOptions
+from retrieval.core.types import RetrieverSpec, ScoredDoc
+from retrieval.encoders.models import ModelError, ResolvedModel, resolve_model
+
+
+class KindError(HybridError, ValueError):
+    """An unknown kind, or a retriever spec that does not fit its kind; the message says what to fix."""
+
+
+@dataclass
+class RetrieverRuns:
+    runs: list[list[ScoredDoc]]
+    encode_ms: float
+    search_ms: float
+
+
+class RetrieverSearcher(Protocol):
+    """Query text in, ranked (doc id, raw score) lists out; times its encode and search halves."""
+
+    name: str
+
+    def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns: ...
+
+    def close(self) -> None: ...
+
+
+def elapsed_ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+class BuildStage:
+    """Progress bars and the crash-test hook of one build."""
+
+    def __init__(self, options: BuildOptions) -> None:
+        self.options = options
+
+    def __call__(self, name: str) -> None:
+        if self.options.on_stage:
+            self.options.on_stage(name)
+
+    def bar(self, total: int | None, desc: str) -> tqdm:
+        bar = tqdm(total=total, desc=desc, unit="doc", disable=not self.options.progress, dynamic_ncols=True, leave=True)
+        hook = self.options.on_progress
+        if hook is not None:
+            done = 0
+            plain_update = bar.update
+
+            def update(n: float | None = 1) -> bool | None:
+                nonlocal done
+                done += int(n or 0)
+                hook(desc, done, total)
+                return plain_update(n)
+
+            bar.update = update  # type: ignore[method-assign]
+        return bar
+
+
+@dataclass
+class BuildContext:
+    """What a kind's batch build reads and where it writes: ``out`` is ``building/NAME``."""
+
+    spec: RetrieverSpec
+    model: ResolvedModel | None
+    store: DocStore
+    work: Path
+    out: Path
+    options: BuildOptions
+    stage: BuildStage
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """Which document versions a point-in-time view may return: docnos below ``bound`` whose ``bitmap``
+    bit is set (None: no limit)."""
+
+    bound: int | None = None
+    bitmap: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class WriteBatch:
+    """One live write as every component sees it (replayed alike from the write-ahead log)."""
+
+    seq: int
+    docs: list[Document]  # upserted documents (empty for a delete)
+    added: list[int]  # their docnos
+    deleted_ids: list[str]  # ids whose live version goes away (replaced ones not included)
+    deleted: list[int]  # docnos that stop being live (replaced and deleted)
+    payload: Any = None  # this retriever's encoded documents, as its kind's encode() made them
+
+
+class Component(ABC):
+    """One retriever's files inside one index folder, open for searching and, on demand, for writing."""
+
+    def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> None:
+        self.index_folder = index_folder
+        self.name = name
+        self.folder = index_folder / name
+        self.entry = entry
+        self.device = device
+
+    @abstractmethod
+    def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
+        """A searcher over what this component holds now (a live one: including uncommitted writes)."""
+
+    def open_writer(self) -> None:
+        """Get ready for :meth:`apply`; takes the component's own write lock where it has one."""
+
+    def replay_from(self) -> int | None:
+        """Writes up to this seq are already durable here; None: :meth:`apply` skips what it holds itself."""
+        return None
+
+    @abstractmethod
+    def apply(self, batch: WriteBatch) -> None:
+        """Apply one write batch (upserts and deletes)."""
+
+    def merge_deletes(self, threshold: float) -> bool:
+        """Drop deleted documents from this component's statistics once they pass ``threshold``; True if done."""
+        return False
+
+    def compact(self, dead: np.ndarray, threshold: float) -> bool:
+        """Forget the ``dead`` docnos for good if there are enough of them; False while any of them stay."""
+        return True
+
+    @abstractmethod
+    def commit(self, seq: int) -> list[str]:
+        """Make every write durable; returns the component's files, relative to the index folder."""
+
+    def close_writer(self) -> None:
+        """Release what :meth:`open_writer` took."""
+
+    def close(self) -> None:
+        self.close_writer()
+
+
+class RetrieverKind(ABC):
+    """Everything one kind of retriever knows: parameters, build, empty creation, open, encode, describe."""
+
+    name: ClassVar[str]
+    # The BuildOptions field holding this kind's default model; None for kinds without a model.
+    model_option: ClassVar[str | None] = None
+
+    # --- models ------------------------------------------------------------------------------------
+
+    def model_name(self, spec: RetrieverSpec, options: BuildOptions) -> str | None:
+        if self.model_option is None:
+            if spec.model:
+                raise KindError(f"retriever {spec.name!r}: a {self.name} retriever takes no model")
+            return None
+        return spec.model or str(getattr(options, self.model_option))
+
+    def resolve(self, spec: RetrieverSpec, options: BuildOptions) -> ResolvedModel | None:
+        name = self.model_name(spec, options)
+        return resolve_model(name) if name else None
+
+    def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> Any:
+        """The encoder searches (role "query") or live writes (role "document") use; None without a model."""
+        return None
+
+    # --- building ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def parameters(self, options: BuildOptions) -> dict[str, Any]:
+        """The parameters a build with ``options`` records (and a reused index must match)."""
+
+    @abstractmethod
+    def build(self, ctx: BuildContext) -> RetrieverManifest:
+        """Index every document of ``ctx.store`` into ``ctx.out``."""
+
+    @abstractmethod
+    def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,
+                     options: BuildOptions) -> RetrieverManifest:
+        """An empty retriever, ready for live writes."""
+
+    def matches(self, entry: RetrieverManifest, spec: RetrieverSpec, options: BuildOptions) -> bool:
+        """Whether ``entry`` is what building ``spec`` with ``options`` would give (the harness reuses it then)."""
+        if entry.kind != self.name:
+            return False
+        model = self.resolve(spec, options)
+        if model is not None and (entry.model_id, entry.weights_sha256) != (model.model_id, model.weights_sha256):
+            return False
+        recorded = {k: entry.parameters.get(k) for k in self.parameters(options)}
+        return recorded == self.parameters(options)
+
+    # --- searching and live writes -----------------------------------------------------------------
+
+    @abstractmethod
+    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> Component:
+        ...
+
+    def encode(self, encoder: Any, entry: RetrieverManifest, texts: Sequence[str], batch_size: int) -> Any:
+        """Documents as this kind indexes them, in a JSON-able form for the write-ahead log; None: needs none."""
+        return None
+
+    def describe(self, entry: RetrieverManifest) -> str:
+        """One line for listings: the kind, its model and its main parameters."""
+        model = f" {entry.model_id}" if entry.model_id else ""
+        return f"{self.name}{model}"
+
+
+def checked_model(manifest: Manifest, name: str) -> ResolvedModel:
+    """The model retriever ``name`` was built with, refused if its weights have changed since."""
+    info = manifest.retrievers[name]
+    assert info.model_id is not None
+    model = resolve_model(info.model_id)
+    if info.weights_sha256 and model.weights_sha256 != info.weights_sha256:
+        raise ModelError(
+            f"index {manifest.name!r}: the {name} model {info.model_id!r} has other weights than the ones "
+            "the index was built with; rebuild the index or restore the model"
+        )
+    return model
+
+
+def timed_encode(encode: Any, texts: Sequence[str]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    return encode(texts), elapsed_ms(started)

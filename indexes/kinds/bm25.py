@@ -1,0 +1,91 @@
+"""BM25 on Lucene: Anserini's default analyzer, title and text in one field, as Pyserini's BEIR
+"flat" indexes; no model, so nothing to encode."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from indexes.kinds.base import (
+    BuildContext,
+    Component,
+    RetrieverKind,
+    RetrieverRuns,
+    RetrieverSearcher,
+    WriteBatch,
+    elapsed_ms,
+)
+from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
+from indexes.storage import lucene_backend
+from indexes.storage.lucene_backend import Bm25Index
+from indexes.storage.manifest import RetrieverManifest, folder_size
+from retrieval.core.options import BuildOptions
+from retrieval.core.types import RetrieverSpec
+from retrieval.encoders.models import ResolvedModel
+
+
+class Bm25Searcher:
+    def __init__(self, name: str, index: Bm25Index) -> None:
+        self.name = name
+        self._index = index
+
+    def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns:
+        started = time.perf_counter()
+        if len(queries) == 1:
+            runs = [self._index.search(queries[0], depth)]
+        else:
+            runs = self._index.batch_search(queries, depth, threads)
+        return RetrieverRuns(runs, 0.0, elapsed_ms(started))
+
+    def close(self) -> None:
+        self._index.close()
+
+
+class Bm25Component(LuceneComponent):
+    writer_kind = "bm25"
+
+    def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
+        params = self.entry.parameters
+        return Bm25Searcher(self.name, Bm25Index(self.folder, k1=params["k1"], b=params["b"], reader=reader))
+
+    def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
+        return ((d.id, d.contents) for d in batch.docs)
+
+
+class Bm25Kind(RetrieverKind):
+    name = "bm25"
+
+    def parameters(self, options: BuildOptions) -> dict[str, Any]:
+        return {"k1": lucene_backend.BM25_K1, "b": lucene_backend.BM25_B, "analyzer": "default (Anserini English, Porter)"}
+
+    def build(self, ctx: BuildContext) -> RetrieverManifest:
+        total = len(ctx.store)
+
+        def pairs() -> Iterator[tuple[str, str]]:
+            with ctx.stage.bar(total, f"{ctx.spec.name} stage") as bar:
+                for batch in ctx.store.iter_batches(10_000):
+                    for doc in batch:
+                        yield doc.id, doc.contents
+                    bar.update(len(batch))
+
+        started = time.perf_counter()
+        ctx.stage(f"{ctx.spec.name}-start")
+        lucene_backend.build_bm25(pairs(), ctx.work / ctx.spec.name, ctx.out, ctx.options.threads, expected=total)
+        seconds = time.perf_counter() - started
+        ctx.stage(f"{ctx.spec.name}-indexed")
+        return RetrieverManifest(ctx.spec.name, None, None, self.parameters(ctx.options), round(seconds, 3), 0.0,
+                                 round(seconds, 3), folder_size(ctx.out), kind=self.name)
+
+    def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,
+                     options: BuildOptions) -> RetrieverManifest:
+        create_empty_lucene(out, "bm25")
+        return RetrieverManifest(spec.name, None, None, self.parameters(options), 0.0, 0.0, 0.0, folder_size(out),
+                                 kind=self.name)
+
+    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> Component:
+        return Bm25Component(index_folder, name, entry, device)
+
+    def describe(self, entry: RetrieverManifest) -> str:
+        return f"bm25 k1={entry.parameters.get('k1')} b={entry.parameters.get('b')}"

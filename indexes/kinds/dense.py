@@ -1,0 +1,175 @@
+"""Dense retrieval on FAISS: sentence-transformers vectors, L2-normalized, inner product (= cosine).
+
+Vector ids are docnos. Live writes append; deleted versions stay as tombstones that a view's
+``bound``/``bitmap`` hides until a checkpoint compacts them away.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexes.kinds.base import (
+    BuildContext,
+    Component,
+    RetrieverKind,
+    RetrieverRuns,
+    RetrieverSearcher,
+    ViewState,
+    WriteBatch,
+    checked_model,
+    elapsed_ms,
+)
+from indexes.storage import faiss_backend
+from indexes.storage.docstore import DocStore
+from indexes.storage.faiss_backend import FaissIndex
+from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
+from retrieval.core.options import BuildOptions
+from retrieval.core.types import RetrieverSpec, ScoredDoc
+from retrieval.encoders.cache import shared_encoder
+from retrieval.encoders.dense import DenseEncoder
+from retrieval.encoders.models import ResolvedModel
+
+log = logging.getLogger("hybrid.live")
+
+
+def encode_vectors(vectors: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_vectors(text: str, dimension: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dimension)
+
+
+class DenseSearcher:
+    """``bound`` and ``bitmap``: the docnos a point-in-time view of a live index may return."""
+
+    def __init__(self, name: str, index: FaissIndex, encoder: DenseEncoder, store: DocStore, batch_size: int,
+                 view: ViewState = ViewState()) -> None:
+        if index.dimension != encoder.dimension:
+            raise ValueError(f"FAISS index {name!r} has dimension {index.dimension}, the model {encoder.dimension}")
+        self.name = name
+        self.encoder = encoder
+        self.index = index
+        self._store = store
+        self._batch_size = batch_size
+        self._view = view
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode_queries(queries, batch_size=self._batch_size)
+
+    def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns:
+        started = time.perf_counter()
+        vectors = self.encode_queries(queries)
+        encode_ms = elapsed_ms(started)
+        started = time.perf_counter()
+        scores, rows = self.index.search(vectors, depth, self._view.bound, self._view.bitmap)
+        ids = self._store.ids_by_docno(rows.ravel().tolist())
+        width = rows.shape[1]
+        runs: list[list[ScoredDoc]] = []
+        for q in range(len(queries)):
+            run = []
+            for j in range(width):
+                doc_id = ids[q * width + j]
+                if doc_id is not None and rows[q, j] >= 0:
+                    run.append(ScoredDoc(doc_id, float(scores[q, j])))
+            runs.append(run)
+        return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
+
+    def close(self) -> None:
+        pass
+
+
+class DenseComponent(Component):
+    def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> None:
+        super().__init__(index_folder, name, entry, device)
+        self.faiss = FaissIndex(self.folder, device=device)
+
+    def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
+        return DenseSearcher(self.name, self.faiss, encoder, store, batch_size, view)
+
+    def apply(self, batch: WriteBatch) -> None:
+        """Appends only vectors it does not hold yet (docnos above its largest): a replayed write is a no-op."""
+        if not batch.docs:
+            return  # deleted vectors stay as tombstones until compact()
+        vectors = decode_vectors(batch.payload, self.faiss.dimension)
+        docnos = np.asarray(batch.added, dtype=np.int64)
+        fresh = docnos > self.faiss.max_docno
+        self.faiss.add(vectors[fresh], docnos[fresh])
+
+    def compact(self, dead: np.ndarray, threshold: float) -> bool:
+        if not len(dead) or len(dead) < threshold * max(self.faiss.ntotal, 1):
+            return False
+        if not self.faiss.compact(dead):
+            log.warning("retriever %s: this FAISS type can neither remove vectors nor be rebuilt from them; "
+                        "%d deleted versions stay as tombstones (filtered at search time)", self.name, len(dead))
+            return False
+        return True
+
+    def commit(self, seq: int) -> list[str]:
+        self.faiss.save(self.folder)
+        return [f"{self.name}/{faiss_backend.FILE}"]
+
+
+class DenseKind(RetrieverKind):
+    name = "dense"
+    model_option = "dense_model"
+
+    def parameters(self, options: BuildOptions) -> dict[str, Any]:
+        return {"factory": options.faiss_factory, "metric": "inner_product", "normalized": True}
+
+    def resolve(self, spec: RetrieverSpec, options: BuildOptions) -> ResolvedModel | None:
+        from faiss import index_factory  # noqa: F401  (fail before any encoding if FAISS is missing)
+
+        return super().resolve(spec, options)
+
+    def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> DenseEncoder:
+        return shared_encoder(DenseEncoder, checked_model(manifest, name), device, role)
+
+    def encode(self, encoder: Any, entry: RetrieverManifest, texts: Sequence[str], batch_size: int) -> str:
+        return encode_vectors(encoder.encode_documents(texts, batch_size=batch_size))
+
+    def build(self, ctx: BuildContext) -> RetrieverManifest:
+        assert ctx.model is not None
+        o, name = ctx.options, ctx.spec.name
+        encoder = DenseEncoder(ctx.model, device=o.device)
+        faiss_backend.check_factory(o.faiss_factory, encoder.dimension, len(ctx.store))
+        parts: list[np.ndarray] = []
+        started = time.perf_counter()
+        with ctx.stage.bar(len(ctx.store), f"{name} encode") as bar:
+            for batch in ctx.store.iter_batches(o.batch_size * 8):
+                parts.append(encoder.encode_documents([d.contents for d in batch], batch_size=o.batch_size))
+                ctx.stage(f"{name}-encode")
+                bar.update(len(batch))
+        encode_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        index = faiss_backend.build(np.concatenate(parts), o.faiss_factory, device=o.device)
+        ctx.stage(f"{name}-faiss-built")
+        faiss_backend.save(index, ctx.out)
+        ctx.stage(f"{name}-faiss-written")
+        index_seconds = time.perf_counter() - started
+        return RetrieverManifest(name, ctx.model.model_id, ctx.model.weights_sha256,
+                                 {**self.parameters(o), "dimension": encoder.dimension},
+                                 round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),
+                                 round(index_seconds, 3), folder_size(ctx.out), kind=self.name)
+
+    def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,
+                     options: BuildOptions) -> RetrieverManifest:
+        assert model is not None
+        dimension = shared_encoder(DenseEncoder, model, options.device).dimension
+        faiss_backend.save(faiss_backend.empty(options.faiss_factory, dimension), out)
+        return RetrieverManifest(spec.name, model.model_id, model.weights_sha256,
+                                 {**self.parameters(options), "dimension": dimension}, 0.0, 0.0, 0.0, folder_size(out),
+                                 kind=self.name)
+
+    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> Component:
+        return DenseComponent(index_folder, name, entry, device)
+
+    def describe(self, entry: RetrieverManifest) -> str:
+        return f"dense {entry.model_id} {entry.parameters.get('factory')} d={entry.parameters.get('dimension')}"

@@ -1,0 +1,80 @@
+"""What the Lucene kinds (BM25, learned sparse impacts) share: a component over one Lucene index.
+
+Searches go through Anserini's searchers; a live component also holds an ``IndexWriter`` and points
+each view's searcher at a near-real-time reader of it, so a view sees uncommitted writes.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from indexes.kinds.base import Component, RetrieverSearcher, ViewState, WriteBatch
+from indexes.storage.docstore import DocStore
+from indexes.storage.lucene_writer import Kind, LuceneWriter, committed_seq
+from retrieval.core.jvm import JNI_LOCK
+
+
+class LuceneComponent(Component):
+    writer_kind: ClassVar[Kind]
+
+    _writer: LuceneWriter | None = None
+
+    @abstractmethod
+    def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
+        """A searcher over ``reader`` (None: the committed index), taking the reader over."""
+
+    @abstractmethod
+    def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
+        """(id, what Lucene indexes) for each upserted document."""
+
+    def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
+        reader = self._writer.open_reader() if self._writer is not None else None
+        try:
+            return self._searcher(encoder, reader, batch_size)
+        except BaseException:
+            if reader is not None:
+                with JNI_LOCK:
+                    reader.close()
+            raise
+
+    def open_writer(self) -> None:
+        if self._writer is None:
+            self._writer = LuceneWriter(self.folder, self.writer_kind)
+
+    def replay_from(self) -> int:
+        return committed_seq(self.folder)
+
+    def apply(self, batch: WriteBatch) -> None:
+        assert self._writer is not None, "open_writer() first"
+        if batch.docs:
+            self._writer.upsert(self._documents(batch))
+        if batch.deleted_ids:
+            self._writer.delete(batch.deleted_ids)
+
+    def merge_deletes(self, threshold: float) -> bool:
+        assert self._writer is not None
+        fraction = self._writer.deleted_fraction()
+        if fraction and fraction >= threshold:
+            self._writer.merge_deletes()
+            return True
+        return False
+
+    def commit(self, seq: int) -> list[str]:
+        assert self._writer is not None
+        return [f"{self.name}/{f}" for f in self._writer.commit(seq)]
+
+    def close_writer(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+
+def create_empty_lucene(out: Path, kind: Kind) -> None:
+    """An empty committed Lucene index, set up as a batch build would set it up."""
+    writer = LuceneWriter(out, kind, create=True)
+    writer.commit(0)
+    writer.close()
+    (out / "write.lock").unlink(missing_ok=True)

@@ -1,0 +1,79 @@
+"""What building and opening an index need, derived from :class:`~retrieval.core.settings.Settings`.
+
+``from_settings`` is the one path from the settings to these consumers: every field whose name is a
+settings field is filled from the settings, so a new setting reaches builds, opens, the CLI, the
+service and the harness alike without anything being copied by hand (tests/test_layers.py fails if a
+settings field reaches no consumer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
+
+from retrieval.core.settings import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, Settings
+from retrieval.core.types import DEFAULT_RETRIEVERS, RetrieverSpec
+
+T = TypeVar("T")
+
+
+def _from_settings(cls: type[T], settings: Settings, overrides: dict[str, Any]) -> T:
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values = {name: getattr(settings, name) for name in names if name in Settings.model_fields}
+    if "device" in names:
+        values["device"] = settings.resolved_device()
+    unknown = set(overrides) - names
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
+    return cls(**{**values, **overrides})
+
+
+@dataclass
+class BuildOptions:
+    """How to build (or create empty) an index: which retrievers, on what device, with which parameters."""
+
+    retrievers: tuple[RetrieverSpec, ...] = DEFAULT_RETRIEVERS
+    device: str = "cpu"
+    batch_size: int = 32
+    sparse_model: str = DEFAULT_SPARSE_MODEL
+    dense_model: str = DEFAULT_DENSE_MODEL
+    faiss_factory: str = "Flat"
+    splade_scale: float = 100.0
+    splade_doc_top_k: int | None = None
+    threads: int = 2
+    progress: bool = True
+    on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest
+    # Test hook: called with a stage name as the build passes it (crash-safety tests kill there).
+    on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    # Progress for background jobs: (stage, documents done in it, total or None).
+    on_progress: Callable[[str, int, int | None], None] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> BuildOptions:
+        return _from_settings(cls, settings, overrides)
+
+    def with_(self, **changes: Any) -> BuildOptions:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """How to open an index for searching (and, live, for writing)."""
+
+    device: str = "cpu"
+    batch_size: int = 32
+    threads: int = 2
+    verify: str = "size"  # check files against the manifest: "full" (sha256), "size", "off"
+    depth: int = 100  # candidates per retriever before fusion, when a request does not say
+    rrf_k: int = 60  # RRF's k, when a request does not say
+    checkpoint_mb: int = 64
+    compact_fraction: float = 0.2
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> OpenOptions:
+        return _from_settings(cls, settings, overrides)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        return self.checkpoint_mb * 2**20

@@ -1,0 +1,228 @@
+"""The hybrid searcher: opens an index folder, runs any subset of its retrievers, fuses the results.
+
+This is the library API the service and the evaluation harness share, so both see exactly the
+same rankings for the same request.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from indexes.kinds import get_kind
+from indexes.kinds.base import Component, RetrieverSearcher, ViewState
+from indexes.storage.docstore import DocStore
+from indexes.storage.manifest import Manifest, verify_files
+from retrieval.core.errors import HybridError
+from retrieval.core.options import OpenOptions
+from retrieval.core.types import RetrieverScore, ScoredDoc
+from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_query(text: str) -> str:
+    """Control characters become spaces: they carry no meaning for any retriever and upset tokenizers."""
+    return _CONTROL.sub(" ", text)
+
+
+class SearchError(HybridError, ValueError):
+    """A request the index cannot answer as asked; the message says what to fix."""
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    rank: int
+    title: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+    explain: dict[str, RetrieverScore | None] | None = None
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    retrievers: list[str]
+    took_ms: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def load_encoders(manifest: Manifest, names: Sequence[str], device: str, role: str = "query") -> dict[str, Any]:
+    """Each retriever's encoder (None for kinds without a model), shared per process by model and role."""
+    return {name: get_kind(manifest.retrievers[name].kind).load_encoder(manifest, name, device, role) for name in names}
+
+
+def open_components(folder: Path, manifest: Manifest, names: Sequence[str], device: str) -> dict[str, Component]:
+    components: dict[str, Component] = {}
+    try:
+        for name in names:
+            entry = manifest.retrievers[name]
+            components[name] = get_kind(entry.kind).open(folder, name, entry, device)
+    except BaseException:
+        for component in components.values():
+            component.close()
+        raise
+    return components
+
+
+def open_searchers(components: Mapping[str, Component], encoders: Mapping[str, Any], store: DocStore, view: ViewState,
+                   batch_size: int) -> dict[str, RetrieverSearcher]:
+    """One searcher per component, as of now; on a failure, the ones made so far are closed."""
+    searchers: dict[str, RetrieverSearcher] = {}
+    try:
+        for name, component in components.items():
+            searchers[name] = component.searcher(encoders[name], store, view, batch_size)
+    except BaseException:
+        for searcher in searchers.values():
+            searcher.close()
+        raise
+    return searchers
+
+
+def check_retrievers(manifest: Manifest, wanted: Sequence[str]) -> None:
+    missing = [r for r in wanted if r not in manifest.retrievers]
+    if missing:
+        raise SearchError(f"index {manifest.name!r} has no {missing[0]!r} retriever; it has {', '.join(manifest.retrievers)}")
+
+
+class Searcher:
+    """Searches one index as of one point in time (``seq``; None for an index nobody writes to).
+
+    ``components`` are closed with the searcher when it owns them (an index opened read-only); a live
+    index's views share the live index's components and close only their own searchers.
+    """
+
+    def __init__(self, folder: Path, manifest: Manifest, store: DocStore, searchers: dict[str, RetrieverSearcher],
+                 options: OpenOptions, seq: int | None = None, components: Mapping[str, Component] | None = None,
+                 owns_store: bool = True) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.store = store
+        self.searchers = searchers
+        self.options = options
+        self.seq = seq
+        self._components = dict(components or {})
+        self._owns_store = owns_store
+
+    @classmethod
+    def open(cls, folder: Path, options: OpenOptions | None = None, retrievers: Sequence[str] | None = None,
+             **overrides: Any) -> Searcher:
+        """Open an index folder read-only; only ``retrievers`` (default: all the index has) are loaded.
+
+        ``options.verify`` checks the files against the manifest first: "full" (sizes and sha256), "size",
+        "off". After live writes this reads the index as of its last checkpoint; writes still only in its
+        write-ahead log are seen through :class:`indexes.indexing.live.LiveIndex`, which replays them.
+        ``overrides`` replace single options: ``Searcher.open(path, device="cpu", verify="off")``.
+        """
+        options = replace(options or OpenOptions(), **overrides)
+        folder = Path(folder).resolve()
+        manifest = Manifest.read(folder)
+        verify_files(folder, manifest, options.verify)
+        wanted = list(dict.fromkeys(retrievers)) if retrievers is not None else list(manifest.retrievers)
+        check_retrievers(manifest, wanted)
+        store = DocStore.open(folder)
+        try:
+            # After live writes, the files on disk hold the state of the last checkpoint (seq live_seq):
+            # read the document store at that seq too, and hide dead vectors that FAISS still holds.
+            seq = manifest.live_seq if manifest.live_seq else None
+            view = ViewState(bitmap=store.live_bitmap(manifest.live_seq) if store.has_versions() else None)
+            encoders = load_encoders(manifest, wanted, options.device)
+            components = open_components(folder, manifest, wanted, options.device)
+        except BaseException:
+            store.close()
+            raise
+        try:
+            searchers = open_searchers(components, encoders, store, view, options.batch_size)
+        except BaseException:
+            for component in components.values():
+                component.close()
+            store.close()
+            raise
+        return cls(folder, manifest, store, searchers, options, seq=seq, components=components)
+
+    @property
+    def retrievers(self) -> list[str]:
+        return list(self.searchers)
+
+    def _validate(self, queries: Sequence[str], k: int, depth: int, retrievers: Sequence[str] | None) -> list[str]:
+        if k < 1:
+            raise SearchError(f"k must be >= 1, got {k}")
+        if depth < 1:
+            raise SearchError(f"depth must be >= 1, got {depth}")
+        for i, query in enumerate(queries):
+            if not isinstance(query, str) or not query.strip():
+                raise SearchError(f"query {i} is empty; send some text to search for")
+        names = list(retrievers) if retrievers else self.retrievers
+        for name in names:
+            if name not in self.searchers:
+                raise SearchError(f"retriever {name!r} is not available in index {self.manifest.name!r}; "
+                                  f"choose from {', '.join(self.retrievers)}")
+        return list(dict.fromkeys(names))
+
+    def search(self, query: str, k: int = 10, **options: Any) -> SearchResult:
+        return self.batch_search([query], k=k, **options)[0]
+
+    def batch_search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        retrievers: Sequence[str] | None = None,
+        fusion: FusionConfig | None = None,
+        depth: int | None = None,
+        explain: bool = False,
+        include_text: bool = False,
+    ) -> list[SearchResult]:
+        """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'."""
+        depth = depth if depth is not None else self.options.depth
+        fusion = fusion or FusionConfig(rrf_k=self.options.rrf_k)
+        queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
+        names = self._validate(queries, k, depth, retrievers)
+        started = time.perf_counter()
+        fusing = len(names) > 1
+        per_retriever_depth = max(depth, k) if fusing else k
+        runs: dict[str, list[list[ScoredDoc]]] = {}
+        timings: dict[str, float] = {}
+        for name in names:
+            result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads)
+            runs[name] = result.runs
+            timings[f"{name}_encode"] = result.encode_ms / len(queries)
+            timings[f"{name}_search"] = result.search_ms / len(queries)
+        fuse_started = time.perf_counter()
+        fused_lists = [self._fuse({n: runs[n][q] for n in names}, fusion, fusing) for q in range(len(queries))]
+        timings["fuse"] = (time.perf_counter() - fuse_started) * 1000.0 / len(queries)
+        docs = self.store.get(list({d.doc_id for fl in fused_lists for d in fl[:k]}), self.seq) if include_text else {}
+        took = (time.perf_counter() - started) * 1000.0 / len(queries)
+        results = []
+        for fused in fused_lists:
+            hits = []
+            for rank, doc in enumerate(fused[:k], start=1):
+                hit = Hit(id=doc.doc_id, score=doc.score, rank=rank)
+                if explain:
+                    hit.explain = {n: doc.sources.get(n) for n in names}
+                if include_text and doc.doc_id in docs:
+                    stored = docs[doc.doc_id]
+                    hit.title, hit.text, hit.metadata = stored.title, stored.text, stored.metadata
+                hits.append(hit)
+            results.append(SearchResult(hits=hits, retrievers=names, took_ms=took, timings_ms=dict(timings)))
+        return results
+
+    @staticmethod
+    def _fuse(runs: Mapping[str, list[ScoredDoc]], config: FusionConfig, fusing: bool) -> list[FusedDoc]:
+        if not fusing:
+            (name, run), = runs.items()
+            return [FusedDoc(d.doc_id, d.score, {name: RetrieverScore(i, d.score)}) for i, d in enumerate(run, start=1)]
+        return fuse(runs, config)
+
+    def close(self) -> None:
+        for searcher in self.searchers.values():
+            searcher.close()
+        for component in self._components.values():
+            component.close()
+        if self._owns_store:
+            self.store.close()

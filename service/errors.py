@@ -1,0 +1,96 @@
+"""How errors leave the API: ``{"error": {"code", "message"}}``, never a traceback or a file path.
+
+Every user error of the program is a :class:`~retrieval.core.errors.HybridError`, which carries its
+HTTP status; :func:`api_error` is the one mapping from it to a response, used by every router.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from retrieval.core.errors import HybridError
+from service.schemas import ErrorResponse
+
+log = logging.getLogger("hybrid.service")
+_PATH = re.compile(r"(?<![\w.-])(?:/[^\s'\":]+)+")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def public_message(exc: BaseException) -> str:
+    """An error message fit for clients: absolute file paths replaced, type kept."""
+    return f"{type(exc).__name__}: {_PATH.sub('<path>', str(exc))}"
+
+
+def api_error(exc: HybridError) -> ApiError:
+    """The response a user error gets: its class's status, its message without file paths."""
+    return ApiError(exc.http_status, public_message(exc).split(": ", 1)[-1])
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": status, "message": message}}, status_code=status)
+
+
+def describe(exc: BaseException) -> str:
+    """A job's error line: a user error's message, or the type and message of anything else."""
+    return api_error(exc).message if isinstance(exc, HybridError) else public_message(exc)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing API key"},
+    403: {"model": ErrorResponse, "description": "Wrong API key"},
+    404: {"model": ErrorResponse, "description": "Unknown index"},
+    409: {"model": ErrorResponse, "description": "Index on disk could not be loaded"},
+    413: {"model": ErrorResponse, "description": "Query, batch or body too large"},
+    422: {"model": ErrorResponse, "description": "Invalid request"},
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    409: {"model": ErrorResponse, "description": "Index busy (being built or written by another process), or "
+                                                 "live writes with several worker processes"},
+    503: {"model": ErrorResponse, "description": "Index failed to load, or refuses writes after a failed write"},
+}
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message)
+
+    @app.exception_handler(HybridError)
+    async def on_user_error(_: Request, exc: HybridError) -> JSONResponse:
+        error = api_error(exc)
+        return error_response(error.status, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            return error_response(404, f"no route {request.method} {request.url.path[:200]}; /docs lists the routes")
+        if exc.status_code == 405:
+            return error_response(405, f"method {request.method} not allowed on {request.url.path[:200]}; "
+                                       "/docs lists the routes")
+        return error_response(exc.status_code, str(exc.detail))
