@@ -238,8 +238,3 @@ def checked_model(manifest: Manifest, name: str) -> ResolvedModel:
             "the index was built with; rebuild the index or restore the model"
         )
     return model
-
-
-def timed_encode(encode: Any, texts: Sequence[str]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    return encode(texts), elapsed_ms(started)
