@@ -21,15 +21,15 @@ import numpy as np
 from eval.beir_data import Dataset, load_dataset
 from eval.metrics import SELF_RETRIEVAL_DATASETS, Metric, Run, depth_needed, evaluate, mean, remove_self_hits
 from eval.significance import paired_randomization
-from eval.specs import MethodSpec, parse_spec
+from eval.specs import MethodSpec, Source, parse_spec
 from indexes.indexing.builder import build_index
 from indexes.kinds import get_kind, parse_retrievers
 from indexes.storage.corpus import file_sha256
 from indexes.storage.layout import IndexNotFoundError, IndexRoot
 from indexes.storage.manifest import Manifest, ManifestError
 from retrieval.core.options import BuildOptions, OpenOptions
-from retrieval.core.types import RetrieverSpec, ScoredDoc
-from retrieval.search.fusion import FusionConfig, fuse
+from retrieval.core.types import PrfConfig, RetrieverSpec, ScoredDoc
+from retrieval.search.fusion import FEATURE_DEPTH, FEATURES, Adaptive, FusionConfig, fuse, list_features
 from retrieval.search.pipeline import Searcher
 
 SelfHits = Literal["auto", "remove", "keep"]
@@ -64,7 +64,12 @@ class MethodResult:
     p_vs_bm25: float | None = None
     p_vs_best_single: float | None = None
     best_single: str | None = None
+    # The method this one refines (a PRF run: the same without PRF; qpp: the tuned weighted hybrid).
+    base: str | None = None
+    p_vs_base: float | None = None
     tuned_weights: list[dict[str, float]] | None = None
+    # QPP-weighted: per fold {weights, coefficients, centers}, then one fit on all queries (for serving).
+    tuned_adaptive: list[dict[str, object]] | None = None
     per_query: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     @property
@@ -110,13 +115,14 @@ def ensure_index(dataset: Dataset, retrievers: Sequence[str], options: EvalOptio
     return root.resolve(name)
 
 
-def _single_runs(searcher: Searcher, qids: list[str], texts: list[str], retriever: str, depth: int
-                 ) -> tuple[list[list[ScoredDoc]], float, float]:
+def _single_runs(searcher: Searcher, qids: list[str], texts: list[str], retriever: str, depth: int,
+                 prf: PrfConfig | None = None) -> tuple[list[list[ScoredDoc]], float, float]:
     runs: list[list[ScoredDoc]] = []
     encode = search = 0.0
+    feedback = {retriever: prf} if prf else None
     for start in range(0, len(texts), QUERY_CHUNK):
         chunk = texts[start : start + QUERY_CHUNK]
-        results = searcher.batch_search(chunk, k=depth, retrievers=[retriever])
+        results = searcher.batch_search(chunk, k=depth, retrievers=[retriever], prf=feedback)
         encode += results[0].timings_ms.get(f"{retriever}_encode", 0.0) * len(chunk)
         search += results[0].timings_ms.get(f"{retriever}_search", 0.0) * len(chunk)
         runs.extend([ScoredDoc(h.id, h.score) for h in r.hits] for r in results)
@@ -149,23 +155,46 @@ def _weight_grid(retrievers: Sequence[str]) -> list[dict[str, float]]:
     return grid
 
 
-def _tune(spec: MethodSpec, singles: dict[str, list[list[ScoredDoc]]], qids: list[str], dataset: Dataset,
-          options: EvalOptions, depth: int, drop_self: bool) -> tuple[dict[int, list[ScoredDoc]], list[dict[str, float]], float]:
-    """k-fold CV over queries: pick weights on k-1 folds, keep only the held-out fold's ranking."""
-    assert spec.fusion is not None
-    primary = options.metrics[0]
-    order = list(range(len(qids)))
+class _Scorer:
+    """Per-query primary metric of fused rankings, for the CV searches (held-out folds never leak in)."""
+
+    def __init__(self, spec: MethodSpec, singles: dict[str, list[list[ScoredDoc]]], qids: list[str],
+                 dataset: Dataset, options: EvalOptions, depth: int, drop_self: bool) -> None:
+        self.spec, self.singles, self.qids = spec, singles, qids
+        self.dataset, self.primary, self.depth, self.drop_self = dataset, options.metrics[0], depth, drop_self
+
+    def __call__(self, config: FusionConfig, indices: Sequence[int]) -> np.ndarray:
+        fused, _ = _fuse_all(self.spec, config, self.singles, indices)
+        subset = [self.qids[i] for i in indices]
+        run = _to_run(subset, [fused[i] for i in indices], self.depth, self.drop_self)
+        per_query = evaluate(run, self.dataset.qrels, [self.primary])[self.primary.name]
+        return np.array([per_query.get(q, 0.0) for q in subset])
+
+
+def _folds(n: int, options: EvalOptions) -> tuple[list[int], list[list[int]]]:
+    order = list(range(n))
     random.Random(options.seed).shuffle(order)
-    folds = [order[f :: options.folds] for f in range(options.folds)]
+    return order, [order[f :: options.folds] for f in range(options.folds)]
+
+
+def _grid_table(spec: MethodSpec, score: _Scorer, n: int) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Per-query primary score of every weight-grid point, computed once for all folds."""
+    assert spec.fusion is not None
     grid = _weight_grid(spec.retrievers)
-    # Per-query primary score of every grid point, computed once.
-    table = np.zeros((len(grid), len(qids)))
+    table = np.zeros((len(grid), n))
     for g, weights in enumerate(grid):
         config = FusionConfig(method="weighted", weights=weights, normalization=spec.fusion.normalization)
-        fused, _ = _fuse_all(spec, config, singles, range(len(qids)))
-        run = _to_run(qids, [fused[i] for i in range(len(qids))], depth, drop_self)
-        per_query = evaluate(run, dataset.qrels, [primary])[primary.name]
-        table[g] = [per_query.get(q, 0.0) for q in qids]
+        table[g] = score(config, range(n))
+    return grid, table
+
+
+def _tune(spec: MethodSpec, score: _Scorer, options: EvalOptions
+          ) -> tuple[dict[int, list[ScoredDoc]], list[dict[str, float]], float]:
+    """k-fold CV over queries: pick weights on k-1 folds, keep only the held-out fold's ranking."""
+    assert spec.fusion is not None
+    n = len(score.qids)
+    order, folds = _folds(n, options)
+    grid, table = _grid_table(spec, score, n)
     held_out: dict[int, list[ScoredDoc]] = {}
     chosen: list[dict[str, float]] = []
     fuse_ms = 0.0
@@ -175,10 +204,76 @@ def _tune(spec: MethodSpec, singles: dict[str, list[list[ScoredDoc]]], qids: lis
         best = int(np.argmax(table[:, train].mean(axis=1)))
         chosen.append(grid[best])
         config = FusionConfig(method="weighted", weights=grid[best], normalization=spec.fusion.normalization)
-        fused, ms = _fuse_all(spec, config, singles, fold)
+        fused, ms = _fuse_all(spec, config, score.singles, fold)
         held_out.update(fused)
         fuse_ms += ms * len(fold)
-    return held_out, chosen, fuse_ms / len(qids)
+    return held_out, chosen, fuse_ms / n
+
+
+THETAS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+
+
+def _fit_qpp(spec: MethodSpec, score: _Scorer, features: list[dict[str, dict[str, float]]], weights: dict[str, float],
+             train: list[int]) -> Adaptive:
+    """Coefficients by coordinate ascent (two sweeps over :data:`THETAS`) on ``train``, base weights fixed."""
+    assert spec.fusion is not None
+    centers = {r: {f: float(np.mean([features[i][r][f] for i in train])) for f in FEATURES} for r in spec.retrievers}
+    theta = dict.fromkeys(FEATURES, 0.0)
+
+    def value(coefficients: dict[str, float]) -> float:
+        config = FusionConfig(method="weighted", weights=weights, normalization=spec.fusion.normalization,  # type: ignore[union-attr]
+                              adaptive=Adaptive(dict(coefficients), centers))
+        return float(score(config, train).mean())
+
+    best = value(theta)
+    for _ in range(2):
+        for feature in FEATURES:
+            for candidate in THETAS:
+                if candidate == theta[feature]:
+                    continue
+                trial = {**theta, feature: candidate}
+                result = value(trial)
+                if result > best + 1e-9:
+                    best, theta = result, trial
+    return Adaptive(theta, centers)
+
+
+def _tune_qpp(spec: MethodSpec, full: _Scorer, options: EvalOptions
+              ) -> tuple[dict[int, list[ScoredDoc]], list[dict[str, object]], float]:
+    """QPP-weighted fusion, cross-validated: per fold, base weights (grid) then coefficients, both on
+    the training folds; the held-out fold is fused with them. A last fit on every query is reported
+    for serving, never scored.
+
+    The search fuses each list's top :data:`FEATURE_DEPTH` hits (the features read no further, and
+    the primary metric's cut-off is far above it) so that it stays fast at depth 1,000; the held-out
+    fold is fused from the full lists.
+    """
+    assert spec.fusion is not None
+    score = full
+    if (full.primary.cutoff or 1000) <= FEATURE_DEPTH:  # else (recall@1000, map) the search needs full lists
+        cut = {r: [docs[: FEATURE_DEPTH + 1] for docs in lists] for r, lists in full.singles.items()}
+        score = _Scorer(spec, cut, full.qids, full.dataset, options, FEATURE_DEPTH, full.drop_self)
+    n = len(score.qids)
+    order, folds = _folds(n, options)
+    grid, table = _grid_table(spec, score, n)
+    features = [list_features({r: score.singles[r][i] for r in spec.retrievers}) for i in range(n)]
+    held_out: dict[int, list[ScoredDoc]] = {}
+    chosen: list[dict[str, object]] = []
+    fuse_ms = 0.0
+    for fold in [*folds, []]:
+        held = set(fold)
+        train = [i for i in order if i not in held]
+        weights = grid[int(np.argmax(table[:, train].mean(axis=1)))]
+        adaptive = _fit_qpp(spec, score, features, weights, train)
+        chosen.append({"weights": weights, "coefficients": dict(adaptive.coefficients),
+                       "centers": {r: {f: round(v, 6) for f, v in c.items()} for r, c in (adaptive.centers or {}).items()}})
+        if fold:
+            config = FusionConfig(method="weighted", weights=weights, normalization=spec.fusion.normalization,
+                                  adaptive=adaptive)
+            fused, ms = _fuse_all(spec, config, full.singles, fold)
+            held_out.update(fused)
+            fuse_ms += ms * len(fold)
+    return held_out, chosen, fuse_ms / n
 
 
 def write_run(path: Path, run: Run, tag: str) -> None:
@@ -191,7 +286,10 @@ def write_run(path: Path, run: Run, tag: str) -> None:
 
 def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list[MethodResult]:
     dataset = load_dataset(folder, options.split)
-    needed = sorted({r for m in options.methods for r in m.retrievers})
+    sources: dict[str, Source] = {}
+    for m in options.methods:
+        sources.update(m.sources)
+    needed = sorted({s.retriever for s in sources.values()})
     index_folder = ensure_index(dataset, needed, options, log)
     searcher = Searcher.open(index_folder, options.open, retrievers=needed)
     depth = depth_needed(options.metrics)
@@ -204,15 +302,16 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
     singles: dict[str, list[list[ScoredDoc]]] = {}
     cost: dict[str, tuple[float, float]] = {}
     fetch = depth + 1 if drop_self else depth  # one spare hit per query for the self hit to be dropped
-    for retriever in needed:
-        singles[retriever], enc, sea = _single_runs(searcher, qids, texts, retriever, fetch)
-        cost[retriever] = (enc, sea)
+    for name, source in sorted(sources.items()):
+        singles[name], enc, sea = _single_runs(searcher, qids, texts, source.retriever, fetch, source.prf)
+        cost[name] = (enc, sea)
     searcher.close()
 
     results: list[MethodResult] = []
 
     def record(name: str, spec: MethodSpec, lists: list[list[ScoredDoc]], fuse_ms: float,
-               tuned: list[dict[str, float]] | None = None) -> None:
+               tuned: list[dict[str, float]] | None = None, adaptive: list[dict[str, object]] | None = None,
+               base: str | None = None) -> None:
         run = _to_run(qids, lists, depth, drop_self)
         per_query = evaluate(run, dataset.qrels, options.metrics)
         write_run(out / f"{slug(name)}.trec", run, slug(name))
@@ -221,16 +320,26 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
         search = sum(cost[r][1] for r in spec.retrievers)
         results.append(MethodResult(dataset.name, name, len(next(iter(per_query.values()))),
                                     {m: mean(v) for m, v in per_query.items()}, encode, search, fuse_ms,
-                                    tuned_weights=tuned, per_query=per_query))
+                                    tuned_weights=tuned, tuned_adaptive=adaptive, per_query=per_query,
+                                    base=base if base is not None else _without_prf(name, spec)))
 
     for spec in options.methods:
         if spec.fusion is None:
             record(spec.name, spec, singles[spec.name], 0.0)
             continue
+        score = _Scorer(spec, singles, qids, dataset, options, depth, drop_self)
+        if spec.adaptive:
+            held_out, fits, fuse_ms = _tune_qpp(spec, score, options)
+            name = (f"qpp:{'+'.join(spec.retrievers)}:{spec.fusion.normalization} "
+                    f"[QPP-weighted (nqc, margin, agreement), {options.folds}-fold CV held-out]")
+            tuned_name = (f"weighted:{'+'.join(spec.retrievers)}:{spec.fusion.normalization} "
+                          f"[tuned, {options.folds}-fold CV held-out]")
+            record(name, spec, [held_out[i] for i in range(len(qids))], fuse_ms, adaptive=fits, base=tuned_name)
+            continue
         fused, fuse_ms = _fuse_all(spec, spec.fusion, singles, range(len(qids)))
         record(spec.name, spec, [fused[i] for i in range(len(qids))], fuse_ms)
         if options.tune and spec.fusion.method == "weighted":
-            held_out, chosen, fuse_ms = _tune(spec, singles, qids, dataset, options, depth, drop_self)
+            held_out, chosen, fuse_ms = _tune(spec, score, options)
             name = (f"weighted:{'+'.join(spec.retrievers)}:{spec.fusion.normalization} "
                     f"[tuned, {options.folds}-fold CV held-out]")
             record(name, spec, [held_out[i] for i in range(len(qids))], fuse_ms, chosen)
@@ -241,8 +350,20 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
     return results
 
 
+def _without_prf(name: str, spec: MethodSpec) -> str | None:
+    """The same method without its PRF sources (``bm25+rm3`` -> ``bm25``); None if it has none."""
+    base = name
+    for source in spec.sources.values():
+        if source.prf is not None:
+            base = base.replace(source.name, source.retriever)
+    return base if base != name else None
+
+
 def _significance(results: list[MethodResult], primary: str) -> None:
     by_name = {r.method: r for r in results}
+    for r in results:
+        if r.base in by_name:
+            r.p_vs_base = paired_randomization(r.per_query[primary], by_name[r.base].per_query[primary])
     singles = [r for r in results if "+" not in r.method and ":" not in r.method]
     best = max(singles, key=lambda r: r.scores[primary]) if singles else None
     for r in results:

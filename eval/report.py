@@ -23,7 +23,8 @@ def leaderboard(results: list[MethodResult], primary: str) -> tuple[str, list[li
     datasets = list(dict.fromkeys(r.dataset for r in results))
     methods = list(dict.fromkeys(r.method for r in results))
     cell = {(r.method, r.dataset): r for r in results}
-    header = ["method", *datasets, "average", "encode ms/q", "search ms/q", "fuse ms/q", "p vs bm25", "p vs best single"]
+    header = ["method", *datasets, "average", "encode ms/q", "search ms/q", "fuse ms/q", "p vs bm25", "p vs best single",
+              "p vs base"]
     rows: list[list[str]] = []
     for method in methods:
         mine = [cell[(method, d)] for d in datasets if (method, d) in cell]
@@ -37,6 +38,7 @@ def leaderboard(results: list[MethodResult], primary: str) -> tuple[str, list[li
             "; ".join(f"{r.dataset}: {_fmt_p(r.p_vs_bm25)}" for r in mine if r.p_vs_bm25 is not None) or "-",
             "; ".join(f"{r.dataset}: {_fmt_p(r.p_vs_best_single)} ({r.best_single})" for r in mine
                       if r.p_vs_best_single is not None) or "-",
+            "; ".join(f"{r.dataset}: {_fmt_p(r.p_vs_base)} ({r.base})" for r in mine if r.p_vs_base is not None) or "-",
         ])
     lines = [f"### {primary} (paired randomization test, 10,000 trials, on per-query {primary})", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

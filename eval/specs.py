@@ -1,15 +1,25 @@
-"""Method specs for the harness: ``bm25``, ``rrf:bm25+splade+dense``, ``weighted:splade=0.6,dense=0.4:minmax``.
+"""Method specs for the harness.
 
-Names are the retrievers' names in the index (``dense-e5`` as well as ``dense``); whether the index has
-them is checked when it is opened.
+* one retriever, by its name in the index: ``bm25``, ``dense-e5``;
+* a retriever with pseudo-relevance feedback: ``bm25+rm3``, ``dense+average``,
+  ``bm25+rm3(fb_docs=5,fb_terms=20)`` (the PRF methods are the kinds' own, :mod:`indexes.kinds`);
+* RRF: ``rrf:bm25+splade+dense[:k]``, and with PRF runs: ``rrf:bm25+rm3+dense``;
+* weighted sums: ``weighted:splade=0.6,dense=0.4[:minmax|zscore]``;
+* QPP-weighted (query-adaptive) fusion, fit by cross-validation: ``qpp:bm25+splade+dense[:minmax|zscore]``.
+
+A PRF method name right after a retriever in a ``+`` list belongs to it, so PRF method names
+(``rm3``, ``rocchio``, ``average``) cannot be retriever names in specs. Whether the index has the
+retrievers is checked when it is opened.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from indexes.kinds import KINDS
 from retrieval.core.errors import HybridError
+from retrieval.core.types import PrfConfig
 from retrieval.search.fusion import FusionConfig
 
 
@@ -18,10 +28,24 @@ class SpecError(HybridError, ValueError):
 
 
 @dataclass(frozen=True)
+class Source:
+    """One ranked list the harness computes: a retriever, optionally with PRF."""
+
+    retriever: str
+    prf: PrfConfig | None = None
+
+    @property
+    def name(self) -> str:
+        return self.retriever + (f"+{self.prf.label()}" if self.prf else "")
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
-    retrievers: tuple[str, ...]
-    fusion: FusionConfig | None  # None for a single retriever
+    retrievers: tuple[str, ...]  # the sources' names: the keys fusion weights use
+    fusion: FusionConfig | None  # None for a single source
+    sources: dict[str, Source] = field(default_factory=dict, compare=False)
+    adaptive: bool = False  # QPP-weighted: weights and coefficients are fit per fold
 
     @property
     def is_hybrid(self) -> bool:
@@ -29,21 +53,76 @@ class MethodSpec:
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PRF = re.compile(r"^([a-z0-9_]+)(?:\((.*)\))?$")
+_PRF_FIELDS = {"fb_docs": int, "fb_terms": int, "original_weight": float, "alpha": float, "beta": float}
+_COMMA = re.compile(r",(?![^(]*\))")  # commas outside parentheses
 
 
-def _check(names: list[str], spec: str) -> tuple[str, ...]:
-    for n in names:
-        if not _NAME.match(n):
-            raise SpecError(f"{spec!r}: {n!r} is not a retriever name (letters, digits, '.', '_', '-')")
+def prf_methods() -> set[str]:
+    return {method for kind in KINDS.values() for method in kind.prf_methods}
+
+
+def parse_prf(token: str, spec: str) -> PrfConfig:
+    """``rm3`` or ``rm3(fb_docs=5,fb_terms=20)``; ``spec`` is what error messages quote."""
+    match = _PRF.match(token.strip())
+    if match is None:
+        raise SpecError(f"{spec!r}: {token!r} is not a PRF method such as rm3 or rm3(fb_docs=5)")
+    values: dict[str, int | float] = {}
+    for part in filter(None, (match.group(2) or "").split(",")):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in _PRF_FIELDS:
+            raise SpecError(f"{spec!r}: PRF parameter {part!r}; use {', '.join(f'{k}=N' for k in _PRF_FIELDS)}")
+        try:
+            values[key] = _PRF_FIELDS[key](value)
+        except ValueError:
+            raise SpecError(f"{spec!r}: PRF parameter {key} needs a number, got {value!r}") from None
+    return PrfConfig(match.group(1), **values)  # type: ignore[arg-type]
+
+
+def parse_sources(body: str, spec: str) -> list[Source]:
+    """``bm25+rm3+dense`` -> [bm25 with RM3, dense]: a PRF method attaches to the retriever before it."""
+    methods = prf_methods()
+    sources: list[Source] = []
+    for token in (t.strip() for t in body.split("+")):
+        if not token:
+            continue
+        match = _PRF.match(token)
+        if match and match.group(1) in methods:
+            if not sources or sources[-1].prf is not None:
+                raise SpecError(f"{spec!r}: PRF method {token!r} must follow a retriever name")
+            sources[-1] = Source(sources[-1].retriever, parse_prf(token, spec))
+            continue
+        if not _NAME.match(token):
+            raise SpecError(f"{spec!r}: {token!r} is not a retriever name (letters, digits, '.', '_', '-')")
+        sources.append(Source(token))
+    return sources
+
+
+def _hybrid(sources: list[Source], spec: str) -> tuple[tuple[str, ...], dict[str, Source]]:
+    names = [s.name for s in sources]
     if len(set(names)) < 2:
         raise SpecError(f"{spec!r}: a hybrid needs at least two different retrievers")
-    return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(names)), {s.name: s for s in sources}
+
+
+def _normalization(norm: str, spec: str) -> str:
+    norm = norm or "minmax"
+    if norm not in ("minmax", "zscore"):
+        raise SpecError(f"{spec!r}: normalization must be minmax or zscore")
+    return norm
 
 
 def parse_spec(spec: str) -> MethodSpec:
     spec = spec.strip()
-    if ":" not in spec and _NAME.match(spec):
-        return MethodSpec(spec, (spec,), None)  # one retriever, by its name in the index
+    if ":" not in spec:
+        sources = parse_sources(spec, spec)
+        if len(sources) == 1:
+            source = sources[0]
+            return MethodSpec(source.name, (source.name,), None, {source.name: source})
+        if not sources:
+            raise SpecError("an empty method spec; use a retriever name such as bm25")
+        raise SpecError(f"{spec!r}: to combine retrievers, say how: rrf:{spec} or weighted:...")
     method, _, rest = spec.partition(":")
     if method == "rrf":
         body, _, k = rest.partition(":")
@@ -51,22 +130,31 @@ def parse_spec(spec: str) -> MethodSpec:
             rrf_k = int(k) if k else 60
         except ValueError:
             raise SpecError(f"{spec!r}: RRF k must be an integer") from None
-        names = _check([n.strip() for n in body.split("+") if n.strip()], spec)
-        return MethodSpec(spec, names, FusionConfig(method="rrf", rrf_k=rrf_k))
+        names, sources = _hybrid(parse_sources(body, spec), spec)
+        return MethodSpec(spec, names, FusionConfig(method="rrf", rrf_k=rrf_k), sources)
     if method == "weighted":
         body, _, norm = rest.partition(":")
-        norm = norm or "minmax"
-        if norm not in ("minmax", "zscore"):
-            raise SpecError(f"{spec!r}: normalization must be minmax or zscore")
         weights: dict[str, float] = {}
-        for part in body.split(","):
-            name, sep, value = part.partition("=")
+        parsed: list[Source] = []
+        for part in _COMMA.split(body):
+            name, sep, value = part.rpartition("=") if "=" in part.split(")")[-1] else (part, "", "")
+            found = parse_sources(name, spec)
+            if len(found) != 1:
+                raise SpecError(f"{spec!r}: {part!r} must name one retriever (weighted takes A=w,B=w)")
             try:
-                weights[name.strip()] = float(value) if sep else 1.0
+                weights[found[0].name] = float(value) if sep else 1.0
             except ValueError:
                 raise SpecError(f"{spec!r}: weight {value!r} is not a number") from None
-        names = _check(list(weights), spec)
+            parsed.extend(found)
+        names, sources = _hybrid(parsed, spec)
         if any(w < 0 for w in weights.values()) or all(w == 0 for w in weights.values()):
             raise SpecError(f"{spec!r}: weights must be >= 0 and not all 0")
-        return MethodSpec(spec, names, FusionConfig(method="weighted", weights=weights, normalization=norm))  # type: ignore[arg-type]
-    raise SpecError(f"{spec!r}: use a retriever name, rrf:A+B[+C][:k] or weighted:A=w,B=w[:minmax|zscore]")
+        config = FusionConfig(method="weighted", weights=weights, normalization=_normalization(norm, spec))  # type: ignore[arg-type]
+        return MethodSpec(spec, names, config, sources)
+    if method == "qpp":
+        body, _, norm = rest.partition(":")
+        names, sources = _hybrid(parse_sources(body, spec), spec)
+        config = FusionConfig(method="weighted", normalization=_normalization(norm, spec))  # type: ignore[arg-type]
+        return MethodSpec(spec, names, config, sources, adaptive=True)
+    raise SpecError(f"{spec!r}: use a retriever name (optionally +PRF, e.g. bm25+rm3), rrf:A+B[+C][:k], "
+                    "weighted:A=w,B=w[:minmax|zscore] or qpp:A+B[+C][:minmax|zscore]")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import click
 from retrieval.core.errors import HybridError
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.settings import Settings
+from retrieval.core.types import PrfConfig
 
 
 def _settings(index_root: Path | None, **overrides: Any) -> Settings:
@@ -297,6 +299,19 @@ def parse_weights(spec: str | None) -> dict[str, float] | None:
     return weights
 
 
+def parse_prf_options(values: Sequence[str]) -> dict[str, PrfConfig] | None:
+    """``("bm25=rm3(fb_docs=5)", "dense=average")`` -> {"bm25": PrfConfig("rm3", fb_docs=5), ...}."""
+    from eval.specs import parse_prf
+
+    prf: dict[str, PrfConfig] = {}
+    for value in values:
+        retriever, sep, method = value.partition("=")
+        if not sep or not retriever.strip() or not method.strip():
+            raise click.BadParameter(f"{value!r} is not NAME=METHOD, e.g. bm25=rm3", param_hint="--prf")
+        prf[retriever.strip()] = parse_prf(method, value)
+    return prf or None
+
+
 @cli.command("search")
 @click.argument("name")
 @click.argument("query")
@@ -308,23 +323,28 @@ def parse_weights(spec: str | None) -> dict[str, float] | None:
 @click.option("--normalization", type=click.Choice(["minmax", "zscore"]), default="minmax", show_default=True)
 @click.option("--depth", type=click.IntRange(1, 10_000), default=None,
               help="Candidates per retriever (default: the depth setting, 100).")
+@click.option("--prf", "prf_specs", multiple=True, metavar="NAME=METHOD",
+              help="Pseudo-relevance feedback for one retriever, repeatable: bm25=rm3, 'bm25=rm3(fb_docs=5)', "
+                   "dense=average, dense=rocchio.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @index_root_option
 def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, rrf_k: int | None, weights: str | None,
-           normalization: str, depth: int | None, as_json: bool, device: str | None, index_root: Path | None) -> None:
+           normalization: str, depth: int | None, prf_specs: tuple[str, ...], as_json: bool, device: str | None,
+           index_root: Path | None) -> None:
     """Search index NAME for QUERY."""
     from dataclasses import asdict
 
     from retrieval.search.fusion import FusionConfig
     from retrieval.search.pipeline import Searcher
 
+    prf = parse_prf_options(prf_specs)
     settings = _settings(index_root, device=device, rrf_k=rrf_k, depth=depth)
     chosen = [r.strip() for r in retrievers.split(",") if r.strip()] if retrievers else None
     searcher = Searcher.open(_root(settings).resolve(name), OpenOptions.from_settings(settings), retrievers=chosen)
     config = FusionConfig(method=fusion, rrf_k=settings.rrf_k, weights=parse_weights(weights),  # type: ignore[arg-type]
                           normalization=normalization)  # type: ignore[arg-type]
-    result = searcher.search(query, k=k, fusion=config, explain=True, include_text=True)
+    result = searcher.search(query, k=k, fusion=config, explain=True, include_text=True, prf=prf)
     if as_json:
         click.echo(json.dumps({"query": query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
                                "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
@@ -378,8 +398,9 @@ def eval_group() -> None:
 @click.argument("datasets", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--retrievers", default="bm25,splade,dense", show_default=True, help="Single retrievers to score.")
 @retriever_option
-@click.option("--hybrid", "hybrids", multiple=True, help="Hybrid spec, repeatable: rrf:bm25+splade+dense, "
-              "weighted:splade=0.6,dense=0.4:minmax.")
+@click.option("--hybrid", "--method", "hybrids", multiple=True,
+              help="Method spec, repeatable: rrf:bm25+splade+dense, weighted:splade=0.6,dense=0.4:minmax, "
+                   "qpp:bm25+splade+dense (query-adaptive, CV-fit), bm25+rm3, dense+average, rrf:bm25+rm3+dense.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--metrics", default="ndcg@10,recall@100,recall@1000,mrr@10,map", show_default=True,
               help="The first one is the leaderboard's and the significance tests' metric.")

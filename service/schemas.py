@@ -14,6 +14,22 @@ RetrieverName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
+Feature = Literal["nqc", "margin", "agreement"]
+Coefficient = Annotated[float, Field(ge=-50, le=50, allow_inf_nan=False)]
+
+
+class AdaptiveFusion(BaseModel):
+    """QPP-weighted fusion: per-query weights from each retriever's own result list (``hybrid eval beir``
+    with a ``qpp:`` method fits them and prints this object)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    coefficients: dict[Feature, Coefficient] = Field(..., description="theta per feature: a weight is scaled by "
+                                                                       "exp(sum theta_f * (feature_f - center_f)).")
+    centers: dict[RetrieverName, dict[Feature, Coefficient]] | None = Field(
+        None, description="Per retriever, each feature's mean over the training queries (default 0).")
+
+
 class Fusion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -24,6 +40,7 @@ class Fusion(BaseModel):
         None, description="Per-retriever weights (>= 0, not all 0); missing retrievers weigh 1."
     )
     normalization: Literal["minmax", "zscore"] = Field("minmax", description="Score normalization for 'weighted'.")
+    adaptive: AdaptiveFusion | None = Field(None, description="Query-adaptive weights ('weighted' only).")
 
     @field_validator("weights")
     @classmethod
@@ -31,6 +48,24 @@ class Fusion(BaseModel):
         if value and all(w == 0 for w in value.values()):
             raise ValueError("at least one weight must be greater than 0")
         return value
+
+
+class Prf(BaseModel):
+    """Pseudo-relevance feedback for one retriever; unset fields take the method's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(..., pattern=r"^[a-z0-9_]{1,32}$", examples=["rm3"],
+                        description="bm25: rm3 (10 docs, 10 terms, weight 0.5) or rocchio (10/10, alpha 1, "
+                                    "beta 0.75), Anserini's own; dense: average (3 docs) or rocchio (5 docs, "
+                                    "alpha 0.4, beta 0.6) of stored vectors.")
+    fb_docs: int | None = Field(None, ge=1, le=100, description="Feedback documents (top hits).")
+    fb_terms: int | None = Field(None, ge=1, le=1000, description="Expansion terms (BM25 methods).")
+    original_weight: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                          description="RM3: weight of the original query.")
+    alpha: float | None = Field(None, ge=0, le=10, allow_inf_nan=False, description="Rocchio: weight of the query.")
+    beta: float | None = Field(None, ge=0, le=10, allow_inf_nan=False,
+                               description="Rocchio: weight of the feedback documents.")
 
 
 class SearchOptions(BaseModel):
@@ -44,6 +79,9 @@ class SearchOptions(BaseModel):
     depth: int | None = Field(None, ge=1, le=1000, description="Candidates per retriever before fusion; "
                                                                  "default: the server's depth setting (100).")
     explain: bool = Field(False, description="Add each retriever's rank and raw score to every hit.")
+    prf: dict[RetrieverName, Prf] | None = Field(
+        None, description="Pseudo-relevance feedback per retriever, e.g. {\"bm25\": {\"method\": \"rm3\"}}: that "
+                          "retriever searches again with the query expanded from its own top hits.")
     include_text: bool = Field(False, description="Add title, text and metadata to every hit.")
 
 

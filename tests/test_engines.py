@@ -96,8 +96,8 @@ def test_model_mismatch_is_refused(small_index, tmp_path) -> None:  # type: igno
 
 def test_single_query_fast_path_equals_encode_query(searcher) -> None:  # type: ignore[no-untyped-def]
     """Single queries skip encode_query's batching; the vectors must be exactly what it returns."""
-    from tests.conftest import CRANFIELD
     from indexes.storage.corpus import read_jsonl_objects
+    from tests.conftest import CRANFIELD
 
     splade, dense = searcher.searchers["splade"], searcher.searchers["dense"]
     queries = [obj["text"] for _, obj in read_jsonl_objects(CRANFIELD / "queries.jsonl.gz")][:40]

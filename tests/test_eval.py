@@ -49,9 +49,21 @@ def test_specs() -> None:
     assert spec.retrievers == ("splade", "dense") and spec.fusion and spec.fusion.normalization == "zscore"
     assert parse_spec("rrf:bm25+dense:20").fusion.rrf_k == 20  # type: ignore[union-attr]
     assert parse_spec("bm25").fusion is None
-    for bad in ("rrf:bm25", "rrf:bm25+col bert", "weighted:bm25=-1,dense=1", "sum:bm25+dense", "weighted:bm25=x,dense=1"):
+    for bad in ("rrf:bm25", "rrf:bm25+col bert", "weighted:bm25=-1,dense=1", "sum:bm25+dense", "weighted:bm25=x,dense=1",
+                "bm25+dense", "rm3", "rrf:bm25+rm3+rm3", "bm25+rm3(fb_docs=x)", "bm25+rm3(depth=3)", "qpp:bm25"):
         with pytest.raises(SpecError):
             parse_spec(bad)
+    # PRF sources: a PRF method belongs to the retriever before it; parameters in parentheses.
+    prf = parse_spec("bm25+rm3")
+    assert prf.retrievers == ("bm25+rm3",) and prf.fusion is None
+    assert prf.sources["bm25+rm3"].retriever == "bm25" and prf.sources["bm25+rm3"].prf.method == "rm3"  # type: ignore[union-attr]
+    hybrid = parse_spec("rrf:bm25+rm3(fb_docs=5,fb_terms=20)+dense+average")
+    assert hybrid.retrievers == ("bm25+rm3(fb_docs=5,fb_terms=20)", "dense+average")
+    assert hybrid.sources["bm25+rm3(fb_docs=5,fb_terms=20)"].prf.fb_terms == 20  # type: ignore[union-attr]
+    weighted = parse_spec("weighted:bm25+rm3(fb_docs=5)=0.3,dense=0.7")
+    assert weighted.fusion.weights == {"bm25+rm3(fb_docs=5)": 0.3, "dense": 0.7}  # type: ignore[union-attr]
+    qpp = parse_spec("qpp:bm25+splade+dense:zscore")
+    assert qpp.adaptive and qpp.fusion.normalization == "zscore" and qpp.retrievers == ("bm25", "splade", "dense")  # type: ignore[union-attr]
 
 
 def test_randomization_test() -> None:
@@ -120,7 +132,10 @@ def test_end_to_end_cli(tmp_path: Path) -> None:
     assert (out / "quality_vs_latency.png").read_bytes()[:4] == b"\x89PNG"
 
     # A second run reuses the index (manifest matches the corpus checksum and models) and tunes by CV.
-    proc = subprocess.run([*cmd[:-1], "--tune", "--folds", "2", "--retrievers", "splade,dense", "--quiet"],
+    # The PRF and query-adaptive methods run too (CI's smoke evaluation of each).
+    new_methods = ["bm25+rm3", "bm25+rocchio", "dense+average", "dense+rocchio", "qpp:bm25+splade+dense"]
+    proc = subprocess.run([*cmd[:-1], "--tune", "--folds", "2", "--retrievers", "splade,dense", "--quiet",
+                           *[arg for m in new_methods for arg in ("--method", m)]],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "reusing index beir-tiny" in proc.stderr
@@ -129,6 +144,15 @@ def test_end_to_end_cli(tmp_path: Path) -> None:
     assert len(tuned) == 1 and len(tuned[0]["tuned_weights"]) == 2
     assert tuned[0]["method"] == "weighted:splade+dense:minmax [tuned, 2-fold CV held-out]"
     assert any(m["method"] == "weighted:splade=0.5,dense=0.5" for m in summary["methods"])  # fixed weights kept
+    by_name = {m["method"]: m for m in summary["methods"]}
+    for method in new_methods[:4]:
+        assert 0.0 < by_name[method]["scores"]["ndcg@10"] <= 1.0 and by_name[method]["search_ms"] > 0
+        assert by_name[method]["p_vs_best_single"] is not None  # this run scores no plain bm25
+    assert by_name["dense+average"]["base"] == "dense" and by_name["dense+average"]["p_vs_base"] is not None
+    qpp = by_name["qpp:bm25+splade+dense:minmax [QPP-weighted (nqc, margin, agreement), 2-fold CV held-out]"]
+    assert len(qpp["tuned_adaptive"]) == 3  # one fit per fold, then one on every query for serving
+    assert set(qpp["tuned_adaptive"][-1]["coefficients"]) == {"nqc", "margin", "agreement"}
+    assert qpp["queries"] == 4
 
 
 def test_bad_dataset_is_one_line(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +92,8 @@ def test_writes_equal_a_fresh_build_of_the_final_corpus(index_root: Path, tmp_pa
 
 def test_snapshot_round_trip_and_isolation(index_root: Path, tmp_path: Path) -> None:
     from indexes.indexing.live import LiveIndex, snapshot_root
-    from retrieval.search.pipeline import Searcher
     from retrieval.core.settings import Settings
+    from retrieval.search.pipeline import Searcher
     from service.registry import Registry
 
     root, folder = copy_index(index_root, tmp_path)

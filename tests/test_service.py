@@ -78,7 +78,8 @@ def test_health_ready_indexes(server: Server) -> None:
 
 
 def test_search_equals_library(server: Server, searcher) -> None:  # type: ignore[no-untyped-def]
-    from retrieval.search.fusion import FusionConfig
+    from retrieval.core.types import PrfConfig
+    from retrieval.search.fusion import Adaptive, FusionConfig
 
     cases = [
         ({}, {}),
@@ -86,6 +87,10 @@ def test_search_equals_library(server: Server, searcher) -> None:  # type: ignor
                                                        "normalization": "zscore"}},
          {"retrievers": ["splade", "dense"], "fusion": FusionConfig("weighted", 60, {"splade": 0.7, "dense": 0.3}, "zscore")}),
         ({"retrievers": ["bm25"]}, {"retrievers": ["bm25"]}),
+        ({"prf": {"bm25": {"method": "rm3", "fb_docs": 5}, "dense": {"method": "average"}}},
+         {"prf": {"bm25": PrfConfig("rm3", fb_docs=5), "dense": PrfConfig("average")}}),
+        ({"fusion": {"method": "weighted", "adaptive": {"coefficients": {"agreement": 2.0, "margin": -1.0}}}},
+         {"fusion": FusionConfig("weighted", adaptive=Adaptive({"agreement": 2.0, "margin": -1.0}))}),
     ]
     for body, kwargs in cases:
         response = httpx.post(f"{server.url}/v1/indexes/small/search",
@@ -132,6 +137,20 @@ def test_batch_search(server: Server, searcher) -> None:  # type: ignore[no-unty
         ("/v1/indexes/small/search/batch", {"queries": ["x"] * 1001}, 413, "limit is 1000"),
         ("/v1/indexes/small/search/batch", {"queries": ["x"] * 10_001}, 413, "limit is 1000"),
         ("/v1/indexes/small/search/batch", {"queries": []}, 422, "queries"),
+        ("/v1/indexes/small/search", {"query": "x", "prf": {"splade": {"method": "rm3"}}}, 422,
+         "retriever 'splade' (splade) has no PRF method 'rm3'"),
+        ("/v1/indexes/small/search", {"query": "x", "prf": {"dense": {"method": "rm3"}}}, 422,
+         "it offers: average, rocchio"),
+        ("/v1/indexes/small/search", {"query": "x", "prf": {"dense": {"method": "average", "fb_terms": 5}}}, 422,
+         "takes fb_docs, not fb_terms"),
+        ("/v1/indexes/small/search", {"query": "x", "retrievers": ["dense"], "prf": {"bm25": {"method": "rm3"}}}, 422,
+         "does not search"),
+        ("/v1/indexes/small/search", {"query": "x", "prf": {"bm25": {"method": "rm3", "fb_docs": 0}}}, 422, "fb_docs"),
+        ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "rrf", "adaptive": {"coefficients": {"nqc": 1}}}},
+         422, "weighted"),
+        ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted",
+                                                               "adaptive": {"coefficients": {"clarity": 1}}}}, 422,
+         "coefficients"),
     ],
 )
 def test_errors(server: Server, path: str, body: dict, status: int, fragment: str) -> None:

@@ -28,7 +28,7 @@ from indexes.storage.docstore import DocStore
 from indexes.storage.manifest import Manifest, RetrieverManifest
 from retrieval.core.errors import HybridError
 from retrieval.core.options import BuildOptions
-from retrieval.core.types import RetrieverSpec, ScoredDoc
+from retrieval.core.types import PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.models import ModelError, ResolvedModel, resolve_model
 
 
@@ -44,11 +44,16 @@ class RetrieverRuns:
 
 
 class RetrieverSearcher(Protocol):
-    """Query text in, ranked (doc id, raw score) lists out; times its encode and search halves."""
+    """Query text in, ranked (doc id, raw score) lists out; times its encode and search halves.
+
+    ``prf`` (one of its kind's :attr:`RetrieverKind.prf_methods`, defaults filled in) asks for
+    pseudo-relevance feedback: the feedback round's time counts as search time.
+    """
 
     name: str
 
-    def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns: ...
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None
+               ) -> RetrieverRuns: ...
 
     def close(self) -> None: ...
 
@@ -168,6 +173,8 @@ class RetrieverKind(ABC):
     name: ClassVar[str]
     # The BuildOptions field holding this kind's default model; None for kinds without a model.
     model_option: ClassVar[str | None] = None
+    # Pseudo-relevance feedback methods this kind's searchers run, each with its default parameters.
+    prf_methods: ClassVar[dict[str, dict[str, float | int]]] = {}
 
     # --- models ------------------------------------------------------------------------------------
 
@@ -220,6 +227,30 @@ class RetrieverKind(ABC):
     def encode(self, encoder: Any, entry: RetrieverManifest, texts: Sequence[str], batch_size: int) -> Any:
         """Documents as this kind indexes them, in a JSON-able form for the write-ahead log; None: needs none."""
         return None
+
+    def prf(self, name: str, config: PrfConfig) -> PrfConfig:
+        """``config`` checked against this kind's methods and completed with the method's defaults."""
+        if config.method not in self.prf_methods:
+            offered = ", ".join(self.prf_methods) or "none"
+            raise KindError(f"retriever {name!r} ({self.name}) has no PRF method {config.method!r}; it offers: {offered}")
+        defaults = self.prf_methods[config.method]
+        extra = [k for k in ("fb_docs", "fb_terms", "original_weight", "alpha", "beta")
+                 if getattr(config, k) is not None and k not in defaults]
+        if extra:
+            raise KindError(f"retriever {name!r}: PRF method {config.method!r} takes {', '.join(defaults)}, "
+                            f"not {', '.join(extra)}")
+        filled = config.filled(defaults)
+        if filled.fb_docs is not None and not 1 <= filled.fb_docs <= 100:
+            raise KindError(f"retriever {name!r}: PRF fb_docs must be between 1 and 100, got {filled.fb_docs}")
+        if filled.fb_terms is not None and not 1 <= filled.fb_terms <= 1000:
+            raise KindError(f"retriever {name!r}: PRF fb_terms must be between 1 and 1000, got {filled.fb_terms}")
+        for key in ("original_weight", "alpha", "beta"):
+            value = getattr(filled, key)
+            if value is not None and not (0.0 <= value <= 10.0):
+                raise KindError(f"retriever {name!r}: PRF {key} must be between 0 and 10, got {value}")
+        if filled.original_weight is not None and filled.original_weight > 1.0:
+            raise KindError(f"retriever {name!r}: PRF original_weight is a share of the query mix, 0 to 1")
+        return filled
 
     def describe(self, entry: RetrieverManifest) -> str:
         """One line for listings: the kind, its model and its main parameters."""

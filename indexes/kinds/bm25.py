@@ -22,7 +22,7 @@ from indexes.storage import lucene_backend
 from indexes.storage.lucene_backend import Bm25Index
 from indexes.storage.manifest import RetrieverManifest, folder_size
 from retrieval.core.options import BuildOptions
-from retrieval.core.types import RetrieverSpec
+from retrieval.core.types import PrfConfig, RetrieverSpec
 from retrieval.encoders.models import ResolvedModel
 
 
@@ -31,12 +31,13 @@ class Bm25Searcher:
         self.name = name
         self._index = index
 
-    def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns:
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None
+               ) -> RetrieverRuns:
         started = time.perf_counter()
         if len(queries) == 1:
-            runs = [self._index.search(queries[0], depth)]
+            runs = [self._index.search(queries[0], depth, prf)]
         else:
-            runs = self._index.batch_search(queries, depth, threads)
+            runs = self._index.batch_search(queries, depth, threads, prf)
         return RetrieverRuns(runs, 0.0, elapsed_ms(started))
 
     def close(self) -> None:
@@ -56,6 +57,11 @@ class Bm25Component(LuceneComponent):
 
 class Bm25Kind(RetrieverKind):
     name = "bm25"
+    # Anserini's defaults (and Pyserini's BEIR "+rm3" runs): fb_terms 10, fb_docs 10, query weight 0.5.
+    prf_methods = {
+        "rm3": {"fb_docs": 10, "fb_terms": 10, "original_weight": 0.5},
+        "rocchio": {"fb_docs": 10, "fb_terms": 10, "alpha": 1.0, "beta": 0.75},
+    }
 
     def parameters(self, options: BuildOptions) -> dict[str, Any]:
         return {"k1": lucene_backend.BM25_K1, "b": lucene_backend.BM25_B, "analyzer": "default (Anserini English, Porter)"}

@@ -31,7 +31,7 @@ from indexes.storage.docstore import DocStore
 from indexes.storage.faiss_backend import FaissIndex
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from retrieval.core.options import BuildOptions
-from retrieval.core.types import RetrieverSpec, ScoredDoc
+from retrieval.core.types import PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.dense import DenseEncoder
 from retrieval.encoders.models import ResolvedModel
@@ -64,11 +64,14 @@ class DenseSearcher:
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         return self.encoder.encode_queries(queries, batch_size=self._batch_size)
 
-    def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns:
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None
+               ) -> RetrieverRuns:
         started = time.perf_counter()
         vectors = self.encode_queries(queries)
         encode_ms = elapsed_ms(started)
         started = time.perf_counter()
+        if prf is not None:
+            vectors = self._feedback(vectors, prf)
         scores, rows = self.index.search(vectors, depth, self._view.bound, self._view.bitmap)
         ids = self._store.ids_by_docno(rows.ravel().tolist())
         width = rows.shape[1]
@@ -81,6 +84,27 @@ class DenseSearcher:
                     run.append(ScoredDoc(doc_id, float(scores[q, j])))
             runs.append(run)
         return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
+
+    def _feedback(self, vectors: np.ndarray, prf: PrfConfig) -> np.ndarray:
+        """Vector PRF (Li et al., 2021, as in Pyserini): the query moved towards its top ``fb_docs`` hits.
+
+        ``average``: mean of the query and the hits' vectors. ``rocchio``: ``alpha * q + beta * mean(hits)``.
+        The hits' vectors come back from FAISS (``reconstruct``), never re-encoded; the result is
+        L2-normalized again so scores stay cosines.
+        """
+        fb_docs = int(prf.fb_docs or 1)
+        _, rows = self.index.search(vectors, fb_docs, self._view.bound, self._view.bitmap)
+        found = rows >= 0
+        stored = self.index.reconstruct(np.where(found, rows, 0).ravel()).reshape(*rows.shape, -1)
+        stored *= found[..., None]
+        count = found.sum(axis=1, keepdims=True)
+        if prf.method == "average":
+            moved = (vectors + stored.sum(axis=1)) / (1 + count)
+        else:
+            centroid = stored.sum(axis=1) / np.maximum(count, 1)
+            moved = float(prf.alpha) * vectors + float(prf.beta) * centroid
+        norms = np.linalg.norm(moved, axis=1, keepdims=True)
+        return np.asarray(moved / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
     def close(self) -> None:
         pass
@@ -120,6 +144,11 @@ class DenseComponent(Component):
 class DenseKind(RetrieverKind):
     name = "dense"
     model_option = "dense_model"
+    # Pyserini's dense PRF settings (Li et al., 2021): Average over 3 hits; Rocchio over 5 with 0.4/0.6.
+    prf_methods = {
+        "average": {"fb_docs": 3},
+        "rocchio": {"fb_docs": 5, "alpha": 0.4, "beta": 0.6},
+    }
 
     def parameters(self, options: BuildOptions) -> dict[str, Any]:
         return {"factory": options.faiss_factory, "metric": "inner_product", "normalized": True}

@@ -13,6 +13,7 @@ from typing import Any
 
 from indexes.kinds.base import (
     BuildContext,
+    KindError,
     Component,
     RetrieverKind,
     RetrieverRuns,
@@ -26,7 +27,7 @@ from indexes.storage import lucene_backend
 from indexes.storage.lucene_backend import ImpactIndex
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from retrieval.core.options import BuildOptions
-from retrieval.core.types import RetrieverSpec, SparseVector
+from retrieval.core.types import PrfConfig, RetrieverSpec, SparseVector
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.sparse import Quantization, SpladeEncoder
@@ -51,16 +52,44 @@ class SpladeSearcher:
     def encode_queries(self, queries: Sequence[str]) -> list[SparseVector]:
         return self.encoder.encode_queries(queries, self.quantization, batch_size=self._batch_size)
 
-    def search(self, queries: Sequence[str], depth: int, threads: int) -> RetrieverRuns:
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None
+               ) -> RetrieverRuns:
         started = time.perf_counter()
         vectors = self.encode_queries(queries)
         encode_ms = elapsed_ms(started)
         started = time.perf_counter()
+        if prf is not None:
+            vectors = self._feedback(vectors, prf, threads)
         if len(vectors) == 1:
             runs = [self._index.search(vectors[0], depth)]
         else:
             runs = self._index.batch_search(vectors, depth, threads)
         return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
+
+    def _feedback(self, vectors: list[SparseVector], prf: PrfConfig, threads: int) -> list[SparseVector]:
+        """Sparse Rocchio: ``alpha * q + beta * mean(top hits' impacts)``, keeping the query's own terms
+        and the ``fb_terms`` heaviest new ones, rounded back to integer impacts.
+
+        The hits' impacts are their stored term vectors (exactly what was indexed), never re-encoded.
+        """
+        first = self._index.batch_search(vectors, int(prf.fb_docs or 1), threads)
+        wanted = sorted({d.doc_id for run in first for d in run})
+        stored = dict(zip(wanted, self._index.doc_vectors(wanted)))
+        if wanted and all(v is None for v in stored.values()):
+            raise KindError(f"retriever {self.name!r} stores no document vectors (built before they were "
+                            "stored); rebuild the index to use SPLADE PRF")
+        alpha, beta = float(prf.alpha or 0.0), float(prf.beta or 0.0)
+        moved = []
+        for vector, run in zip(vectors, first):
+            docs = [stored[d.doc_id] for d in run if stored.get(d.doc_id)]
+            mix = {t: alpha * w for t, w in vector.items()}
+            for doc in docs:
+                for t, w in doc.items():  # type: ignore[union-attr]
+                    mix[t] = mix.get(t, 0.0) + beta * w / len(docs)
+            new_terms = sorted((t for t in mix if t not in vector), key=lambda t: (-mix[t], t))[: int(prf.fb_terms or 0)]
+            kept = {t: round(mix[t]) for t in [*vector, *new_terms]}
+            moved.append({t: w for t, w in kept.items() if w > 0})
+        return moved
 
     def close(self) -> None:
         self._index.close()
@@ -80,9 +109,12 @@ class SpladeComponent(LuceneComponent):
 class SpladeKind(RetrieverKind):
     name = "splade"
     model_option = "sparse_model"
+    # Sparse Rocchio over the stored impacts of the top hits (see SpladeSearcher._feedback).
+    prf_methods = {"rocchio": {"fb_docs": 3, "fb_terms": 20, "alpha": 1.0, "beta": 0.5}}
 
     def parameters(self, options: BuildOptions) -> dict[str, Any]:
-        return {"scale": options.splade_scale, "doc_top_k": options.splade_doc_top_k}
+        # doc_vectors: each document's impacts are also stored as a term vector, for PRF.
+        return {"scale": options.splade_scale, "doc_top_k": options.splade_doc_top_k, "doc_vectors": True}
 
     def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> SpladeEncoder:
         return shared_encoder(SpladeEncoder, checked_model(manifest, name), device, role)

@@ -239,6 +239,33 @@ class FaissIndex:
             out_docnos[q, : len(kept)] = docnos[q, kept]
         return out_scores, out_docnos
 
+    def reconstruct(self, docnos: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``docnos`` (decoded: exact for flat and HNSW, approximate for PQ/SQ).
+
+        IVF lists learn where each vector sits only on demand: the first call builds a hash-table
+        direct map (which, unlike an array map, survives removals), under the write lock.
+        """
+        faiss = _faiss()
+        keys = np.ascontiguousarray(docnos, dtype=np.int64)
+        if not len(keys):
+            return np.zeros((0, self.dimension), np.float32)
+        with self._lock.read():
+            try:
+                return np.asarray(self._index.reconstruct_batch(keys), dtype=np.float32)
+            except RuntimeError:
+                if self._on_gpu:
+                    raise FaissBuildError("this FAISS index cannot return stored vectors on the GPU; "
+                                          "dense PRF needs a flat or HNSW index there") from None
+        try:
+            inner = faiss.extract_index_ivf(self._index.index)
+        except RuntimeError:
+            raise FaissBuildError("this FAISS index type cannot return stored vectors; dense PRF needs "
+                                  "a flat, HNSW or IVF index") from None
+        with self._lock.write():
+            inner.set_direct_map_type(faiss.DirectMap.Hashtable)
+        with self._lock.read():
+            return np.asarray(self._index.reconstruct_batch(keys), dtype=np.float32)
+
     def add(self, vectors: np.ndarray, docnos: np.ndarray) -> None:
         """Append vectors with their docnos (each larger than any already present)."""
         if not len(docnos):

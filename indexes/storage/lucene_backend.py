@@ -10,13 +10,14 @@ break "score == dot product" for terms present in every document).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from retrieval.core.errors import HybridError
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
-from retrieval.core.types import ScoredDoc
+from retrieval.core.types import PrfConfig, ScoredDoc, SparseVector
 
 BM25_K1 = 0.9
 BM25_B = 0.4
@@ -87,10 +88,12 @@ def build_bm25(docs: Iterable[tuple[str, str]], work_dir: Path, index_dir: Path,
 
 
 def build_impact(vectors: Iterable[tuple[str, dict[str, int]]], work_dir: Path, index_dir: Path, threads: int, expected: int) -> None:
-    """Index pre-tokenized integer impacts: Lucene stores each weight as the term's frequency."""
+    """Index pre-tokenized integer impacts: Lucene stores each weight as the term's frequency, and (for
+    learned-sparse PRF) each document's vector as a term vector."""
     staged = work_dir / "splade-input"
     write_jsonl_shards(({"id": i, "contents": "", "vector": v} for i, v in vectors), staged)
-    index_collection("JsonVectorCollection", staged, index_dir, threads, ["-impact", "-pretokenized"], expected)
+    index_collection("JsonVectorCollection", staged, index_dir, threads, ["-impact", "-pretokenized", "-storeDocvectors"],
+                     expected)
 
 
 def _hits(java_hits: Any) -> list[ScoredDoc]:
@@ -112,15 +115,46 @@ class Bm25Index:
 
                 point_at_reader(self._searcher.object, reader)
 
-    def search(self, query: str, k: int) -> list[ScoredDoc]:
-        with JNI_LOCK:
+    def search(self, query: str, k: int, prf: PrfConfig | None = None) -> list[ScoredDoc]:
+        with JNI_LOCK, self._feedback(prf):
             return _hits(self._searcher.search(query, k))
 
-    def batch_search(self, queries: Sequence[str], k: int, threads: int) -> list[list[ScoredDoc]]:
+    def batch_search(self, queries: Sequence[str], k: int, threads: int, prf: PrfConfig | None = None
+                     ) -> list[list[ScoredDoc]]:
         qids = [str(i) for i in range(len(queries))]
-        with JNI_LOCK:
+        with JNI_LOCK, self._feedback(prf):
             results = self._searcher.batch_search(list(queries), qids, k, threads)
             return [_hits(results.get(q, [])) for q in qids]
+
+    @contextmanager
+    def _feedback(self, prf: PrfConfig | None) -> Iterator[None]:
+        """Anserini's own RM3/Rocchio (from the BM25 index's stored document vectors) for one call.
+
+        The Java searcher holds one feedback setting, so it is set and cleared inside the JNI lock the
+        caller holds: concurrent requests with other settings never see it. The Java methods are
+        called directly: Pyserini's wrappers probe document 0's term vector, which an empty live
+        index lacks. The collection class ``None`` makes Anserini read the feedback documents' terms
+        from their stored term vectors (the BM25 index stores them, batch-built and live alike).
+        """
+        if prf is None:
+            yield
+            return
+        jsearcher = self._searcher.object
+        if prf.method == "rm3":
+            jsearcher.set_rm3(None, int(prf.fb_terms), int(prf.fb_docs), float(prf.original_weight), False, True)
+        elif prf.method == "rocchio":
+            # Positive feedback only (gamma 0): the top fb_docs documents, fb_terms terms.
+            jsearcher.set_rocchio(None, int(prf.fb_terms), int(prf.fb_docs), 0, 0, float(prf.alpha), float(prf.beta), 0.0,
+                                  False, False)
+        else:
+            raise ValueError(f"BM25 has no PRF method {prf.method!r}")
+        try:
+            yield
+        finally:
+            if prf.method == "rm3":
+                jsearcher.unset_rm3()
+            else:
+                jsearcher.unset_rocchio()
 
     def close(self) -> None:
         with JNI_LOCK:
@@ -170,3 +204,24 @@ class ImpactIndex:
         with JNI_LOCK:
             self._searcher.close()
 
+    def doc_vectors(self, doc_ids: Sequence[str]) -> list[SparseVector | None]:
+        """Each document's impacts as stored in its term vector (None: the document has none, because
+        the index was built before term vectors were stored, or the id is gone)."""
+        from jnius import autoclass
+
+        from indexes.storage.anserini import reader_of
+
+        utils = autoclass("io.anserini.index.IndexReaderUtils")
+        mapper = autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
+        out: list[SparseVector | None] = []
+        with JNI_LOCK:
+            reader = reader_of(self._searcher)
+            for doc_id in doc_ids:
+                try:
+                    vector = utils.getDocumentVector(reader, doc_id)
+                except Exception:  # JavaException: no such id, or no term vector
+                    vector = None
+                # One JNI call per document: the map crosses as JSON, not entry by entry.
+                out.append({t: int(w) for t, w in json.loads(mapper.writeValueAsString(vector)).items()}
+                           if vector is not None else None)
+        return out

@@ -67,9 +67,10 @@ def _text_setup(j: dict[str, Any], args: Any) -> tuple[Any, Any]:
 
 
 def _impact_setup(j: dict[str, Any], args: Any) -> tuple[Any, Any]:
-    """Impacts, as IndexCollection indexes JsonVectorCollection with -impact -pretokenized."""
+    """Impacts, as IndexCollection indexes JsonVectorCollection with -impact -pretokenized -storeDocvectors."""
     args.impact = True
     args.pretokenized = True
+    args.storeDocvectors = True
     return j["WhitespaceAnalyzer"](), j["ImpactSimilarity"]()
 
 

@@ -33,3 +33,32 @@ class RetrieverSpec:
 
 
 DEFAULT_RETRIEVERS = (RetrieverSpec("bm25", "bm25"), RetrieverSpec("splade", "splade"), RetrieverSpec("dense", "dense"))
+
+
+@dataclass(frozen=True)
+class PrfConfig:
+    """Pseudo-relevance feedback for one retriever: search, expand the query from the top ``fb_docs``
+    hits, search again. Which methods a retriever offers, and their defaults, belong to its kind
+    (BM25: Anserini's ``rm3`` and ``rocchio``; dense: ``average`` and ``rocchio`` of vectors).
+
+    ``None`` fields take the kind's default for the method.
+    """
+
+    method: str
+    fb_docs: int | None = None
+    fb_terms: int | None = None  # expansion terms (Lucene methods)
+    original_weight: float | None = None  # RM3: weight of the original query in the mix
+    alpha: float | None = None  # Rocchio: weight of the query
+    beta: float | None = None  # Rocchio: weight of the feedback centroid
+
+    def filled(self, defaults: dict[str, float | int]) -> PrfConfig:
+        """This config with its unset fields taken from ``defaults``."""
+        values = {key: getattr(self, key) if getattr(self, key) is not None else defaults.get(key)
+                  for key in ("fb_docs", "fb_terms", "original_weight", "alpha", "beta")}
+        return PrfConfig(self.method, **values)  # type: ignore[arg-type]
+
+    def label(self) -> str:
+        """``rm3`` or ``rm3(fb_docs=5)``: the method with the fields set, as harness specs spell it."""
+        set_fields = [f"{k}={getattr(self, k):g}" for k in ("fb_docs", "fb_terms", "original_weight", "alpha", "beta")
+                      if getattr(self, k) is not None]
+        return self.method + (f"({','.join(set_fields)})" if set_fields else "")

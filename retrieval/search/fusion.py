@@ -7,6 +7,12 @@ id (ascending) everywhere, which makes every fused ranking deterministic.
 * Weighted: ``score(d) = sum_r w_r * norm_r(score_r(d))``; a document a retriever did not return
   gets that retriever's lowest normalized value in the list (0 for min-max), so missing never
   beats retrieved.
+* QPP-weighted (query-adaptive): the weighted sum with per-query weights
+  ``w_r(q) = w_r * exp(sum_f theta_f * (x_rf(q) - c_rf))``, where ``x_rf`` are query-performance
+  predictors read off retriever r's own result list (:func:`list_features`), ``c_rf`` their mean
+  over training queries and ``theta`` is fit by cross-validation in the evaluation harness. A
+  retriever whose list looks confident for this query (a clear head, agreement with the others)
+  gets more say; the idea follows QPP-based fusion weighting, with NQC after Shtok et al. (2012).
 """
 
 from __future__ import annotations
@@ -30,12 +36,27 @@ class FusedDoc:
     sources: dict[str, RetrieverScore] = field(default_factory=dict)
 
 
+FEATURES = ("nqc", "margin", "agreement")
+HEAD = 10  # the "top" of a list, for NQC, margin and agreement
+FEATURE_DEPTH = 100  # features read this many hits of each list, so they do not depend on the request's depth
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """Per-query weights for weighted fusion: ``coefficients`` (theta, per feature of :data:`FEATURES`)
+    and ``centers`` (per retriever, per feature: the training mean; missing ones are 0)."""
+
+    coefficients: Mapping[str, float]
+    centers: Mapping[str, Mapping[str, float]] | None = None
+
+
 @dataclass(frozen=True)
 class FusionConfig:
     method: FusionMethod = "rrf"
     rrf_k: int = 60
     weights: Mapping[str, float] | None = None
     normalization: Normalization = "minmax"
+    adaptive: Adaptive | None = None  # weighted only
 
 
 class FusionError(HybridError, ValueError):
@@ -121,9 +142,60 @@ def weighted_fusion(
     return _ranked(scores, sources)
 
 
+def list_features(runs: Mapping[str, Sequence[ScoredDoc]]) -> dict[str, dict[str, float]]:
+    """Scale-free query-performance predictors of each retriever's list (its top :data:`FEATURE_DEPTH`
+    hits), so retrievers compare.
+
+    * ``nqc``: the spread of the head's scores over the list's mean score (normalized query
+      commitment, with the list standing in for the corpus), capped at 10;
+    * ``margin``: how much of the list's score range the head spans, ``(s_1 - s_10) / (s_1 - s_n)``;
+    * ``agreement``: the share of the head that the other retrievers' heads also hold.
+    """
+    heads = {name: {d.doc_id for d in run[:HEAD]} for name, run in runs.items()}
+    features: dict[str, dict[str, float]] = {}
+    for name, run in runs.items():
+        scores = [d.score for d in run[:FEATURE_DEPTH]]
+        head = scores[:HEAD]
+        if len(scores) < 2:
+            features[name] = {"nqc": 0.0, "margin": 0.0, "agreement": 0.0}
+            continue
+        mean_all = sum(scores) / len(scores)
+        mean_head = sum(head) / len(head)
+        std_head = math.sqrt(sum((x - mean_head) ** 2 for x in head) / len(head))
+        nqc = min(10.0, std_head / abs(mean_all)) if mean_all else 0.0
+        spread = scores[0] - scores[-1]
+        margin = (head[0] - head[-1]) / spread if spread > 0 else 0.0
+        others = [heads[o] for o in runs if o != name]
+        agreement = (sum(len(heads[name] & h) for h in others) / (len(others) * len(heads[name]))
+                     if others and heads[name] else 0.0)
+        features[name] = {"nqc": nqc, "margin": margin, "agreement": agreement}
+    return features
+
+
+def adaptive_weights(runs: Mapping[str, Sequence[ScoredDoc]], weights: Mapping[str, float],
+                     adaptive: Adaptive) -> dict[str, float]:
+    """This query's weights: each base weight scaled by ``exp(theta . (features - centers))``."""
+    unknown = sorted(set(adaptive.coefficients) - set(FEATURES))
+    if unknown:
+        raise FusionError(f"unknown adaptive feature {unknown[0]!r}; use {', '.join(FEATURES)}")
+    features = list_features(runs)
+    centers = adaptive.centers or {}
+    out = {}
+    for name, base in weights.items():
+        exponent = sum(theta * (features[name][f] - centers.get(name, {}).get(f, 0.0))
+                       for f, theta in adaptive.coefficients.items())
+        out[name] = base * math.exp(max(-30.0, min(30.0, exponent)))
+    return out
+
+
 def fuse(runs: Mapping[str, Sequence[ScoredDoc]], config: FusionConfig) -> list[FusedDoc]:
     if config.method == "rrf":
+        if config.adaptive is not None:
+            raise FusionError("adaptive weights apply to weighted fusion; set method to weighted")
         return reciprocal_rank_fusion(runs, k=config.rrf_k, weights=config.weights)
     if config.method == "weighted":
-        return weighted_fusion(runs, weights=config.weights, normalization=config.normalization)
+        weights = config.weights
+        if config.adaptive is not None:
+            weights = adaptive_weights(runs, _weights(runs, weights), config.adaptive)
+        return weighted_fusion(runs, weights=weights, normalization=config.normalization)
     raise FusionError(f"unknown fusion method {config.method!r}; use rrf or weighted")

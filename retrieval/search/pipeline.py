@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from indexes.kinds import get_kind
-from indexes.kinds.base import Component, RetrieverSearcher, ViewState
+from indexes.kinds.base import Component, KindError, RetrieverSearcher, ViewState
 from indexes.storage.docstore import DocStore
 from indexes.storage.manifest import Manifest, verify_files
 from retrieval.core.errors import HybridError
 from retrieval.core.options import OpenOptions
-from retrieval.core.types import RetrieverScore, ScoredDoc
+from retrieval.core.types import PrfConfig, RetrieverScore, ScoredDoc
 from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -177,19 +177,25 @@ class Searcher:
         depth: int | None = None,
         explain: bool = False,
         include_text: bool = False,
+        prf: Mapping[str, PrfConfig] | None = None,
     ) -> list[SearchResult]:
-        """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'."""
+        """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'.
+
+        ``prf`` maps retriever names to pseudo-relevance feedback settings (``{"bm25": PrfConfig("rm3")}``):
+        those retrievers search twice, the second time with the query expanded from their own top hits.
+        """
         depth = depth if depth is not None else self.options.depth
         fusion = fusion or FusionConfig(rrf_k=self.options.rrf_k)
         queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
         names = self._validate(queries, k, depth, retrievers)
+        feedback = self._feedback(prf or {}, names)
         started = time.perf_counter()
         fusing = len(names) > 1
         per_retriever_depth = max(depth, k) if fusing else k
         runs: dict[str, list[list[ScoredDoc]]] = {}
         timings: dict[str, float] = {}
         for name in names:
-            result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads)
+            result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads, feedback.get(name))
             runs[name] = result.runs
             timings[f"{name}_encode"] = result.encode_ms / len(queries)
             timings[f"{name}_search"] = result.search_ms / len(queries)
@@ -211,6 +217,16 @@ class Searcher:
                 hits.append(hit)
             results.append(SearchResult(hits=hits, retrievers=names, took_ms=took, timings_ms=dict(timings)))
         return results
+
+    def _feedback(self, prf: Mapping[str, PrfConfig], names: Sequence[str]) -> dict[str, PrfConfig]:
+        """Each requested PRF setting checked against its retriever's kind, with the kind's defaults filled in."""
+        unknown = [name for name in prf if name not in names]
+        if unknown:
+            raise SearchError(f"prf names {unknown[0]!r}, which this request does not search; it searches {', '.join(names)}")
+        try:
+            return {name: get_kind(self.manifest.retrievers[name].kind).prf(name, config) for name, config in prf.items()}
+        except KindError as exc:
+            raise SearchError(str(exc)) from None
 
     @staticmethod
     def _fuse(runs: Mapping[str, list[ScoredDoc]], config: FusionConfig, fusing: bool) -> list[FusedDoc]:

@@ -8,11 +8,19 @@ import time
 from fastapi import APIRouter, Depends
 
 from indexes.indexing.live import IndexFailedError
-from retrieval.search.fusion import FusionConfig, FusionError
+from retrieval.core.types import PrfConfig
+from retrieval.search.fusion import Adaptive, FusionConfig, FusionError
 from retrieval.search.pipeline import SearchError, SearchResult, clean_query
 from service.auth import require_key
 from service.errors import ERRORS, ApiError
-from service.schemas import BatchSearchRequest, BatchSearchResponse, SearchOptions, SearchRequest, SearchResponse
+from service.schemas import (
+    AdaptiveFusion,
+    BatchSearchRequest,
+    BatchSearchResponse,
+    SearchOptions,
+    SearchRequest,
+    SearchResponse,
+)
 from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_key)])
@@ -29,19 +37,29 @@ def _check_queries(state: ServiceState, queries: list[str]) -> None:
             raise ApiError(422, f"query {i} is empty or whitespace; send some text to search for")
 
 
+def adaptive_config(adaptive: AdaptiveFusion | None) -> Adaptive | None:
+    if adaptive is None:
+        return None
+    return Adaptive(coefficients=dict(adaptive.coefficients),
+                    centers={name: dict(c) for name, c in adaptive.centers.items()} if adaptive.centers else None)
+
+
 async def run_search(state: ServiceState, name: str, queries: list[str], options: SearchOptions) -> list[SearchResult]:
     live = state.index_for(name)
     _check_queries(state, queries)
     settings = state.settings
     fusion = FusionConfig(method=options.fusion.method,
                           rrf_k=options.fusion.rrf_k if options.fusion.rrf_k is not None else settings.rrf_k,
-                          weights=options.fusion.weights, normalization=options.fusion.normalization)
+                          weights=options.fusion.weights, normalization=options.fusion.normalization,
+                          adaptive=adaptive_config(options.fusion.adaptive))
+
+    prf = {name: PrfConfig(**p.model_dump()) for name, p in options.prf.items()} if options.prf else None
 
     def work(batch: list[str]) -> list[SearchResult]:
         with live.view() as searcher:  # one point in time for every retriever and the text lookup
             return searcher.batch_search(batch, k=options.k, retrievers=options.retrievers, fusion=fusion,
                                          depth=options.depth, explain=options.explain,
-                                         include_text=options.include_text)
+                                         include_text=options.include_text, prf=prf)
 
     try:
         if len(queries) == 1 and settings.micro_batch_max > 1:
