@@ -13,8 +13,8 @@ from typing import Any
 
 from indexes.kinds.base import (
     BuildContext,
-    KindError,
     Component,
+    KindError,
     RetrieverKind,
     RetrieverRuns,
     RetrieverSearcher,
