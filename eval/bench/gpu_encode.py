@@ -33,12 +33,21 @@ from typing import Any
 import numpy as np
 
 CHUNK = 16384
+DEVICE = "cuda"  # --device cpu runs a smoke version here (no timings worth reading)
 
 
 def _sync() -> None:
     import torch
 
-    torch.cuda.synchronize()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _empty_cache() -> None:
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
 
 
 def load_texts(corpus: Path, docs: int, seed: int = 0) -> list[str]:
@@ -74,11 +83,12 @@ def bare_loop(model: Any, texts: list[str], sparse: bool, budget: int) -> float:
     batches = []
     for index in plan_batches(lengths, budget):
         width = int(lengths[index[0]])
-        ids = torch.zeros((len(index), width), dtype=torch.int32).pin_memory()
+        ids = torch.zeros((len(index), width), dtype=torch.int32, pin_memory=DEVICE == "cuda")
         arr = ids.numpy()
         for r, i in enumerate(index):
             arr[r, : lengths[i]] = enc[i]
-        lens = torch.from_numpy(lengths[index].astype(np.int32)).pin_memory()
+        lens = torch.from_numpy(lengths[index].astype(np.int32))
+        lens = lens.pin_memory() if DEVICE == "cuda" else lens
         batches.append((ids, lens))
     outs = []
 
@@ -86,9 +96,9 @@ def bare_loop(model: Any, texts: list[str], sparse: bool, budget: int) -> float:
         outs.clear()
         with torch.inference_mode():
             for ids_h, lens_h in batches:
-                ids = ids_h.cuda(non_blocking=True).long()
-                lens = lens_h.cuda(non_blocking=True)
-                mask = (torch.arange(ids.shape[1], device="cuda")[None, :] < lens[:, None]).long()
+                ids = ids_h.to(DEVICE, non_blocking=True).long()
+                lens = lens_h.to(DEVICE, non_blocking=True)
+                mask = (torch.arange(ids.shape[1], device=DEVICE)[None, :] < lens[:, None]).long()
                 hidden = net(input_ids=ids, attention_mask=mask)[0]
                 if sparse:
                     hidden.masked_fill_(mask[:, :, None] == 0, float("-inf"))
@@ -100,7 +110,7 @@ def bare_loop(model: Any, texts: list[str], sparse: bool, budget: int) -> float:
                     pooled = (hidden.float() * w).sum(1) / w.sum(1)
                     res = (torch.nn.functional.normalize(pooled, dim=1),)
                 for t in res:
-                    h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                    h = torch.empty(t.shape, dtype=t.dtype, pin_memory=DEVICE == "cuda")
                     h.copy_(t, non_blocking=True)
                     outs.append(h)
 
@@ -120,7 +130,8 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
 
     sparse = kind == "splade"
     out: dict[str, Any] = {"documents": len(texts)}
-    model = (SparseEncoder if sparse else SentenceTransformer)(str(folder), device="cuda").half()
+    model = (SparseEncoder if sparse else SentenceTransformer)(str(folder), device=DEVICE)
+    model = model.half() if DEVICE == "cuda" else model
     out["max_seq_length"] = model.max_seq_length
     if sparse:
         plain = lambda: model.encode(texts, batch_size=1024, convert_to_sparse_tensor=True, show_progress_bar=False)  # noqa: E731
@@ -131,7 +142,7 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
     print(kind, "plain", round(out["plain_fp16_bs1024_docs_per_s"]), flush=True)
     out["bare_loop_docs_per_s"] = bare_loop(model, texts, sparse, budget)
     print(kind, "bare", round(out["bare_loop_docs_per_s"]), flush=True)
-    torch.cuda.empty_cache()
+    _empty_cache()
 
     cls = SparsePipeline if sparse else DensePipeline
     for dtype in ("fp16", "bf16"):
@@ -156,11 +167,11 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
         print(kind, dtype, round(out[f"pipeline_{dtype}_docs_per_s"]), flush=True)
         pipe.close()
         del pipe
-        torch.cuda.empty_cache()
+        _empty_cache()
 
     # the encode stage of a build, as indexes/kinds/{dense,splade}.py run it on CUDA
     resolved = ResolvedModel(kind, folder, "")
-    encoder: Any = SpladeEncoder(resolved, device="cuda") if sparse else DenseEncoder(resolved, device="cuda")
+    encoder: Any = SpladeEncoder(resolved, device=DEVICE) if sparse else DenseEncoder(resolved, device=DEVICE)
     quant = Quantization(scale=100.0)
     chunks = lambda: (texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK))  # noqa: E731
     stream = (lambda: list(encoder.encode_documents_stream(chunks(), quant))) if sparse else \
@@ -174,7 +185,7 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
     out["pipeline_x_plain"] = out["pipeline_fp16_docs_per_s"] / out["plain_fp16_bs1024_docs_per_s"]
     out["build_x_plain"] = out["build_encode_stage_docs_per_s"] / out["plain_fp16_bs1024_docs_per_s"]
     del model, encoder
-    torch.cuda.empty_cache()
+    _empty_cache()
     return out
 
 
@@ -186,7 +197,7 @@ def equality(folder_dense: Path, folder_sparse: Path, texts: list[str]) -> dict[
     from retrieval.encoders.sparse import Quantization, quantize
 
     out: dict[str, Any] = {"documents": len(texts)}
-    dense = SentenceTransformer(str(folder_dense), device="cuda").float()
+    dense = SentenceTransformer(str(folder_dense), device=DEVICE).float()
     reference = dense.encode(texts, batch_size=128, convert_to_numpy=True, normalize_embeddings=True)
     for dtype in ("fp16", "bf16", "fp32"):
         pipe = DensePipeline.from_model(dense, dtype=dtype, workers=4)
@@ -195,7 +206,7 @@ def equality(folder_dense: Path, folder_sparse: Path, texts: list[str]) -> dict[
         out[f"dense_{dtype}_cosine_min"] = float(cos.min())
         out[f"dense_{dtype}_cosine_mean"] = float(cos.mean())
         pipe.close()
-    sparse = SparseEncoder(str(folder_sparse), device="cuda").float()
+    sparse = SparseEncoder(str(folder_sparse), device=DEVICE).float()
     tok = sparse.tokenizer
     vocab = np.array(tok.convert_ids_to_tokens(list(range(len(tok)))), dtype=object)
     tensor = sparse.encode(texts, batch_size=128, convert_to_sparse_tensor=True).coalesce().cpu()
@@ -225,7 +236,7 @@ def equality(folder_dense: Path, folder_sparse: Path, texts: list[str]) -> dict[
             print(name, out[name], flush=True)
             pipe.close()
     del dense, sparse
-    torch.cuda.empty_cache()
+    _empty_cache()
     return out
 
 
@@ -242,9 +253,13 @@ def query_latency(folder_dense: Path, folder_sparse: Path, queries: list[str]) -
     for kind, folder in (("dense", folder_dense), ("splade", folder_sparse)):
         sparse = kind == "splade"
         resolved = ResolvedModel(kind, folder, "")
-        encoder: Any = SpladeEncoder(resolved, device="cuda") if sparse else DenseEncoder(resolved, device="cuda")
+        encoder: Any = SpladeEncoder(resolved, device=DEVICE) if sparse else DenseEncoder(resolved, device=DEVICE)
         model = encoder.model
         started = time.perf_counter()
+        if DEVICE != "cuda":  # smoke run: only the eager parts
+            print(kind, "eager", [len(embed_one(model, q)) for q in queries[:2]], encoder.encode_query(queries[0], *(
+                [Quantization()] if sparse else [])) is not None)
+            continue
         graphs = GraphedQueries(model, sparse=sparse)
         res: dict[str, Any] = {"capture_s": time.perf_counter() - started, "graphs": len(graphs.graphs),
                                "rejected_lengths": graphs.rejected}
@@ -313,13 +328,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--equality-docs", type=int, default=2000)
     parser.add_argument("--only", default="speed,equality,query")
+    parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     import torch
 
     only = set(args.only.split(","))
     texts = load_texts(args.corpus, args.docs)
-    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "cpus": os.cpu_count(),
+    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", "cpus": os.cpu_count(),
                               "torch": torch.__version__, "docs": len(texts), "token_budget": args.budget}
     try:
         import sentence_transformers

@@ -149,7 +149,7 @@ class _Pipeline:
 
     def __init__(self, st_model: Any, *, device: str | torch.device | None = None, dtype: str = "fp16",
                  token_budget: int = 131072, max_batch: int = 4096, workers: int | None = None,
-                 chunk_size: int = 16384, piece: int = 1024, prefetch: int = 3,
+                 chunk_size: int = 4096, piece: int = 512, prefetch: int = 8,
                  max_length: int | None = None) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
@@ -250,51 +250,61 @@ class _Pipeline:
             done.put(exc)
 
     def encode_stream(self, chunks: Iterable[Sequence[str]]) -> Iterator[Any]:
-        """One result per chunk of texts, in order; tokenizing, the GPU and the caller overlap."""
+        """One result per chunk of texts, in order; tokenizing, the GPU and the caller overlap.
+
+        Chunks are cut into windows of at most ``chunk_size`` texts, each sorted and batched on its own;
+        at most ``prefetch`` windows are in flight, so memory stays flat however long the stream is.
+        """
         with self._lock:
             work: queue.Queue[_Chunk | None] = queue.Queue()
             done: queue.Queue[Any] = queue.Queue()
             driver = threading.Thread(target=self._drive, args=(work, done), daemon=True, name="gpu-pipeline")
             driver.start()
-            pending: deque[_Chunk] = deque()
+            pending: deque[tuple[int, list[_Chunk]]] = deque()
+            in_flight = 0
             source = iter(chunks)
             exhausted = False
             try:
                 while True:
-                    while not exhausted and len(pending) < self.prefetch:
+                    while not exhausted and in_flight < self.prefetch:
                         try:
                             texts = next(source)
                         except StopIteration:
                             exhausted = True
                             break
-                        chunk = _Chunk(texts, self.tokenizers.submit(texts, self.piece))
-                        chunk.rows = self._new_result(len(texts))
-                        pending.append(chunk)
-                        work.put(chunk)
+                        group = []
+                        for start in range(0, max(len(texts), 1), self.chunk_size):
+                            window = texts[start:start + self.chunk_size]
+                            chunk = _Chunk(window, self.tokenizers.submit(window, self.piece))
+                            chunk.rows = self._new_result(len(window))
+                            group.append(chunk)
+                            work.put(chunk)
+                        pending.append((len(texts), group))
+                        in_flight += len(group)
                     if not pending:
                         break
-                    head = pending[0]
-                    while head.batches_total < 0 or head.batches_done < head.batches_total:
-                        item = done.get()
-                        if isinstance(item, BaseException):
-                            raise item
-                        chunk, index, hosts, event = item
-                        if index is not None:
-                            if event is not None:
-                                event.synchronize()
-                            self._absorb(chunk, index, tuple(h.numpy() if isinstance(h, torch.Tensor) else h
-                                                             for h in hosts))
-                            chunk.batches_done += 1
-                    pending.popleft()
-                    yield self._finish(head)
+                    size, group = pending.popleft()
+                    for head in group:
+                        while head.batches_total < 0 or head.batches_done < head.batches_total:
+                            item = done.get()
+                            if isinstance(item, BaseException):
+                                raise item
+                            chunk, index, hosts, event = item
+                            if index is not None:
+                                if event is not None:
+                                    event.synchronize()
+                                self._absorb(chunk, index, tuple(h.numpy() if isinstance(h, torch.Tensor) else h
+                                                                 for h in hosts))
+                                chunk.batches_done += 1
+                    in_flight -= len(group)
+                    yield self._join([self._finish(c) for c in group], size)
             finally:
                 work.put(None)
                 driver.join()
 
     def encode(self, texts: Sequence[str]) -> Any:
-        """All of ``texts`` at once (internally streamed in chunks of ``chunk_size``)."""
-        parts = list(self.encode_stream(texts[i:i + self.chunk_size] for i in range(0, len(texts), self.chunk_size)))
-        return self._join(parts, len(texts))
+        """All of ``texts`` at once (streamed through the pipeline in windows of ``chunk_size``)."""
+        return next(iter(self.encode_stream([texts])))
 
     def _join(self, parts: list[Any], n: int) -> Any:
         raise NotImplementedError
