@@ -119,7 +119,8 @@ def bare_loop(model: Any, texts: list[str], sparse: bool, budget: int) -> float:
     return len(texts) / seconds
 
 
-def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers: int | None) -> dict[str, Any]:
+def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers: int | None,
+                dtypes: tuple[str, ...] = ("fp16", "bf16")) -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer, SparseEncoder
 
@@ -145,7 +146,7 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
     _empty_cache()
 
     cls = SparsePipeline if sparse else DensePipeline
-    for dtype in ("fp16", "bf16"):
+    for dtype in dtypes:
         pipe = cls.from_model(model, dtype=dtype, token_budget=budget, workers=workers)
         started = time.perf_counter()
         pipe.warmup()
@@ -161,6 +162,9 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
             out["pipeline_fp16_stream_docs_per_s"] = len(texts) / seconds
             seconds = timed(lambda: [f.result() for f in pipe.tokenizers.submit(texts, pipe.piece)])
             out["tokenize_only_docs_per_s"] = len(texts) / seconds
+            pipe.stats.update(dict.fromkeys(pipe.stats, 0.0))
+            seconds = timed(lambda: pipe.encode(texts))
+            out["pipeline_fp16_stage_seconds"] = {"wall_s": seconds, **pipe.stats}
             if sparse:
                 out["sparse_redone_docs"] = pipe.redone
                 out["sparse_cap"] = pipe.cap
@@ -329,6 +333,7 @@ def main() -> None:
     parser.add_argument("--equality-docs", type=int, default=2000)
     parser.add_argument("--only", default="speed,equality,query")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtypes", default="fp16,bf16")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     global DEVICE
@@ -354,7 +359,8 @@ def main() -> None:
 
     if "speed" in only:
         for kind in ("dense", "splade"):
-            report[kind] = bench_model(kind, args.models / kind, texts, args.budget, args.workers)
+            report[kind] = bench_model(kind, args.models / kind, texts, args.budget, args.workers,
+                                       tuple(args.dtypes.split(",")))
             save()
     if "equality" in only:
         report["equality"] = equality(args.models / "dense", args.models / "splade", texts[: args.equality_docs])

@@ -23,6 +23,7 @@ import copy
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -59,15 +60,17 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_batch: int = 4096) 
     return batches
 
 
-def quantize_topk(pooled: torch.Tensor, scale: float, cap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_topk(pooled: torch.Tensor, scale: float, cap: int,
+                  sort: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SPLADE weights ``[B, V]`` -> ``(impacts, term ids, nonzero counts)`` with at most ``cap`` terms a row.
 
     Impacts are ``round(w * scale)`` computed in float64 with round-half-to-even, which is exactly what
-    ``sparse.quantize`` does in Python; rows are sorted by impact, heaviest first.
+    ``sparse.quantize`` does in Python; rows are sorted by impact, heaviest first (unless ``sort`` is
+    False: then a row's positive impacts come back in no particular order, which is cheaper).
     """
     impacts = torch.round(pooled.double() * scale).to(torch.int32)
     nonzero = (impacts > 0).sum(dim=1, dtype=torch.int32)
-    values, ids = torch.topk(impacts, min(cap, impacts.shape[1]), dim=1, sorted=True)
+    values, ids = torch.topk(impacts, min(cap, impacts.shape[1]), dim=1, sorted=sort)
     return values, ids.to(torch.int32), nonzero
 
 
@@ -85,7 +88,11 @@ def sparse_rows(values: np.ndarray, ids: np.ndarray, nonzero: np.ndarray,
     for row in range(values.shape[0]):
         count = int(nonzero[row])
         if count <= cap:
-            out.append((ids[row, :count], values[row, :count]))
+            if top_k is None:  # maybe unsorted: take the positive ones wherever they are
+                keep = values[row] > 0
+                out.append((ids[row][keep], values[row][keep]))
+            else:
+                out.append((ids[row, :count], values[row, :count]))
             continue
         if top_k is not None and top_k < cap and values[row, top_k - 1] > values[row, cap - 1]:
             keep = int(np.searchsorted(-values[row], -values[row, top_k - 1], side="right"))
@@ -175,6 +182,20 @@ class _Pipeline:
         self.pad_id = int(getattr(st_model.tokenizer, "pad_token_id", None) or 0)
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._lock = threading.Lock()  # one stream at a time: the model and stream are not shared
+        # seconds per stage, summed over calls: the driver waiting for tokens, building padded batches on
+        # the host, launching GPU work; the caller waiting for results and turning them into rows
+        self.stats = dict.fromkeys(("tokenize_wait_s", "host_batches_s", "launch_s", "result_wait_s", "absorb_s"), 0.0)
+
+    def _net(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The transformer's first output, with the padding mask given as a ready 4D additive mask.
+
+        Given a 2D mask, Hugging Face's mask helpers ask the GPU whether it has any padding
+        (``padding_mask.all()``): a host sync per batch, which stops the host from queueing the next
+        batch while this one runs. A 4D mask is used as it is.
+        """
+        dtype = next(self.net.parameters()).dtype
+        additive = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        return self.net(input_ids=ids, attention_mask=additive)[0]
 
     # -- to be provided by the kinds -------------------------------------------------------------
     def _compute(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -232,8 +253,11 @@ class _Pipeline:
 
     def _drive(self, work: queue.Queue[_Chunk | None], done: queue.Queue[Any]) -> None:
         try:
+            stats = self.stats
             while (chunk := work.get()) is not None:
+                started = time.perf_counter()
                 parts = [f.result() for f in chunk.futures]
+                stats["tokenize_wait_s"] += time.perf_counter() - started
                 ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
                 lengths = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
                 offsets = np.cumsum(lengths, dtype=np.int64) - lengths
@@ -243,8 +267,12 @@ class _Pipeline:
                 if not batches:
                     done.put((chunk, None, None, None))
                 for index in batches:
+                    started = time.perf_counter()
                     host_ids, host_lens = self._batch_inputs(ids, offsets, lengths, index)
+                    launched = time.perf_counter()
                     hosts, event = self._run_batch(host_ids, host_lens)
+                    stats["host_batches_s"] += launched - started
+                    stats["launch_s"] += time.perf_counter() - launched
                     done.put((chunk, index, hosts, event))
         except BaseException as exc:  # handed to the caller's thread, which re-raises it
             done.put(exc)
@@ -286,6 +314,7 @@ class _Pipeline:
                     size, group = pending.popleft()
                     for head in group:
                         while head.batches_total < 0 or head.batches_done < head.batches_total:
+                            started = time.perf_counter()
                             item = done.get()
                             if isinstance(item, BaseException):
                                 raise item
@@ -293,9 +322,12 @@ class _Pipeline:
                             if index is not None:
                                 if event is not None:
                                     event.synchronize()
+                                got = time.perf_counter()
                                 self._absorb(chunk, index, tuple(h.numpy() if isinstance(h, torch.Tensor) else h
                                                                  for h in hosts))
                                 chunk.batches_done += 1
+                                self.stats["absorb_s"] += time.perf_counter() - got
+                                self.stats["result_wait_s"] += got - started
                     in_flight -= len(group)
                     yield self._join([self._finish(c) for c in group], size)
             finally:
@@ -341,7 +373,7 @@ class DensePipeline(_Pipeline):
         return cls(st_model, **kwargs)
 
     def _compute(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = self.net(input_ids=ids, attention_mask=mask)[0]
+        hidden = self._net(ids, mask)
         weights = mask.unsqueeze(-1).to(torch.float32)
         summed = (hidden.float() * weights).sum(dim=1)
         pooled = summed / weights.sum(dim=1).clamp(min=1e-9)
@@ -392,13 +424,13 @@ class SparsePipeline(_Pipeline):
             self.cap = int((top_k + 64) if top_k else max(self.cap, 512))
 
     def _pooled(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = self.net(input_ids=ids, attention_mask=mask)[0]
+        logits = self._net(ids, mask)
         # max over tokens commutes with the monotonic log1p(relu(.)), so pool first: one pass over [B, L, V]
         logits.masked_fill_(mask[:, :, None] == 0, float("-inf"))
         return torch.log1p(torch.relu(logits.amax(dim=1)))
 
     def _compute(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return quantize_topk(self._pooled(ids, mask), self.scale, self.cap)
+        return quantize_topk(self._pooled(ids, mask), self.scale, self.cap, sort=self.top_k is not None)
 
     def _new_result(self, n: int) -> Any:
         return [None] * n

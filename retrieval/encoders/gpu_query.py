@@ -124,7 +124,7 @@ class GraphedQueries:
             return None
         graph, static_ids, static_out = entry
         host = torch.tensor([ids], dtype=torch.long)
-        with self._lock:
+        with self._lock, torch.inference_mode():  # the static buffers are inference tensors
             static_ids.copy_(host, non_blocking=False)
             graph.replay()
             return static_out.cpu()

@@ -33,7 +33,9 @@ def tokenize(key: str, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     Texts are stripped first, as sentence-transformers' own ``tokenize`` does.
     """
     tokenizer = _tokenizers[key]
-    encodings = tokenizer.encode_batch([str(t).strip() for t in texts])  # type: ignore[attr-defined]
+    # encode_batch_fast (tokenizers >= 0.20) skips offset tracking, which the pipeline never reads
+    encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch  # type: ignore[attr-defined]
+    encodings = encode([str(t).strip() for t in texts])
     lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int32, count=len(encodings))
     ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32,
                       count=int(lengths.sum()))
