@@ -58,6 +58,14 @@ class RetrieverSearcher(Protocol):
     def close(self) -> None: ...
 
 
+GPU_BUILD_CHUNK = 16384  # documents per chunk a build streams through the GPU pipeline
+
+
+def build_chunk(encoder: Any, batch_size: int) -> int:
+    """Documents per chunk a build hands its encoder: large ones for the GPU pipeline, which plans its own batches."""
+    return GPU_BUILD_CHUNK if getattr(encoder, "use_pipeline", False) else batch_size * 8
+
+
 def elapsed_ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
 

@@ -23,6 +23,7 @@ from indexes.kinds.base import (
     RetrieverSearcher,
     ViewState,
     WriteBatch,
+    build_chunk,
     checked_model,
     elapsed_ms,
 )
@@ -171,11 +172,16 @@ class DenseKind(RetrieverKind):
         faiss_backend.check_factory(o.faiss_factory, encoder.dimension, len(ctx.store))
         parts: list[np.ndarray] = []
         started = time.perf_counter()
-        with ctx.stage.bar(len(ctx.store), f"{name} encode") as bar:
-            for batch in ctx.store.iter_batches(o.batch_size * 8):
-                parts.append(encoder.encode_documents([d.contents for d in batch], batch_size=o.batch_size))
-                ctx.stage(f"{name}-encode")
-                bar.update(len(batch))
+        chunk = build_chunk(encoder, o.batch_size)
+        try:
+            with ctx.stage.bar(len(ctx.store), f"{name} encode") as bar:
+                texts = ([d.contents for d in batch] for batch in ctx.store.iter_batches(chunk))
+                for vectors in encoder.encode_documents_stream(texts, batch_size=o.batch_size):
+                    parts.append(vectors)
+                    ctx.stage(f"{name}-encode")
+                    bar.update(len(vectors))
+        finally:
+            encoder.close()
         encode_seconds = time.perf_counter() - started
         started = time.perf_counter()
         index = faiss_backend.build(np.concatenate(parts), o.faiss_factory, device=o.device)

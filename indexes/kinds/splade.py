@@ -19,6 +19,7 @@ from indexes.kinds.base import (
     RetrieverRuns,
     RetrieverSearcher,
     WriteBatch,
+    build_chunk,
     checked_model,
     elapsed_ms,
 )
@@ -133,16 +134,31 @@ class SpladeKind(RetrieverKind):
 
         def vectors() -> Iterator[tuple[str, SparseVector]]:
             nonlocal encode_seconds, terms
+            batches: list[list[Any]] = []
+
+            def texts() -> Iterator[list[str]]:
+                for batch in ctx.store.iter_batches(build_chunk(encoder, o.batch_size)):
+                    batches.append(batch)
+                    yield [d.contents for d in batch]
+
             with ctx.stage.bar(total, f"{name} encode") as bar:
-                for batch in ctx.store.iter_batches(o.batch_size * 8):
-                    started = time.perf_counter()
-                    encoded = encoder.encode_documents([d.contents for d in batch], quant, batch_size=o.batch_size)
-                    encode_seconds += time.perf_counter() - started
-                    ctx.stage(f"{name}-encode")
-                    for doc, vector in zip(batch, encoded):
-                        terms += len(vector)
-                        yield doc.id, vector
-                    bar.update(len(batch))
+                stream = encoder.encode_documents_stream(texts(), quant, batch_size=o.batch_size)
+                try:
+                    while True:
+                        started = time.perf_counter()
+                        encoded = next(stream, None)
+                        encode_seconds += time.perf_counter() - started
+                        if encoded is None:
+                            break
+                        batch = batches.pop(0)
+                        ctx.stage(f"{name}-encode")
+                        for doc, vector in zip(batch, encoded):
+                            terms += len(vector)
+                            yield doc.id, vector
+                        bar.update(len(batch))
+                finally:
+                    stream.close()
+                    encoder.close()
 
         started = time.perf_counter()
         lucene_backend.build_impact(vectors(), ctx.work / name, ctx.out, o.threads, expected=total)

@@ -7,12 +7,13 @@ Normalizing here makes FAISS inner product equal to cosine similarity for every 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from retrieval.encoders.gpu_pipeline import DensePipeline, UnsupportedModel
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
@@ -33,6 +34,34 @@ class DenseEncoder:
         self._lock = threading.Lock()
         # One query skips encode_query's batching machinery (same vector); benchmarks may turn it off.
         self.single_query_fast_path = plain_query_forward(self._model)
+        # On CUDA, batches go through the streaming GPU pipeline (created at first use).
+        self.use_pipeline = device.startswith("cuda")
+        self._pipeline: DensePipeline | None = None
+        # On CUDA, single queries replay CUDA graphs (captured at first use; eager where none fits).
+        self.use_query_graphs = device.startswith("cuda")
+        self._graphs: Any = None
+
+    def query_graphs(self) -> Any:
+        """The CUDA-graph query encoder (``gpu_query.GraphedQueries``), or None (CPU, or capture failed)."""
+        if self.use_query_graphs and self._graphs is None:
+            try:
+                from retrieval.encoders.gpu_query import GraphedQueries
+
+                self._graphs = GraphedQueries(self._model, sparse=False)
+            except Exception:  # any capture problem leaves the eager path, which is always right
+                self.use_query_graphs = False
+        return self._graphs if self.use_query_graphs else None
+
+    def pipeline(self) -> DensePipeline | None:
+        """The GPU encoding pipeline, or None (CPU, or a model it does not reproduce)."""
+        if self.use_pipeline and self._pipeline is None:
+            with self._lock:
+                if self._pipeline is None:
+                    try:
+                        self._pipeline = DensePipeline.from_model(self._model)
+                    except UnsupportedModel:
+                        self.use_pipeline = False
+        return self._pipeline if self.use_pipeline else None
 
     @property
     def model(self) -> Any:
@@ -42,9 +71,15 @@ class DenseEncoder:
     def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int) -> np.ndarray:
         if query and len(texts) == 1 and self.single_query_fast_path:
             with self._lock:
-                embedding = embed_one(self._model, texts[0])
+                graphs = self.query_graphs()
+                embedding = graphs.encode(texts[0]) if graphs is not None else None
+                if embedding is None:
+                    embedding = embed_one(self._model, texts[0])
             vector = torch.nn.functional.normalize(embedding.float(), p=2, dim=0).cpu().numpy()
             return np.ascontiguousarray(vector[None, :], dtype=np.float32)
+        pipeline = self.pipeline() if len(texts) > 1 or not query else None
+        if pipeline is not None:
+            return pipeline.encode(list(texts))
         fn = self._model.encode_query if query else self._model.encode_document
         with self._lock:
             vectors = fn(
@@ -58,6 +93,20 @@ class DenseEncoder:
 
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         return self._encode(texts, query=False, batch_size=batch_size)
+
+    def encode_documents_stream(self, chunks: Iterable[Sequence[str]], batch_size: int = 32) -> Iterator[np.ndarray]:
+        """One ``[n, D]`` array per chunk; on the GPU the chunks stream through one pipeline run."""
+        pipeline = self.pipeline()
+        if pipeline is not None:
+            yield from pipeline.encode_stream(list(c) for c in chunks)
+            return
+        for chunk in chunks:
+            yield self.encode_documents(chunk, batch_size=batch_size)
+
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         return self._encode(texts, query=True, batch_size=batch_size)

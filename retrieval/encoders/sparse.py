@@ -8,7 +8,7 @@ quantized vectors, which the manifest's scale turns back into the float dot prod
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from retrieval.core.types import SparseVector
+from retrieval.encoders.gpu_pipeline import SparsePipeline, UnsupportedModel
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
@@ -44,6 +45,69 @@ class SpladeEncoder:
         self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
         # One query skips encode_query's batching machinery (same vector); benchmarks may turn it off.
         self.single_query_fast_path = plain_query_forward(self._model)
+        # On CUDA, batches go through the streaming GPU pipeline (created at first use).
+        self.use_pipeline = device.startswith("cuda")
+        self._pipeline: SparsePipeline | None = None
+        # On CUDA, single queries replay CUDA graphs (captured at first use; eager where none fits).
+        self.use_query_graphs = device.startswith("cuda")
+        self._graphs: Any = None
+
+    def query_graphs(self) -> Any:
+        """The CUDA-graph query encoder (``gpu_query.GraphedQueries``), or None (CPU, or capture failed)."""
+        if self.use_query_graphs and self._graphs is None:
+            try:
+                from retrieval.encoders.gpu_query import GraphedQueries
+
+                self._graphs = GraphedQueries(self._model, sparse=True)
+            except Exception:  # any capture problem leaves the eager path, which is always right
+                self.use_query_graphs = False
+        return self._graphs if self.use_query_graphs else None
+
+    def pipeline(self) -> SparsePipeline | None:
+        """The GPU encoding pipeline, or None (CPU, or a model it does not reproduce)."""
+        if self.use_pipeline and self._pipeline is None:
+            with self._lock:
+                if self._pipeline is None:
+                    try:
+                        self._pipeline = SparsePipeline.from_model(self._model)
+                    except UnsupportedModel:
+                        self.use_pipeline = False
+        return self._pipeline if self.use_pipeline else None
+
+    def _vectors(self, rows: Sequence[tuple[np.ndarray, np.ndarray]], top_k: int | None) -> list[SparseVector]:
+        """The pipeline's ``(term ids, impacts)`` as term -> impact maps, cut as ``quantize`` cuts them."""
+        vocab = self._vocab
+        out: list[SparseVector] = []
+        for ids, impacts in rows:
+            vector = dict(zip(vocab[ids].tolist(), impacts.tolist()))
+            if top_k is not None and len(vector) > top_k:
+                vector = dict(sorted(vector.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k])
+            out.append(vector)
+        return out
+
+    def _through_pipeline(self, texts: Sequence[str], quant: Quantization) -> list[SparseVector] | None:
+        pipeline = self.pipeline()
+        if pipeline is None:
+            return None
+        pipeline.configure(scale=quant.scale, top_k=quant.top_k)
+        return self._vectors(pipeline.encode(list(texts)), quant.top_k)
+
+    def encode_documents_stream(self, chunks: Iterable[Sequence[str]], quant: Quantization,
+                                batch_size: int = 32) -> Iterator[list[SparseVector]]:
+        """One list of vectors per chunk; on the GPU the chunks stream through one pipeline run."""
+        pipeline = self.pipeline()
+        if pipeline is not None:
+            pipeline.configure(scale=quant.scale, top_k=quant.top_k)
+            for rows in pipeline.encode_stream(list(c) for c in chunks):
+                yield self._vectors(rows, quant.top_k)
+            return
+        for chunk in chunks:
+            yield self.encode_documents(chunk, quant, batch_size=batch_size)
+
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
 
     @property
     def model(self) -> Any:
@@ -53,7 +117,10 @@ class SpladeEncoder:
     def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int) -> list[dict[str, float]]:
         if query and len(texts) == 1 and self.single_query_fast_path:
             with self._lock:
-                embedding = embed_one(self._model, texts[0])
+                graphs = self.query_graphs()
+                embedding = graphs.encode(texts[0]) if graphs is not None else None
+                if embedding is None:
+                    embedding = embed_one(self._model, texts[0])
             terms = torch.nonzero(embedding).squeeze(1)
             vocab = self._vocab
             return [{vocab[t]: w for t, w in zip(terms.tolist(), embedding[terms].float().tolist())}]
@@ -69,11 +136,15 @@ class SpladeEncoder:
         return out
 
     def encode_documents(self, texts: Sequence[str], quant: Quantization, batch_size: int = 32) -> list[SparseVector]:
+        if texts and (vectors := self._through_pipeline(texts, quant)) is not None:
+            return vectors
         return [quantize(v, quant) for v in self._encode(texts, query=False, batch_size=batch_size)]
 
     def encode_queries(self, texts: Sequence[str], quant: Quantization, batch_size: int = 32) -> list[SparseVector]:
         """Queries keep every term: ``quant.top_k`` applies to documents only."""
         plain = Quantization(scale=quant.scale)
+        if len(texts) > 1 and (vectors := self._through_pipeline(texts, plain)) is not None:
+            return vectors
         return [quantize(v, plain) for v in self._encode(texts, query=True, batch_size=batch_size)]
 
     def encode_query(self, text: str, quant: Quantization) -> SparseVector:
