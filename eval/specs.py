@@ -1,4 +1,5 @@
-"""Method specs for the harness: ``bm25``, ``rrf:bm25+splade+dense``, ``weighted:splade=0.6,dense=0.4:minmax``.
+"""Method specs for the harness: ``bm25``, ``rrf:bm25+splade+dense``, ``weighted:splade=0.6,dense=0.4:minmax``,
+``weighted:splade+dense:dbsf`` (``+`` joins names weighing 1).
 
 Names are the retrievers' names in the index (``dense-e5`` as well as ``dense``); whether the index has
 them is checked when it is opened.
@@ -10,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from retrieval.core.errors import HybridError
-from retrieval.search.fusion import FusionConfig
+from retrieval.search.fusion import NORMALIZATIONS, FusionConfig
 
 
 class SpecError(HybridError, ValueError):
@@ -56,10 +57,10 @@ def parse_spec(spec: str) -> MethodSpec:
     if method == "weighted":
         body, _, norm = rest.partition(":")
         norm = norm or "minmax"
-        if norm not in ("minmax", "zscore"):
-            raise SpecError(f"{spec!r}: normalization must be minmax or zscore")
+        if norm not in NORMALIZATIONS:
+            raise SpecError(f"{spec!r}: normalization must be one of {', '.join(NORMALIZATIONS)}")
         weights: dict[str, float] = {}
-        for part in body.split(","):
+        for part in body.replace("+", ",").split(","):
             name, sep, value = part.partition("=")
             try:
                 weights[name.strip()] = float(value) if sep else 1.0
@@ -69,4 +70,4 @@ def parse_spec(spec: str) -> MethodSpec:
         if any(w < 0 for w in weights.values()) or all(w == 0 for w in weights.values()):
             raise SpecError(f"{spec!r}: weights must be >= 0 and not all 0")
         return MethodSpec(spec, names, FusionConfig(method="weighted", weights=weights, normalization=norm))  # type: ignore[arg-type]
-    raise SpecError(f"{spec!r}: use a retriever name, rrf:A+B[+C][:k] or weighted:A=w,B=w[:minmax|zscore]")
+    raise SpecError(f"{spec!r}: use a retriever name, rrf:A+B[+C][:k] or weighted:A=w,B=w[:minmax|zscore|dbsf]")

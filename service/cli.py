@@ -305,7 +305,8 @@ def parse_weights(spec: str | None) -> dict[str, float] | None:
 @click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True)
 @click.option("--rrf-k", type=click.IntRange(min=1), default=None, help="RRF's k (default: the rrf_k setting, 60).")
 @click.option("--weights", default=None, help="Per-retriever weights, e.g. splade=0.6,dense=0.4.")
-@click.option("--normalization", type=click.Choice(["minmax", "zscore"]), default="minmax", show_default=True)
+@click.option("--normalization", type=click.Choice(["minmax", "zscore", "dbsf"]), default="minmax", show_default=True,
+              help="For --fusion weighted; dbsf is Qdrant's distribution-based score fusion.")
 @click.option("--depth", type=click.IntRange(1, 10_000), default=None,
               help="Candidates per retriever (default: the depth setting, 100).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -379,7 +380,7 @@ def eval_group() -> None:
 @click.option("--retrievers", default="bm25,splade,dense", show_default=True, help="Single retrievers to score.")
 @retriever_option
 @click.option("--hybrid", "hybrids", multiple=True, help="Hybrid spec, repeatable: rrf:bm25+splade+dense, "
-              "weighted:splade=0.6,dense=0.4:minmax.")
+              "weighted:splade=0.6,dense=0.4:minmax, weighted:splade+dense:dbsf.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--metrics", default="ndcg@10,recall@100,recall@1000,mrr@10,map", show_default=True,
               help="The first one is the leaderboard's and the significance tests' metric.")
