@@ -1,9 +1,10 @@
 """Lucene through Pyserini/Anserini: building BM25 and impact indexes, and searching them.
 
 Builds go through Anserini's ``IndexCollection`` in-process (the JVM is already up), fed with
-JSONL shards so its worker threads can index in parallel. Searches go to Anserini's Java searchers
-directly: BM25 through Pyserini's ``LuceneSearcher``; impacts through ``SimpleImpactSearcher`` with
-our own query vectors (Pyserini's Python wrapper drops query terms whose idf is 0, which would
+JSONL shards so its worker threads can index in parallel. Searches run Anserini's queries on Lucene's
+``IndexSearcher`` without Anserini's search wrapper (:mod:`indexes.storage.lucene_direct`), with the
+wrapper's hits and scores: BM25 as Pyserini's ``LuceneSearcher``, impacts as ``SimpleImpactSearcher``
+with our own query vectors (Pyserini's Python wrapper drops query terms whose idf is 0, which would
 break "score == dot product" for terms present in every document).
 """
 
@@ -14,6 +15,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from indexes.storage.lucene_direct import (
+    Bm25Queries,
+    DirectSearcher,
+    ImpactQueries,
+    SegmentIds,
+    bm25_similarity,
+    impact_similarity,
+    open_reader,
+    read_postings,
+)
 from retrieval.core.errors import HybridError
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 from retrieval.core.types import ScoredDoc
@@ -93,80 +104,70 @@ def build_impact(vectors: Iterable[tuple[str, dict[str, int]]], work_dir: Path, 
     index_collection("JsonVectorCollection", staged, index_dir, threads, ["-impact", "-pretokenized"], expected)
 
 
-def _hits(java_hits: Any) -> list[ScoredDoc]:
-    return [ScoredDoc(h.docid, float(h.score)) for h in java_hits]
-
-
 class Bm25Index:
-    """``reader``: a point-in-time reader of a live index (taken over: ``close`` releases it)."""
+    """BM25 through Lucene directly, with ``SimpleSearcher``'s hits and scores (see :mod:`lucene_direct`).
 
-    def __init__(self, index_dir: Path, k1: float = BM25_K1, b: float = BM25_B, reader: Any = None) -> None:
-        ensure_pyserini()
-        from pyserini.search.lucene import LuceneSearcher
+    ``reader``: a point-in-time reader of a live index (taken over: ``close`` releases it); ``ids``: the
+    index's per-segment id tables, shared by its successive readers.
+    """
 
-        with JNI_LOCK:
-            self._searcher = LuceneSearcher(str(index_dir))
-            self._searcher.set_bm25(k1, b)
-            if reader is not None:
-                from indexes.storage.anserini import point_at_reader
-
-                point_at_reader(self._searcher.object, reader)
+    def __init__(self, index_dir: Path, k1: float = BM25_K1, b: float = BM25_B, reader: Any = None,
+                 ids: SegmentIds | None = None) -> None:
+        reader = reader if reader is not None else open_reader(index_dir)
+        try:
+            self._queries = Bm25Queries()
+            self._searcher = DirectSearcher(reader, bm25_similarity(k1, b), ids or SegmentIds())
+        except BaseException:
+            with JNI_LOCK:
+                reader.close()
+            raise
 
     def search(self, query: str, k: int) -> list[ScoredDoc]:
-        with JNI_LOCK:
-            return _hits(self._searcher.search(query, k))
+        return self._searcher.top(self._queries.build(query), k)
 
     def batch_search(self, queries: Sequence[str], k: int, threads: int) -> list[list[ScoredDoc]]:
-        qids = [str(i) for i in range(len(queries))]
-        with JNI_LOCK:
-            results = self._searcher.batch_search(list(queries), qids, k, threads)
-            return [_hits(results.get(q, [])) for q in qids]
+        return [self.search(q, k) for q in queries]
 
     def close(self) -> None:
-        with JNI_LOCK:
-            self._searcher.close()
+        self._searcher.close()
 
 
 class ImpactIndex:
-    """``reader``: as for :class:`Bm25Index`."""
+    """Impacts through Lucene directly, with ``SimpleImpactSearcher``'s hits and scores; arguments as
+    for :class:`Bm25Index`. A query vector crosses into Java as one JSON string."""
 
-    def __init__(self, index_dir: Path, reader: Any = None) -> None:
-        ensure_pyserini()
-        from jnius import autoclass
-
-        with JNI_LOCK:
-            self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(index_dir))
-            if reader is not None:
-                from indexes.storage.anserini import point_at_reader
-
-                point_at_reader(self._searcher, reader)
-        self._map = autoclass("java.util.HashMap")
-        self._list = autoclass("java.util.ArrayList")
-        self._int = autoclass("java.lang.Integer")
-
-    def _jquery(self, vector: dict[str, int]) -> Any:
-        jmap = self._map()
-        for token, weight in vector.items():
-            jmap.put(token, self._int(int(weight)))
-        return jmap
+    def __init__(self, index_dir: Path, reader: Any = None, ids: SegmentIds | None = None) -> None:
+        reader = reader if reader is not None else open_reader(index_dir)
+        try:
+            self._queries = ImpactQueries()
+            self._searcher = DirectSearcher(reader, impact_similarity(), ids or SegmentIds())
+        except BaseException:
+            with JNI_LOCK:
+                reader.close()
+            raise
 
     def search(self, vector: dict[str, int], k: int) -> list[ScoredDoc]:
         if not vector:
             return []
-        with JNI_LOCK:
-            return _hits(self._searcher.search(self._jquery(vector), k))
+        return self._searcher.top(self._queries.build(vector), k)
 
     def batch_search(self, vectors: Sequence[dict[str, int]], k: int, threads: int) -> list[list[ScoredDoc]]:
-        with JNI_LOCK:
-            queries, qids = self._list(), self._list()
-            for i, vector in enumerate(vectors):
-                queries.add(self._jquery(vector))
-                qids.add(str(i))
-            results = self._searcher.batch_search(queries, qids, int(k), int(threads))
-            by_qid = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
-            return [_hits(by_qid[str(i)]) if vectors[i] and str(i) in by_qid else [] for i in range(len(vectors))]
+        return [self.search(v, k) for v in vectors]
 
     def close(self) -> None:
-        with JNI_LOCK:
-            self._searcher.close()
+        self._searcher.close()
 
+
+def document_impacts(index_dir: Path) -> dict[str, dict[str, int]]:
+    """Every live document's impacts (term -> weight) as Lucene stores them, read from the postings.
+
+    For baselines that must score exactly what Lucene scores; one pass over all postings, so it is
+    meant for benchmark set-up, not for a query path.
+    """
+    reader = open_reader(index_dir)
+    try:
+        table = SegmentIds().table(reader)
+        return read_postings(reader, table)
+    finally:
+        with JNI_LOCK:
+            reader.close()
