@@ -86,8 +86,9 @@ def measure(direct: Any, anserini: Any, inputs: Sequence[Any], depth: int, round
         with JNI_LOCK:
             searcher._searcher.search(query, depth + 16)
 
-    for x, q in list(zip(inputs, built))[:5]:  # warm-up
-        direct.search(x, depth), anserini.search(x, depth), lucene(q)
+    for _ in range(3):  # warm-up: the JVM compiles Lucene's search loop after some hundred searches
+        for x, q in zip(inputs, built):
+            direct.search(x, depth), anserini.search(x, depth), lucene(q)
     for _ in range(rounds):
         for x, q in zip(inputs, built):
             stages["anserini"].append(_timed(lambda: anserini.search(x, depth)))

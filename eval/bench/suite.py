@@ -195,7 +195,7 @@ def qdrant_baseline(searcher: Searcher, queries: Sequence[str], k: int) -> dict[
         return {"skipped": "qdrant-edge-py is not installed (pip install qdrant-edge-py==0.9.0)"}
     from eval.bench import qdrant_edge as bench
 
-    return bench.compare(searcher, queries, k=k, depth=searcher.options.depth, rounds=1)
+    return bench.compare(searcher, queries, k=k, depth=searcher.options.depth, rounds=1, warmup=1)
 
 
 def _free_port() -> int:
