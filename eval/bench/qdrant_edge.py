@@ -83,6 +83,7 @@ class QdrantShard:
             sparse_vectors={sparse: qe.EdgeSparseVectorParams()},
             hnsw_config=qe.HnswIndexConfig(**HNSW),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+            max_search_threads=1,
         )
         self.shard = qe.EdgeShard.create(self._dir.name, config)
         points = [qe.Point(i, {sparse: self.sparse_vector(impacts[doc_id]), dense: dense_vectors[row[doc_id]].tolist()})
@@ -94,7 +95,7 @@ class QdrantShard:
         self.build_seconds = time.perf_counter() - started
         self.settings = {"qdrant_edge_py": QDRANT_VERSION, "dense_distance": "Dot", "hnsw": HNSW,
                          "indexing_threshold_kb": 1, "sparse": "default (inverted index, exact dot product)",
-                         "max_search_threads": "default (from the CPU count)", "points": len(points)}
+                         "max_search_threads": 1, "points": len(points)}
 
     def sparse_vector(self, weights: dict[str, int]) -> Any:
         indices = [self.vocab.setdefault(token, len(self.vocab)) for token in weights]
@@ -179,8 +180,14 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
     ``warmup`` passes over all queries come first: Lucene runs interpreted until the JVM has compiled its
     search loop (a SPLADE search measured 8.6 ms in the first pass over 225 queries, 0.75 ms in the fifth).
     """
+    import faiss
+
     qe = _edge()
     shard = QdrantShard(searcher)
+    # One thread a query on both sides: Lucene searches a query on one thread; FAISS's and Qdrant's pools,
+    # spinning between queries on a 2-core machine, slowed each other's next query several-fold.
+    omp_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
     try:
         splade, dense = searcher.searchers[shard.sparse], searcher.searchers[shard.dense]
         for retriever in (splade, dense):
@@ -229,6 +236,7 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
     finally:
         for name in (shard.sparse, shard.dense):
             vars(searcher.searchers[name]).pop("encode_queries", None)  # the class's own again
+        faiss.omp_set_num_threads(omp_threads)
         shard.close()
 
 
