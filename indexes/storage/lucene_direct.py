@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from retrieval.core.types import ScoredDoc
 
 ID_FIELD = "id"
 CONTENTS_FIELD = "contents"
+_HIT = re.compile(r'"score":([^,}]+),"doc":(-?\d+)')  # one ScoreDoc as Jackson writes it
 TIE_PAD = 16  # extra hits fetched so that a tie at the k-th score is usually resolved in one search
 _E4_GAP = 1e-4
 
@@ -193,9 +195,12 @@ class DirectSearcher:
         # The TopDocs go to Jackson whole: reading its scoreDocs field from Python would build one proxy per hit.
         with JNI_LOCK:
             text = self._mapper.writeValueAsString(self._searcher.search(query, n))
-        hits = json.loads(text)["scoreDocs"]
-        scores = np.array([h["score"] for h in hits], dtype=np.float32).tolist()  # Java's float32 values exactly
-        return list(zip(scores, [h["doc"] for h in hits]))
+        pairs = _HIT.findall(text)
+        if len(pairs) != text.count('"shardIndex"'):  # not the shape we expect: parse it properly
+            pairs = [(str(h["score"]), str(h["doc"])) for h in json.loads(text)["scoreDocs"]]
+        # float32 of the printed value is Java's float exactly (Java prints enough digits to identify it).
+        scores = np.array([float(score) for score, _ in pairs], dtype=np.float32).tolist()
+        return list(zip(scores, [int(doc) for _, doc in pairs]))
 
     def top(self, query: Any, k: int) -> list[ScoredDoc]:
         """The wrapper's top ``k``: (score desc, id asc), tie-adjusted scores."""
