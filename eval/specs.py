@@ -4,8 +4,9 @@
 * a retriever with pseudo-relevance feedback: ``bm25+rm3``, ``dense+average``,
   ``bm25+rm3(fb_docs=5,fb_terms=20)`` (the PRF methods are the kinds' own, :mod:`indexes.kinds`);
 * RRF: ``rrf:bm25+splade+dense[:k]``, and with PRF runs: ``rrf:bm25+rm3+dense``;
-* weighted sums: ``weighted:splade=0.6,dense=0.4[:minmax|zscore]``;
-* QPP-weighted (query-adaptive) fusion, fit by cross-validation: ``qpp:bm25+splade+dense[:minmax|zscore]``.
+* weighted sums: ``weighted:splade=0.6,dense=0.4[:minmax|zscore|dbsf]``, ``weighted:splade+dense:dbsf``
+  (``+`` joins names weighing 1; ``dbsf`` is Qdrant's distribution-based score fusion);
+* QPP-weighted (query-adaptive) fusion, fit by cross-validation: ``qpp:bm25+splade+dense[:minmax|zscore|dbsf]``.
 
 A PRF method name right after a retriever in a ``+`` list belongs to it, so PRF method names
 (``rm3``, ``rocchio``, ``average``) cannot be retriever names in specs. Whether the index has the
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from indexes.kinds import KINDS
 from retrieval.core.errors import HybridError
 from retrieval.core.types import PrfConfig
-from retrieval.search.fusion import FusionConfig
+from retrieval.search.fusion import NORMALIZATIONS, FusionConfig
 
 
 class SpecError(HybridError, ValueError):
@@ -108,8 +109,8 @@ def _hybrid(sources: list[Source], spec: str) -> tuple[tuple[str, ...], dict[str
 
 def _normalization(norm: str, spec: str) -> str:
     norm = norm or "minmax"
-    if norm not in ("minmax", "zscore"):
-        raise SpecError(f"{spec!r}: normalization must be minmax or zscore")
+    if norm not in NORMALIZATIONS:
+        raise SpecError(f"{spec!r}: normalization must be one of {', '.join(NORMALIZATIONS)}")
     return norm
 
 
@@ -139,12 +140,13 @@ def parse_spec(spec: str) -> MethodSpec:
         for part in _COMMA.split(body):
             name, sep, value = part.rpartition("=") if "=" in part.split(")")[-1] else (part, "", "")
             found = parse_sources(name, spec)
-            if len(found) != 1:
-                raise SpecError(f"{spec!r}: {part!r} must name one retriever (weighted takes A=w,B=w)")
+            if not found or (sep and len(found) != 1):
+                raise SpecError(f"{spec!r}: {part!r} must name one retriever (weighted takes A=w,B=w or A+B)")
             try:
-                weights[found[0].name] = float(value) if sep else 1.0
+                weight = float(value) if sep else 1.0
             except ValueError:
                 raise SpecError(f"{spec!r}: weight {value!r} is not a number") from None
+            weights.update({source.name: weight for source in found})  # A+B: both weigh 1
             parsed.extend(found)
         names, sources = _hybrid(parsed, spec)
         if any(w < 0 for w in weights.values()) or all(w == 0 for w in weights.values()):
@@ -157,4 +159,4 @@ def parse_spec(spec: str) -> MethodSpec:
         config = FusionConfig(method="weighted", normalization=_normalization(norm, spec))  # type: ignore[arg-type]
         return MethodSpec(spec, names, config, sources, adaptive=True)
     raise SpecError(f"{spec!r}: use a retriever name (optionally +PRF, e.g. bm25+rm3), rrf:A+B[+C][:k], "
-                    "weighted:A=w,B=w[:minmax|zscore] or qpp:A+B[+C][:minmax|zscore]")
+                    "weighted:A=w,B=w[:minmax|zscore|dbsf] or qpp:A+B[+C][:minmax|zscore|dbsf]")

@@ -320,7 +320,8 @@ def parse_prf_options(values: Sequence[str]) -> dict[str, PrfConfig] | None:
 @click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True)
 @click.option("--rrf-k", type=click.IntRange(min=1), default=None, help="RRF's k (default: the rrf_k setting, 60).")
 @click.option("--weights", default=None, help="Per-retriever weights, e.g. splade=0.6,dense=0.4.")
-@click.option("--normalization", type=click.Choice(["minmax", "zscore"]), default="minmax", show_default=True)
+@click.option("--normalization", type=click.Choice(["minmax", "zscore", "dbsf"]), default="minmax", show_default=True,
+              help="For --fusion weighted; dbsf is Qdrant's distribution-based score fusion.")
 @click.option("--depth", type=click.IntRange(1, 10_000), default=None,
               help="Candidates per retriever (default: the depth setting, 100).")
 @click.option("--prf", "prf_specs", multiple=True, metavar="NAME=METHOD",
@@ -400,7 +401,8 @@ def eval_group() -> None:
 @retriever_option
 @click.option("--hybrid", "--method", "hybrids", multiple=True,
               help="Method spec, repeatable: rrf:bm25+splade+dense, weighted:splade=0.6,dense=0.4:minmax, "
-                   "qpp:bm25+splade+dense (query-adaptive, CV-fit), bm25+rm3, dense+average, rrf:bm25+rm3+dense.")
+                   "weighted:splade+dense:dbsf, qpp:bm25+splade+dense (query-adaptive, CV-fit), bm25+rm3, "
+                   "dense+average, rrf:bm25+rm3+dense.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--metrics", default="ndcg@10,recall@100,recall@1000,mrr@10,map", show_default=True,
               help="The first one is the leaderboard's and the significance tests' metric.")

@@ -39,7 +39,9 @@ class Fusion(BaseModel):
     weights: dict[RetrieverName, Weight] | None = Field(
         None, description="Per-retriever weights (>= 0, not all 0); missing retrievers weigh 1."
     )
-    normalization: Literal["minmax", "zscore"] = Field("minmax", description="Score normalization for 'weighted'.")
+    normalization: Literal["minmax", "zscore", "dbsf"] = Field(
+        "minmax", description="Score normalization for 'weighted'; 'dbsf' is Qdrant's distribution-based score fusion "
+                              "(mean ± 3 sample standard deviations, a missing document adds 0).")
     adaptive: AdaptiveFusion | None = Field(None, description="Query-adaptive weights ('weighted' only).")
 
     @field_validator("weights")

@@ -22,5 +22,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert all(r["total"]["p50"] > 0 and r["batch_qps"] > 0 for r in report["library"].values())
     assert {"pyserini_bm25", "pyserini_impact", "raw_faiss", "bm25s", "seismic"} <= set(report["baselines"])
     assert all("latency_ms" in r for r in report["baselines"].values()), report["baselines"]
+    qdrant = report["qdrant_edge"]["methods"]
+    assert {"splade", "dense (exact)", "rrf(splade, dense)", "dbsf(splade, dense)"} <= set(qdrant)
+    assert all(r["overlap_at_k_ties"] >= 0.99 and r["qdrant_ms"]["p50"] > 0 for n, r in qdrant.items() if "HNSW" not in n), qdrant
+    assert qdrant["splade"]["max_score_gap_top_k"] < 1e-3  # the same dot products
+    assert "## Qdrant Edge on the same vectors" in (out / "bench.md").read_text()
     assert report["http"]["load"]["2"]["errors"] == 0 and report["http"]["load"]["2"]["requests"] > 0
     assert "## Baselines on the same inputs" in (out / "bench.md").read_text()

@@ -49,6 +49,9 @@ def test_specs() -> None:
     assert spec.retrievers == ("splade", "dense") and spec.fusion and spec.fusion.normalization == "zscore"
     assert parse_spec("rrf:bm25+dense:20").fusion.rrf_k == 20  # type: ignore[union-attr]
     assert parse_spec("bm25").fusion is None
+    dbsf = parse_spec("weighted:splade+dense:dbsf")
+    assert dbsf.retrievers == ("splade", "dense") and dbsf.fusion and dbsf.fusion.normalization == "dbsf"
+    assert dbsf.fusion.weights == {"splade": 1.0, "dense": 1.0}
     for bad in ("rrf:bm25", "rrf:bm25+col bert", "weighted:bm25=-1,dense=1", "sum:bm25+dense", "weighted:bm25=x,dense=1",
                 "bm25+dense", "rm3", "rrf:bm25+rm3+rm3", "bm25+rm3(fb_docs=x)", "bm25+rm3(depth=3)", "qpp:bm25"):
         with pytest.raises(SpecError):

@@ -79,3 +79,25 @@ def test_bad_weights(weights: dict[str, float]) -> None:
 def test_bad_rrf_k() -> None:
     with pytest.raises(FusionError):
         fuse(RUNS, FusionConfig(method="rrf", rrf_k=0))
+
+
+def test_dbsf_by_hand() -> None:
+    """Qdrant's distr_norm: mean ± 3 sample std onto 0..1; a missing document adds 0."""
+    fused = weighted_fusion(RUNS, weights={"bm25": 1.0, "dense": 2.0}, normalization="dbsf")
+    bm25 = [12.0, 10.0, 4.0]
+    mean = sum(bm25) / 3
+    std = math.sqrt(sum((s - mean) ** 2 for s in bm25) / 2)
+    n = {d: (s - (mean - 3 * std)) / (6 * std) for d, s in zip("abc", bm25)}
+    dense_std = math.sqrt(2 * 0.2**2)  # scores 0.9, 0.5: mean 0.7, sample variance 0.08
+    dn = {"c": (0.9 - (0.7 - 3 * dense_std)) / (6 * dense_std), "a": (0.5 - (0.7 - 3 * dense_std)) / (6 * dense_std)}
+    scores = {d.doc_id: d.score for d in fused}
+    assert scores["a"] == pytest.approx(n["a"] + 2 * dn["a"])
+    assert scores["b"] == pytest.approx(n["b"])  # missing from dense: + 0
+    assert scores["c"] == pytest.approx(n["c"] + 2 * dn["c"])
+    assert [d.doc_id for d in fused] == sorted(scores, key=lambda d: -scores[d])
+
+
+def test_dbsf_degenerate() -> None:
+    assert normalize([3.0], "dbsf") == [0.5]
+    assert normalize([3.0, 3.0], "dbsf") == [0.5, 0.5]
+    assert normalize([], "dbsf") == []

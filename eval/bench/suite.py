@@ -8,7 +8,9 @@ Everything is measured in the same process and run, on the same index and querie
 * HTTP latency and throughput at several client counts (bounded), errors and the server's peak RSS;
 * baselines on the same inputs: Pyserini's ``LuceneSearcher`` and ``LuceneImpactSearcher`` on our
   Lucene indexes, raw FAISS on our vectors, ``bm25s`` on the same texts, Seismic on the same SPLADE
-  vectors; each reported as our time / baseline time.
+  vectors; each reported as our time / baseline time;
+* Qdrant Edge (``qdrant-edge-py``, Qdrant's engine in-process) fed our SPLADE and dense vectors, with RRF
+  and DBSF hybrids, interleaved with our search query by query (``eval/bench/qdrant_edge.py``).
 """
 
 from __future__ import annotations
@@ -186,6 +188,16 @@ def baselines(searcher: Searcher, folder: Path, corpus: Path, queries: Sequence[
     return report
 
 
+def qdrant_baseline(searcher: Searcher, queries: Sequence[str], k: int) -> dict[str, Any]:
+    try:
+        import qdrant_edge  # noqa: F401
+    except ImportError:
+        return {"skipped": "qdrant-edge-py is not installed (pip install qdrant-edge-py==0.9.0)"}
+    from eval.bench import qdrant_edge as bench
+
+    return bench.compare(searcher, queries, k=k, depth=searcher.options.depth, rounds=1, warmup=1)
+
+
 def _free_port() -> int:
     import socket
 
@@ -254,6 +266,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
     report["library"] = library_latency(searcher, queries, options.k)
     if options.baselines:
         report["baselines"] = baselines(searcher, folder, dataset.corpus, queries, options.k, report["library"])
+        report["qdrant_edge"] = qdrant_baseline(searcher, queries, options.k)
     searcher.close()
     if options.http:
         report["http"] = http_bench(options.index_root, folder.name.split("@")[0], queries, options.clients,
@@ -292,6 +305,12 @@ def markdown(report: dict[str, Any]) -> str:
             else:
                 lines.append(f"| {name} | {r['latency_ms']['p50']:.3f} | {r['latency_ms']['p95']:.3f} | "
                              f"{r['ours_over_baseline_p50']:.2f} |")
+    if "qdrant_edge" in report:
+        from eval.bench.qdrant_edge import markdown as qdrant_markdown
+
+        q = report["qdrant_edge"]
+        lines += ["", "## Qdrant Edge on the same vectors", ""]
+        lines += [f"skipped: {q['skipped']}"] if "skipped" in q else qdrant_markdown(q).rstrip("\n").split("\n")
     if "http" in report:
         h = report["http"]
         lines += ["", "## HTTP (hybrid RRF, k=10)", "", f"Single client: p50 {h['single_ms']['p50']:.2f} ms, p95 "

@@ -49,7 +49,8 @@ class Bm25Component(LuceneComponent):
 
     def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
         params = self.entry.parameters
-        return Bm25Searcher(self.name, Bm25Index(self.folder, k1=params["k1"], b=params["b"], reader=reader))
+        return Bm25Searcher(self.name, Bm25Index(self.folder, k1=params["k1"], b=params["b"], reader=reader,
+                                                      ids=self.segment_ids))
 
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
         return ((d.id, d.contents) for d in batch.docs)

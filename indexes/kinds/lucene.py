@@ -1,7 +1,8 @@
 """What the Lucene kinds (BM25, learned sparse impacts) share: a component over one Lucene index.
 
-Searches go through Anserini's searchers; a live component also holds an ``IndexWriter`` and points
-each view's searcher at a near-real-time reader of it, so a view sees uncommitted writes.
+Searches run on Lucene directly (``indexes.storage.lucene_direct``); a live component also holds an
+``IndexWriter`` and gives each view's searcher a near-real-time reader of it, so a view sees uncommitted
+writes. The component keeps the per-segment id tables, so a new view reads the ids of new segments only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 
 from indexes.kinds.base import Component, RetrieverSearcher, ViewState, WriteBatch
 from indexes.storage.docstore import DocStore
+from indexes.storage.lucene_direct import SegmentIds
 from indexes.storage.lucene_writer import Kind, LuceneWriter, committed_seq
 from retrieval.core.jvm import JNI_LOCK
 
@@ -21,6 +23,13 @@ class LuceneComponent(Component):
     writer_kind: ClassVar[Kind]
 
     _writer: LuceneWriter | None = None
+    _segment_ids: SegmentIds | None = None
+
+    @property
+    def segment_ids(self) -> SegmentIds:
+        if self._segment_ids is None:
+            self._segment_ids = SegmentIds()
+        return self._segment_ids
 
     @abstractmethod
     def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:

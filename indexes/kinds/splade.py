@@ -100,7 +100,7 @@ class SpladeComponent(LuceneComponent):
     writer_kind = "impact"
 
     def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
-        return SpladeSearcher(self.name, ImpactIndex(self.folder, reader=reader), encoder, quantization(self.entry),
+        return SpladeSearcher(self.name, ImpactIndex(self.folder, reader=reader, ids=self.segment_ids), encoder, quantization(self.entry),
                               batch_size)
 
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:

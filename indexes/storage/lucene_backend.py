@@ -1,9 +1,10 @@
 """Lucene through Pyserini/Anserini: building BM25 and impact indexes, and searching them.
 
 Builds go through Anserini's ``IndexCollection`` in-process (the JVM is already up), fed with
-JSONL shards so its worker threads can index in parallel. Searches go to Anserini's Java searchers
-directly: BM25 through Pyserini's ``LuceneSearcher``; impacts through ``SimpleImpactSearcher`` with
-our own query vectors (Pyserini's Python wrapper drops query terms whose idf is 0, which would
+JSONL shards so its worker threads can index in parallel. Searches run Anserini's queries on Lucene's
+``IndexSearcher`` without Anserini's search wrapper (:mod:`indexes.storage.lucene_direct`), with the
+wrapper's hits and scores: BM25 as Pyserini's ``LuceneSearcher``, impacts as ``SimpleImpactSearcher``
+with our own query vectors (Pyserini's Python wrapper drops query terms whose idf is 0, which would
 break "score == dot product" for terms present in every document).
 """
 
@@ -15,6 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from indexes.storage.lucene_direct import (
+    Bm25Queries,
+    DirectSearcher,
+    ImpactQueries,
+    SegmentIds,
+    bm25_similarity,
+    impact_similarity,
+    open_reader,
+    read_postings,
+)
 from retrieval.core.errors import HybridError
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 from retrieval.core.types import PrfConfig, ScoredDoc, SparseVector
@@ -96,38 +107,60 @@ def build_impact(vectors: Iterable[tuple[str, dict[str, int]]], work_dir: Path, 
                      expected)
 
 
-def _hits(java_hits: Any) -> list[ScoredDoc]:
-    return [ScoredDoc(h.docid, float(h.score)) for h in java_hits]
-
-
 class Bm25Index:
-    """``reader``: a point-in-time reader of a live index (taken over: ``close`` releases it)."""
+    """BM25 through Lucene directly, with ``SimpleSearcher``'s hits and scores (see :mod:`lucene_direct`).
 
-    def __init__(self, index_dir: Path, k1: float = BM25_K1, b: float = BM25_B, reader: Any = None) -> None:
-        ensure_pyserini()
-        from pyserini.search.lucene import LuceneSearcher
+    ``reader``: a point-in-time reader of a live index (taken over: ``close`` releases it); ``ids``: the
+    index's per-segment id tables, shared by its successive readers.
+    """
 
-        with JNI_LOCK:
-            self._searcher = LuceneSearcher(str(index_dir))
-            self._searcher.set_bm25(k1, b)
-            if reader is not None:
-                from indexes.storage.anserini import point_at_reader
-
-                point_at_reader(self._searcher.object, reader)
+    def __init__(self, index_dir: Path, k1: float = BM25_K1, b: float = BM25_B, reader: Any = None,
+                 ids: SegmentIds | None = None) -> None:
+        self._index_dir, self._k1, self._b = index_dir, k1, b
+        self._prf_searcher: Any = None
+        reader = reader if reader is not None else open_reader(index_dir)
+        try:
+            self._queries = Bm25Queries()
+            self._searcher = DirectSearcher(reader, bm25_similarity(k1, b), ids or SegmentIds())
+        except BaseException:
+            with JNI_LOCK:
+                reader.close()
+            raise
 
     def search(self, query: str, k: int, prf: PrfConfig | None = None) -> list[ScoredDoc]:
-        with JNI_LOCK, self._feedback(prf):
-            return _hits(self._searcher.search(query, k))
+        if prf is not None:
+            return self.batch_search([query], k, 1, prf)[0]
+        return self._searcher.top(self._queries.build(query), k)
 
     def batch_search(self, queries: Sequence[str], k: int, threads: int, prf: PrfConfig | None = None
                      ) -> list[list[ScoredDoc]]:
+        if prf is None:
+            return [self.search(q, k) for q in queries]
         qids = [str(i) for i in range(len(queries))]
-        with JNI_LOCK, self._feedback(prf):
-            results = self._searcher.batch_search(list(queries), qids, k, threads)
-            return [_hits(results.get(q, [])) for q in qids]
+        with JNI_LOCK, self._feedback(prf) as searcher:
+            results = searcher.batch_search(list(queries), qids, k, threads)
+            return [[ScoredDoc(h.docid, float(h.score)) for h in results.get(q, [])] for q in qids]
+
+    def _anserini(self) -> Any:
+        """Anserini's ``LuceneSearcher`` over this index's reader, made on the first PRF request: RM3 and
+        Rocchio are Anserini's own and run inside its searcher. It shares the reader (one more reference,
+        released when it closes)."""
+        if self._prf_searcher is None:
+            ensure_pyserini()
+            from pyserini.search.lucene import LuceneSearcher
+
+            from indexes.storage.anserini import point_at_reader
+
+            reader = self._searcher.reader
+            searcher = LuceneSearcher(str(self._index_dir))
+            searcher.set_bm25(self._k1, self._b)
+            reader.incRef()
+            point_at_reader(searcher.object, reader)
+            self._prf_searcher = searcher
+        return self._prf_searcher
 
     @contextmanager
-    def _feedback(self, prf: PrfConfig | None) -> Iterator[None]:
+    def _feedback(self, prf: PrfConfig) -> Iterator[Any]:
         """Anserini's own RM3/Rocchio (from the BM25 index's stored document vectors) for one call.
 
         The Java searcher holds one feedback setting, so it is set and cleared inside the JNI lock the
@@ -136,10 +169,8 @@ class Bm25Index:
         index lacks. The collection class ``None`` makes Anserini read the feedback documents' terms
         from their stored term vectors (the BM25 index stores them, batch-built and live alike).
         """
-        if prf is None:
-            yield
-            return
-        jsearcher = self._searcher.object
+        searcher = self._anserini()
+        jsearcher = searcher.object
         if prf.method == "rm3":
             jsearcher.set_rm3(None, int(prf.fb_terms), int(prf.fb_docs), float(prf.original_weight), False, True)
         elif prf.method == "rocchio":
@@ -149,7 +180,7 @@ class Bm25Index:
         else:
             raise ValueError(f"BM25 has no PRF method {prf.method!r}")
         try:
-            yield
+            yield searcher
         finally:
             if prf.method == "rm3":
                 jsearcher.unset_rm3()
@@ -157,65 +188,47 @@ class Bm25Index:
                 jsearcher.unset_rocchio()
 
     def close(self) -> None:
-        with JNI_LOCK:
-            self._searcher.close()
+        if self._prf_searcher is not None:
+            with JNI_LOCK:
+                self._prf_searcher.close()  # releases its reference to the shared reader
+        self._searcher.close()
 
 
 class ImpactIndex:
-    """``reader``: as for :class:`Bm25Index`."""
+    """Impacts through Lucene directly, with ``SimpleImpactSearcher``'s hits and scores; arguments as
+    for :class:`Bm25Index`. A query vector crosses into Java as one JSON string."""
 
-    def __init__(self, index_dir: Path, reader: Any = None) -> None:
-        ensure_pyserini()
-        from jnius import autoclass
-
-        with JNI_LOCK:
-            self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(index_dir))
-            if reader is not None:
-                from indexes.storage.anserini import point_at_reader
-
-                point_at_reader(self._searcher, reader)
-        self._map = autoclass("java.util.HashMap")
-        self._list = autoclass("java.util.ArrayList")
-        self._int = autoclass("java.lang.Integer")
-
-    def _jquery(self, vector: dict[str, int]) -> Any:
-        jmap = self._map()
-        for token, weight in vector.items():
-            jmap.put(token, self._int(int(weight)))
-        return jmap
+    def __init__(self, index_dir: Path, reader: Any = None, ids: SegmentIds | None = None) -> None:
+        reader = reader if reader is not None else open_reader(index_dir)
+        try:
+            self._queries = ImpactQueries()
+            self._searcher = DirectSearcher(reader, impact_similarity(), ids or SegmentIds())
+        except BaseException:
+            with JNI_LOCK:
+                reader.close()
+            raise
 
     def search(self, vector: dict[str, int], k: int) -> list[ScoredDoc]:
         if not vector:
             return []
-        with JNI_LOCK:
-            return _hits(self._searcher.search(self._jquery(vector), k))
+        return self._searcher.top(self._queries.build(vector), k)
 
     def batch_search(self, vectors: Sequence[dict[str, int]], k: int, threads: int) -> list[list[ScoredDoc]]:
-        with JNI_LOCK:
-            queries, qids = self._list(), self._list()
-            for i, vector in enumerate(vectors):
-                queries.add(self._jquery(vector))
-                qids.add(str(i))
-            results = self._searcher.batch_search(queries, qids, int(k), int(threads))
-            by_qid = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
-            return [_hits(by_qid[str(i)]) if vectors[i] and str(i) in by_qid else [] for i in range(len(vectors))]
+        return [self.search(v, k) for v in vectors]
 
     def close(self) -> None:
-        with JNI_LOCK:
-            self._searcher.close()
+        self._searcher.close()
 
     def doc_vectors(self, doc_ids: Sequence[str]) -> list[SparseVector | None]:
         """Each document's impacts as stored in its term vector (None: the document has none, because
         the index was built before term vectors were stored, or the id is gone)."""
         from jnius import autoclass
 
-        from indexes.storage.anserini import reader_of
-
         utils = autoclass("io.anserini.index.IndexReaderUtils")
         mapper = autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
         out: list[SparseVector | None] = []
         with JNI_LOCK:
-            reader = reader_of(self._searcher)
+            reader = self._searcher.reader
             for doc_id in doc_ids:
                 try:
                     vector = utils.getDocumentVector(reader, doc_id)
@@ -225,3 +238,17 @@ class ImpactIndex:
                 out.append({t: int(w) for t, w in json.loads(mapper.writeValueAsString(vector)).items()}
                            if vector is not None else None)
         return out
+
+def document_impacts(index_dir: Path) -> dict[str, dict[str, int]]:
+    """Every live document's impacts (term -> weight) as Lucene stores them, read from the postings.
+
+    For baselines that must score exactly what Lucene scores; one pass over all postings, so it is
+    meant for benchmark set-up, not for a query path.
+    """
+    reader = open_reader(index_dir)
+    try:
+        table = SegmentIds().table(reader)
+        return read_postings(reader, table)
+    finally:
+        with JNI_LOCK:
+            reader.close()

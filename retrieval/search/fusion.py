@@ -7,6 +7,10 @@ id (ascending) everywhere, which makes every fused ranking deterministic.
 * Weighted: ``score(d) = sum_r w_r * norm_r(score_r(d))``; a document a retriever did not return
   gets that retriever's lowest normalized value in the list (0 for min-max), so missing never
   beats retrieved.
+* DBSF (distribution-based score fusion, as Qdrant's ``Fusion.DBSF``): weighted with normalization
+  ``dbsf``; each list is scaled by ``(s - (mean - 3 std)) / (6 std)`` with the sample standard deviation; a list of one
+  hit, or of equal scores, gives 0.5; a missing document adds 0, as in Qdrant. Unlike ``zscore`` it
+  is bounded for well-behaved lists and keeps both retrievers on one 0..1 scale.
 * QPP-weighted (query-adaptive): the weighted sum with per-query weights
   ``w_r(q) = w_r * exp(sum_f theta_f * (x_rf(q) - c_rf))``, where ``x_rf`` are query-performance
   predictors read off retriever r's own result list (:func:`list_features`), ``c_rf`` their mean
@@ -25,7 +29,8 @@ from typing import Literal
 from retrieval.core.errors import HybridError
 from retrieval.core.types import RetrieverScore, ScoredDoc
 
-Normalization = Literal["minmax", "zscore"]
+Normalization = Literal["minmax", "zscore", "dbsf"]
+NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore", "dbsf")
 FusionMethod = Literal["rrf", "weighted"]
 
 
@@ -118,7 +123,21 @@ def normalize(scores: Sequence[float], method: Normalization) -> list[float]:
         if std == 0:
             return [0.0 for _ in scores]
         return [(s - mean) / std for s in scores]
-    raise FusionError(f"unknown normalization {method!r}; use minmax or zscore")
+    if method == "dbsf":
+        return dbsf_normalize(scores)
+    raise FusionError(f"unknown normalization {method!r}; use minmax, zscore or dbsf")
+
+
+def dbsf_normalize(scores: Sequence[float]) -> list[float]:
+    """Qdrant's ``distr_norm``: mean ± 3 sample standard deviations mapped onto 0..1 (not clamped)."""
+    if len(scores) < 2:
+        return [0.5 for _ in scores]
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
+    if std == 0:
+        return [0.5 for _ in scores]
+    low = mean - 3 * std
+    return [(s - low) / (6 * std) for s in scores]
 
 
 def weighted_fusion(
@@ -135,7 +154,8 @@ def weighted_fusion(
         for doc, value in zip(run, normalize([d.score for d in run], normalization)):
             seen.setdefault(doc.doc_id, value)
         normalized[name] = seen
-        floor[name] = min(seen.values()) if seen else 0.0
+        # DBSF adds nothing for a missing document, as Qdrant does; the others use the list's floor.
+        floor[name] = 0.0 if normalization == "dbsf" or not seen else min(seen.values())
     scores = {
         doc_id: sum(w[name] * normalized[name].get(doc_id, floor[name]) for name in runs) for doc_id in sources
     }

@@ -1,0 +1,294 @@
+"""Qdrant Edge (``qdrant-edge-py``, Qdrant's engine in-process) against the library ``Searcher``, same vectors.
+
+Qdrant is fed exactly this index's vectors: every document's quantized SPLADE impacts (read back from
+the Lucene impact index, so they are what Lucene scores) as a sparse vector of the same weights, so a
+hit's score is the same dot product; the dense vectors from FAISS with the same distance (dot product
+on unit vectors), searched exactly and through HNSW; RRF and DBSF hybrids through prefetch at the
+same depth. Queries are encoded once beforehand for Qdrant; ours is the library search with the
+encoding time taken out (``took`` minus the encoders' own time). Both run in one process, query by
+query, interleaved, so machine drift hits both alike. Top-10 overlap checks that quality is equal.
+
+    python -m eval.bench.qdrant_edge --index data/indexes/cranfield --queries eval/datasets/cranfield \\
+        --limit 150 --out reports/qdrant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.bench.http_latency import percentiles
+from indexes.storage.lucene_backend import document_impacts
+from retrieval.search.fusion import FusionConfig
+from retrieval.search.pipeline import Searcher
+
+QDRANT_VERSION = "0.9.0"  # qdrant-edge-py, pinned in pyproject's bench and test extras
+HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One comparison row: our retrievers and fusion, and the Qdrant request that should rank alike."""
+
+    name: str
+    retrievers: tuple[str, ...]
+    fusion: FusionConfig | None
+    qdrant: Callable[[int], Any]  # query index -> QueryRequest
+
+
+def _edge() -> Any:
+    import qdrant_edge
+
+    return qdrant_edge
+
+
+def _dense_vectors(searcher: Searcher, name: str) -> tuple[list[str], np.ndarray]:
+    import faiss
+
+    index = faiss.read_index(str(searcher.folder / name / "index.faiss"))
+    docnos = faiss.vector_to_array(faiss.downcast_index(index).id_map).astype(np.int64)
+    vectors = faiss.downcast_index(index).index.reconstruct_n(0, index.ntotal)
+    ids = searcher.store.ids_by_docno(docnos.tolist())
+    keep = [i for i, doc_id in enumerate(ids) if doc_id is not None]
+    return [ids[i] for i in keep], vectors[keep]  # type: ignore[misc]
+
+
+class QdrantShard:
+    """A temporary Qdrant Edge shard holding this index's SPLADE and dense vectors under one point id each."""
+
+    def __init__(self, searcher: Searcher, sparse: str = "splade", dense: str = "dense") -> None:
+        qe = _edge()
+        impacts = document_impacts(searcher.folder / sparse)
+        dense_ids, dense_vectors = _dense_vectors(searcher, dense)
+        self.ids = sorted(impacts)
+        if set(dense_ids) != set(self.ids):
+            raise RuntimeError(f"{sparse} and {dense} hold different documents")
+        self.vocab: dict[str, int] = {}
+        row = {doc_id: i for i, doc_id in enumerate(dense_ids)}
+        self.sparse, self.dense = sparse, dense
+        self._dir = tempfile.TemporaryDirectory(prefix="qdrant-edge-")
+        config = qe.EdgeConfig(
+            vectors={dense: qe.EdgeVectorParams(size=int(dense_vectors.shape[1]), distance=qe.Distance.Dot)},
+            sparse_vectors={sparse: qe.EdgeSparseVectorParams()},
+            hnsw_config=qe.HnswIndexConfig(**HNSW),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+            max_search_threads=1,
+        )
+        self.shard = qe.EdgeShard.create(self._dir.name, config)
+        points = [qe.Point(i, {sparse: self.sparse_vector(impacts[doc_id]), dense: dense_vectors[row[doc_id]].tolist()})
+                  for i, doc_id in enumerate(self.ids)]
+        started = time.perf_counter()
+        for start in range(0, len(points), 256):
+            self.shard.update(qe.UpdateOperation.upsert_points(points[start:start + 256]))
+        self.shard.optimize()  # builds HNSW and the immutable sparse index
+        self.build_seconds = time.perf_counter() - started
+        self.settings = {"qdrant_edge_py": QDRANT_VERSION, "dense_distance": "Dot", "hnsw": HNSW,
+                         "indexing_threshold_kb": 1, "sparse": "default (inverted index, exact dot product)",
+                         "max_search_threads": 1, "points": len(points)}
+
+    def sparse_vector(self, weights: dict[str, int]) -> Any:
+        indices = [self.vocab.setdefault(token, len(self.vocab)) for token in weights]
+        return _edge().SparseVector(indices, [float(w) for w in weights.values()])
+
+    def query(self, request: Any) -> list[tuple[str, float]]:
+        return [(self.ids[int(p.id)], float(p.score)) for p in self.shard.query(request)]
+
+    def close(self) -> None:
+        self.shard.close()
+        self._dir.cleanup()
+
+
+def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[float]], k: int, depth: int,
+            rrf_k: int) -> list[Method]:
+    qe = _edge()
+    s, d = shard.sparse, shard.dense
+    exact = qe.SearchParams(exact=True)
+
+    def nearest_sparse(i: int, limit: int) -> Any:
+        return dict(limit=limit, query=qe.Query.Nearest(sparse_q[i], using=s))
+
+    def nearest_dense(i: int, limit: int, params: Any) -> Any:
+        return dict(limit=limit, query=qe.Query.Nearest(dense_q[i], using=d), params=params)
+
+    def fused(fusion: Any) -> Callable[[int], Any]:
+        return lambda i: qe.QueryRequest(limit=k, query=fusion, prefetches=[
+            qe.Prefetch(**nearest_sparse(i, depth)), qe.Prefetch(**nearest_dense(i, depth, exact))])
+
+    return [
+        Method("splade", (s,), None, lambda i: qe.QueryRequest(**nearest_sparse(i, k))),
+        Method("dense (exact)", (d,), None, lambda i: qe.QueryRequest(**nearest_dense(i, k, exact))),
+        Method("dense (Qdrant HNSW vs our exact)", (d,), None,
+               lambda i: qe.QueryRequest(**nearest_dense(i, k, qe.SearchParams(hnsw_ef=128)))),
+        # Qdrant ranks from 0 in 1/(k + rank), we from 1: its k + 1 gives our scores.
+        Method("rrf(splade, dense)", (s, d), FusionConfig(method="rrf", rrf_k=rrf_k), fused(qe.Fusion.Rrf(k=rrf_k + 1))),
+        Method("dbsf(splade, dense)", (s, d), FusionConfig(method="weighted", normalization="dbsf"),
+               fused(qe.Fusion.Dbsf())),
+    ]
+
+
+def _search_only_ms(searcher: Searcher, query: str, method: Method, k: int, depth: int
+                    ) -> tuple[float, list[tuple[str, float]]]:
+    result = searcher.search(query, k=k, retrievers=list(method.retrievers), fusion=method.fusion, depth=depth)
+    encode = sum(ms for stage, ms in result.timings_ms.items() if stage.endswith("_encode"))
+    return result.took_ms - encode, [(h.id, h.score) for h in result.hits]
+
+
+def overlap_at_k(ours: list[tuple[str, float]], theirs: list[tuple[str, float]], ties: bool) -> float:
+    """Share of our top k that Qdrant returns too. With ``ties``, a document of Qdrant's that we did not
+    return still counts when its score equals our last hit's (to 1e-5): a tie at the cut, which the two
+    engines break differently (we by id, Qdrant in no set order)."""
+    if not ours:
+        return 1.0
+    mine = {doc_id for doc_id, _ in ours}
+    same = sum(doc_id in mine for doc_id, _ in theirs)
+    if ties:
+        last = ours[-1][1]
+        same += sum(doc_id not in mine and abs(score - last) <= 1e-5 * max(1.0, abs(last)) for doc_id, score in theirs)
+    return min(1.0, same / len(ours))
+
+
+class _Cached:
+    """A retriever's ``encode_queries`` answered from vectors encoded once, so our timed searches spend
+    nothing on encoding (``took`` minus encode is then search, id mapping and fusion alone)."""
+
+    def __init__(self, encode: Callable[[list[str]], Any], queries: Sequence[str]) -> None:
+        self._encode = encode
+        self._vectors = dict(zip(queries, encode(list(queries))))
+
+    def __call__(self, queries: Sequence[str]) -> Any:
+        if all(q in self._vectors for q in queries):
+            vectors = [self._vectors[q] for q in queries]
+            return np.stack(vectors) if isinstance(vectors[0], np.ndarray) else vectors
+        return self._encode(list(queries))
+
+
+def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int = 100, rounds: int = 3,
+            warmup: int = 2) -> dict[str, Any]:
+    """Per method: p50/p95 of ours and Qdrant's, ours / Qdrant at p50, top-k overlap, Qdrant batch q/s.
+
+    ``warmup`` passes over all queries come first: Lucene runs interpreted until the JVM has compiled its
+    search loop (a SPLADE search measured 8.6 ms in the first pass over 225 queries, 0.75 ms in the fifth).
+    """
+    import faiss
+
+    qe = _edge()
+    shard = QdrantShard(searcher)
+    # One thread a query on both sides: Lucene searches a query on one thread; FAISS's and Qdrant's pools,
+    # spinning between queries on a 2-core machine, slowed each other's next query several-fold.
+    omp_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        splade, dense = searcher.searchers[shard.sparse], searcher.searchers[shard.dense]
+        for retriever in (splade, dense):
+            retriever.encode_queries = _Cached(retriever.encode_queries, queries)  # type: ignore[attr-defined]
+        sparse_q = [shard.sparse_vector(v) for v in splade.encode_queries(list(queries))]  # type: ignore[attr-defined]
+        dense_q = [v.tolist() for v in np.asarray(dense.encode_queries(list(queries)))]  # type: ignore[attr-defined]
+        rows = methods(shard, sparse_q, dense_q, k, depth, searcher.options.rrf_k)
+        ours: dict[str, list[float]] = {m.name: [] for m in rows}
+        theirs: dict[str, list[float]] = {m.name: [] for m in rows}
+        overlap: dict[str, list[float]] = {m.name: [] for m in rows}
+        overlap_ties: dict[str, list[float]] = {m.name: [] for m in rows}
+        score_gap: dict[str, float] = {m.name: 0.0 for m in rows}
+        for _ in range(warmup):
+            for i, query in enumerate(queries):
+                for m in rows:
+                    _search_only_ms(searcher, query, m, k, depth)
+                    shard.query(m.qdrant(i))
+        for round_ in range(rounds):
+            for i, query in enumerate(queries):
+                for m in rows:
+                    ms, our_hits = _search_only_ms(searcher, query, m, k, depth)
+                    request = m.qdrant(i)
+                    started = time.perf_counter()
+                    hits = shard.query(request)
+                    theirs[m.name].append((time.perf_counter() - started) * 1000.0)
+                    ours[m.name].append(ms)
+                    if round_ == 0:
+                        overlap[m.name].append(overlap_at_k(our_hits, hits, ties=False))
+                        overlap_ties[m.name].append(overlap_at_k(our_hits, hits, ties=True))
+                        if m.fusion is None and m.name != "dense (Qdrant HNSW vs our exact)":
+                            score_gap[m.name] = max(score_gap[m.name], _score_gap(searcher, query, m, k, hits))
+        report: dict[str, Any] = {}
+        for m in rows:
+            batch = qe.QueryBatchRequest([m.qdrant(i) for i in range(len(queries))])
+            started = time.perf_counter()
+            shard.shard.query_batch(batch)
+            qdrant_batch_qps = len(queries) / (time.perf_counter() - started)
+            o, t = percentiles(ours[m.name]), percentiles(theirs[m.name])
+            report[m.name] = {"ours_ms": o, "qdrant_ms": t, "ours_over_qdrant_p50": o["p50"] / t["p50"],
+                              "overlap_at_k": float(np.mean(overlap[m.name])),
+                              "overlap_at_k_ties": float(np.mean(overlap_ties[m.name])), "qdrant_batch_qps": qdrant_batch_qps}
+            if m.name in score_gap and m.fusion is None and "HNSW" not in m.name:
+                report[m.name]["max_score_gap_top_k"] = score_gap[m.name]
+        return {"settings": shard.settings, "qdrant_build_seconds": shard.build_seconds, "k": k, "depth": depth,
+                "queries": len(queries), "rounds": rounds, "warmup": warmup, "methods": report}
+    finally:
+        for name in (shard.sparse, shard.dense):
+            vars(searcher.searchers[name]).pop("encode_queries", None)  # the class's own again
+        faiss.omp_set_num_threads(omp_threads)
+        shard.close()
+
+
+def _score_gap(searcher: Searcher, query: str, method: Method, k: int, hits: list[tuple[str, float]]) -> float:
+    """Largest |our score - Qdrant's| over documents both return (the dot products should be equal)."""
+    ours = {h.id: h.score for h in searcher.search(query, k=k, retrievers=list(method.retrievers)).hits}
+    gaps = [abs(ours[doc_id] - score) for doc_id, score in hits if doc_id in ours]
+    return max(gaps, default=0.0)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"k={report['k']}, depth {report['depth']}, {report['queries']} queries x {report['rounds']} rounds after "
+             f"{report.get('warmup', 0)} untimed passes, "
+             f"interleaved in one process; query encoding excluded on both sides.", "",
+             f"Qdrant Edge settings: {json.dumps(report['settings'])}", "",
+             "| search | Qdrant Edge p50 | p95 | ours p50 | p95 | ours / Qdrant (p50) | top-k overlap (ties at the cut counted) "
+             "| Qdrant batch q/s |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in report["methods"].items():
+        lines.append(f"| {name} | {r['qdrant_ms']['p50']:.3f} ms | {r['qdrant_ms']['p95']:.3f} | {r['ours_ms']['p50']:.3f} ms | "
+                     f"{r['ours_ms']['p95']:.3f} | {r['ours_over_qdrant_p50']:.2f}x | {r['overlap_at_k']:.3f} ({r['overlap_at_k_ties']:.3f}) | "
+                     f"{r['qdrant_batch_qps']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from eval.beir_data import load_dataset
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--index", type=Path, required=True, help="An index folder with splade and dense retrievers.")
+    parser.add_argument("--queries", type=Path, required=True, help="A BEIR dataset folder (its queries are used).")
+    parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--depth", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2, help="Untimed passes over all queries first (JIT).")
+    parser.add_argument("--out", type=Path, default=Path("reports/qdrant"))
+    args = parser.parse_args(argv)
+    queries = list(load_dataset(args.queries).queries.values())[: args.limit]
+    searcher = Searcher.open(args.index, retrievers=["splade", "dense"], verify="off")
+    try:
+        report = compare(searcher, queries, k=args.k, depth=args.depth, rounds=args.rounds, warmup=args.warmup)
+    finally:
+        searcher.close()
+    report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                         "load_average": os.getloadavg()}
+    report["command"] = "python -m eval.bench.qdrant_edge " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "qdrant_edge.json").write_text(json.dumps(report, indent=1))
+    text = f"# Qdrant Edge vs the library Searcher\n\nCommand: `{report['command']}`\n\n" + markdown(report)
+    (args.out / "qdrant_edge.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

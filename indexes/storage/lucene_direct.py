@@ -1,0 +1,281 @@
+"""Lucene searches past Anserini's search wrapper, with the wrapper's exact hits and scores.
+
+Anserini's ``SimpleSearcher``/``SimpleImpactSearcher`` sort hits by (score, id) through doc values,
+load every hit's stored document and build one Java result object per hit; on an index of a few
+thousand documents that costs more than Lucene's search itself. Here Anserini's own query generator
+builds the query (so scoring is unchanged), Lucene's ``IndexSearcher`` runs it, and the hits come back
+in one string from one JNI call. What the wrapper adds is redone in Python:
+
+* the (score desc, id asc) order: Lucene breaks ties by doc number, so hits are fetched until the
+  k-th score is cut strictly, then sorted by (score, id);
+* ``ScoreTiesAdjusterReranker``: scores rounded to 1e-4, each tie lowered by 1e-6 per earlier tie,
+  in float32 arithmetic as Java does it;
+* ids: one table per segment, read once from the ``id`` doc values and kept while the segment lives
+  (a segment's documents never change; deletes only hide them), so a new near-real-time reader
+  reads only its new segments.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
+from retrieval.core.types import ScoredDoc
+
+ID_FIELD = "id"
+CONTENTS_FIELD = "contents"
+_HIT = re.compile(r'"score":([^,}]+),"doc":(-?\d+)')  # one ScoreDoc as Jackson writes it
+TIE_PAD = 16  # extra hits fetched so that a tie at the k-th score is usually resolved in one search
+_E4_GAP = 1e-4
+
+
+class _Java:
+    """Java classes, loaded once (autoclass is slow; the JVM must be up first)."""
+
+    _lock = threading.Lock()
+    _loaded: _Java | None = None
+
+    def __init__(self) -> None:
+        ensure_pyserini()
+        from jnius import autoclass, cast
+
+        self.cast = cast
+        self.File = autoclass("java.io.File")
+        self.FSDirectory = autoclass("org.apache.lucene.store.FSDirectory")
+        self.DirectoryReader = autoclass("org.apache.lucene.index.DirectoryReader")
+        self.IndexSearcher = autoclass("org.apache.lucene.search.IndexSearcher")
+        self.DocValues = autoclass("org.apache.lucene.index.DocValues")
+        self.ImpactSimilarity = autoclass("io.anserini.search.similarity.ImpactSimilarity")
+        self.BM25Similarity = autoclass("org.apache.lucene.search.similarities.BM25Similarity")
+        self.Generator = autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")
+        self.Analyzer = autoclass("io.anserini.analysis.DefaultEnglishAnalyzer")
+        self.ObjectMapper = autoclass("com.fasterxml.jackson.databind.ObjectMapper")
+        self.HashMap = autoclass("java.util.HashMap")
+        self.Class = autoclass("java.lang.Class")
+        self.TypeFactory = autoclass("com.fasterxml.jackson.databind.type.TypeFactory")
+        self.MultiTerms = autoclass("org.apache.lucene.index.MultiTerms")
+        self.MultiBits = autoclass("org.apache.lucene.index.MultiBits")
+        self.PostingsEnum = autoclass("org.apache.lucene.index.PostingsEnum")
+
+    @classmethod
+    def get(cls) -> _Java:
+        if cls._loaded is None:
+            with cls._lock:
+                if cls._loaded is None:
+                    cls._loaded = _Java()
+        return cls._loaded
+
+
+def open_reader(index_dir: Path) -> Any:
+    java = _Java.get()
+    with JNI_LOCK:
+        return java.DirectoryReader.open(java.FSDirectory.open(java.File(str(index_dir)).toPath()))
+
+
+class SegmentIds:
+    """Lucene doc number -> id, per segment, kept across the readers of one index."""
+
+    def __init__(self) -> None:
+        self._by_segment: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def table(self, reader: Any) -> list[str]:
+        """The id of every doc number of ``reader`` (deleted documents included; searches skip them)."""
+        java = _Java.get()
+        table: list[str] = []
+        kept: dict[str, list[str]] = {}
+        with self._lock, JNI_LOCK:
+            for leaf in reader.leaves().toArray():
+                if leaf.docBase != len(table):
+                    raise RuntimeError(f"Lucene leaf docBase {leaf.docBase} != {len(table)} documents before it")
+                segment = java.cast("org.apache.lucene.index.SegmentReader", leaf.reader())
+                key = bytes(segment.getSegmentInfo().info.getId()).hex()
+                ids = self._by_segment.get(key)
+                if ids is None:
+                    ids = _read_ids(java, segment)
+                kept[key] = ids
+                table.extend(ids)
+            self._by_segment = kept  # segments merged away drop out
+        return table
+
+
+def _read_ids(java: Any, leaf: Any) -> list[str]:
+    info = leaf.getFieldInfos().fieldInfo(ID_FIELD)
+    kind = info.getDocValuesType().name() if info is not None else "NONE"
+    count = leaf.maxDoc()
+    ids = [""] * count
+    if kind == "BINARY":
+        values = java.DocValues.getBinary(leaf, ID_FIELD)
+        read = lambda: values.binaryValue().utf8ToString()  # noqa: E731
+    elif kind in ("SORTED", "SORTED_SET"):
+        values = java.DocValues.getSorted(leaf, ID_FIELD)
+        read = lambda: values.lookupOrd(values.ordValue()).utf8ToString()  # noqa: E731
+    else:  # no doc values: stored fields, once per document at open
+        fields = leaf.storedFields()
+        return [fields.document(d).get(ID_FIELD) or "" for d in range(count)]
+    doc = values.nextDoc()
+    while doc < count:
+        ids[doc] = read()
+        doc = values.nextDoc()
+    return ids
+
+
+def read_postings(reader: Any, ids: list[str], field: str = CONTENTS_FIELD) -> dict[str, dict[str, int]]:
+    """id -> {term: frequency} over all live documents (for an impact index, frequency is the impact)."""
+    java = _Java.get()
+    out: dict[str, dict[str, int]] = {}
+    end = 2**31 - 1  # DocIdSetIterator.NO_MORE_DOCS
+    with JNI_LOCK:
+        reader = java.cast("org.apache.lucene.index.IndexReader", reader)
+        live = java.MultiBits.getLiveDocs(reader)
+        terms = java.MultiTerms.getTerms(reader, field)
+        if terms is None:
+            return out
+        it = terms.iterator()
+        term = it.next()
+        while term is not None:
+            token = term.utf8ToString()
+            postings = it.postings(None, java.PostingsEnum.FREQS)
+            doc = postings.nextDoc()
+            while doc != end:
+                if live is None or live.get(doc):
+                    out.setdefault(ids[doc], {})[token] = postings.freq()
+                doc = postings.nextDoc()
+            term = it.next()
+    return out
+
+
+def tie_adjusted(scores: Sequence[float]) -> list[float]:
+    """Anserini's ``ScoreTiesAdjusterReranker``: scores (float32) rounded to 1e-4 in double arithmetic, each
+    tie lowered by 1e-6 times its place in the run of ties, stored back as float32, as the Java code does."""
+    a = np.asarray(scores, dtype=np.float32)
+    rounded = (np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32)
+    if len(rounded) < 2 or not bool(((rounded[:-1] - rounded[1:]) <= 2 * _E4_GAP).any()):
+        return rounded.tolist()  # no neighbours within 1e-4: nothing is nudged (Java's loop agrees)
+    gaps = rounded[:-1] - rounded[1:]
+    if not bool(((gaps > 0) & (gaps <= 2 * _E4_GAP + 1e-6 * len(rounded))).any()):
+        # Neighbours are either equal or far apart, so a nudge never flips Java's comparison: each tie is
+        # lowered by 1e-6 times its place in its run of equal scores.
+        index = np.arange(len(rounded))
+        starts = np.concatenate(([True], gaps != 0))
+        dup = index - np.maximum.accumulate(np.where(starts, index, 0))
+        return (rounded.astype(np.float64) - 1e-6 * dup).astype(np.float32).tolist()
+    out = rounded.copy()  # near-ties: Java's loop, step by step
+    dup = 0
+    for i in range(1, len(out)):
+        if float(out[i - 1] - out[i]) > 1e-4:
+            dup = 0
+        else:
+            dup += 1
+            out[i] = np.float32(float(out[i]) - 1e-6 * dup)
+    return out.tolist()
+
+
+class DirectSearcher:
+    """One Lucene reader searched by ``IndexSearcher``; ``reader`` is taken over (``close`` releases it)."""
+
+    def __init__(self, reader: Any, similarity: Any, ids: SegmentIds) -> None:
+        java = _Java.get()
+        self._reader = reader
+        self._ids = ids.table(reader)
+        with JNI_LOCK:
+            self._searcher = java.IndexSearcher(java.cast("org.apache.lucene.index.IndexReader", reader))
+            self._searcher.setSimilarity(similarity)
+        self._mapper = java.ObjectMapper()
+
+    def _fetch(self, query: Any, n: int) -> list[tuple[float, int]]:
+        # The TopDocs go to Jackson whole: reading its scoreDocs field from Python would build one proxy per hit.
+        with JNI_LOCK:
+            text = self._mapper.writeValueAsString(self._searcher.search(query, n))
+        pairs = _HIT.findall(text)
+        if len(pairs) != text.count('"shardIndex"'):  # not the shape we expect: parse it properly
+            pairs = [(str(h["score"]), str(h["doc"])) for h in json.loads(text)["scoreDocs"]]
+        # float32 of the printed value is Java's float exactly (Java prints enough digits to identify it).
+        scores = np.array([float(score) for score, _ in pairs], dtype=np.float32).tolist()
+        return list(zip(scores, [int(doc) for _, doc in pairs]))
+
+    def top(self, query: Any, k: int) -> list[ScoredDoc]:
+        """The wrapper's top ``k``: (score desc, id asc), tie-adjusted scores."""
+        n = k + TIE_PAD
+        hits = self._fetch(query, n)
+        # Lucene keeps the lowest doc numbers among equal scores; fetch more until the k-th score is cut.
+        while len(hits) == n and hits[-1][0] == hits[k - 1][0]:
+            n *= 4
+            hits = self._fetch(query, n)
+        ids = self._ids
+        ranked = sorted(((-score, ids[doc]) for score, doc in hits))[:k]
+        scores = tie_adjusted([-s for s, _ in ranked])
+        return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, scores)]
+
+    @property
+    def reader(self) -> Any:
+        """The Lucene reader searched (still this searcher's: ``incRef`` it to keep it past ``close``)."""
+        return self._reader
+
+    def close(self) -> None:
+        with JNI_LOCK:
+            self._reader.decRef()
+
+
+class ImpactQueries:
+    """Impact queries built as ``SimpleImpactSearcher`` builds them, from one JSON string per query."""
+
+    def __init__(self) -> None:
+        java = _Java.get()
+        self._generator = java.Generator()
+        self._mapper = _typed_mapper()()
+        with JNI_LOCK:
+            # Map<String, Float>: what SimpleImpactSearcher hands its generator after converting our Integers.
+            self._type = java.TypeFactory.defaultInstance().constructMapType(
+                java.Class.forName("java.util.HashMap"), java.Class.forName("java.lang.String"),
+                java.Class.forName("java.lang.Float"))
+
+    def build(self, vector: dict[str, int]) -> Any:
+        text = json.dumps(vector, separators=(",", ":"))
+        with JNI_LOCK:
+            return self._generator.buildQuery(CONTENTS_FIELD, self._mapper.readValue(text, self._type))
+
+
+@functools.cache
+def _typed_mapper() -> Any:
+    """A Jackson mapper with ``readValue(String, JavaType)`` bound by signature: pyjnius's overload choice
+    would pick ``readValue(String, Class)`` for a ``JavaType`` argument and fail. pyjnius registers such a
+    class under its Java name for the whole process, so it is ``JsonMapper`` (an ``ObjectMapper``) and not
+    ``ObjectMapper``, which other code reaches through ``autoclass`` with all its methods."""
+    from jnius import JavaClass, JavaMethod, MetaJavaClass
+
+    class TypedMapper(JavaClass, metaclass=MetaJavaClass):  # type: ignore[misc]
+        __javaclass__ = "com/fasterxml/jackson/databind/json/JsonMapper"
+        readValue = JavaMethod("(Ljava/lang/String;Lcom/fasterxml/jackson/databind/JavaType;)Ljava/lang/Object;")
+
+    return TypedMapper
+
+
+class Bm25Queries:
+    """BM25 queries built as ``SimpleSearcher`` builds them: default English analyzer, bag of words."""
+
+    def __init__(self) -> None:
+        java = _Java.get()
+        self._generator = java.Generator()
+        with JNI_LOCK:
+            self._analyzer = java.Analyzer.newDefaultInstance()
+
+    def build(self, text: str) -> Any:
+        with JNI_LOCK:
+            return self._generator.buildQuery(CONTENTS_FIELD, self._analyzer, text)
+
+
+def impact_similarity() -> Any:
+    return _Java.get().ImpactSimilarity()
+
+
+def bm25_similarity(k1: float, b: float) -> Any:
+    return _Java.get().BM25Similarity(float(k1), float(b))
