@@ -121,7 +121,6 @@ def bare_loop(model: Any, texts: list[str], sparse: bool, budget: int) -> float:
 
 def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers: int | None,
                 dtypes: tuple[str, ...] = ("fp16", "bf16")) -> dict[str, Any]:
-    import torch
     from sentence_transformers import SentenceTransformer, SparseEncoder
 
     from retrieval.encoders.dense import DenseEncoder
