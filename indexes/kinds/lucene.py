@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 
 from indexes.kinds.base import Component, RetrieverSearcher, ViewState, WriteBatch
 from indexes.storage.docstore import DocStore
+from indexes.storage.engine import check_readable
 from indexes.storage.lucene_writer import Kind, LuceneWriter, committed_seq
+from indexes.storage.manifest import RetrieverManifest
 from retrieval.core.jvm import JNI_LOCK
 
 
@@ -21,6 +23,11 @@ class LuceneComponent(Component):
     writer_kind: ClassVar[Kind]
 
     _writer: LuceneWriter | None = None
+
+    def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> None:
+        # Before Lucene sees the files: a newer Lucene's index is refused with "rebuild", not a stack trace.
+        check_readable(index_folder.name.split("@", 1)[0], name, entry.lucene_major)
+        super().__init__(index_folder, name, entry, device)
 
     @abstractmethod
     def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
