@@ -10,7 +10,9 @@ Two checks, both against the real index (not this machine's local mirrors):
 
 pyserini ships only an sdist; ``--only-binary`` cannot take it, so its declared metadata (PKG-INFO,
 static Requires-Dist) is read from the sdist and stood in for by a metadata-only wheel, which lets the
-resolver check pyserini's own dependencies for each Python too.
+resolver check pyserini's own dependencies for each Python too. ``fast-deps`` reads each wheel's metadata
+with HTTP range requests instead of downloading it (torch alone is 0.5 GB per Python); older pips do
+that with many tiny requests (minutes per set), so a pip >= 25 is used, from a cached venv if need be.
 
 A failure prints one line per problem naming the package, and exits 1. Usage: .ci/check_pins.py [--python 3.12]
 """
@@ -174,23 +176,46 @@ def for_python(reqs: list[Requirement], python: str) -> list[Requirement]:
     return kept
 
 
-def resolve(python: str, label: str, reqs: list[Requirement], stubs: Path, work: Path) -> tuple[str, str | None, float]:
+def clean_env() -> dict[str, str]:
+    """This machine's pip settings (mirrors, caps, find-links) must not stand in for the index; its CA stays."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k == "PIP_CERT"}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+def modern_pip() -> str:
+    """A Python whose pip is >= 25 (fast range-request metadata): this one's, else a venv cached once."""
+    import pip
+
+    if int(pip.__version__.split(".")[0]) >= 25:
+        return sys.executable
+    venv = CACHE / "pip-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--index-url", INDEX, "pip>=25"], check=True,
+                       env=clean_env())
+    return str(python)
+
+
+def resolve(python: str, label: str, reqs: list[Requirement], stubs: Path, work: Path,
+            pip_python: str = sys.executable) -> tuple[str, str | None, float]:
     """Resolve one set for one Python; returns (what, problem or None, seconds)."""
     started = time.monotonic()
     tag = f"{label}-py{python}"
     (work / f"{tag}.txt").write_text("".join(r.text + "\n" for r in for_python(reqs, python)))
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k == "PIP_CERT"}
-    env["PIP_CONFIG_FILE"] = os.devnull  # this machine's mirrors and caps must not stand in for the index
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
-           "--disable-pip-version-check", "--index-url", INDEX, "--find-links", str(stubs),
+    env = clean_env()
+    cmd = [pip_python, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
+           "--disable-pip-version-check", "--use-feature=fast-deps", "--index-url", INDEX, "--find-links", str(stubs),
            "--only-binary=:all:", "--python-version", python, "--implementation", "cp", *platforms,
            "--target", str(work / tag), "--report", str(work / f"{tag}.json"), "-r", str(work / f"{tag}.txt")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.monotonic() - started
     if proc.returncode == 0:
         return tag, None, seconds
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR:")] or proc.stderr.strip().splitlines()[-1:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR:")] or \
+        [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("WARNING:")][-1:]
     culprit = next((m[1] for ln in lines if (m := re.search(r"requirement (\S+)", ln))), None)
     what = f"{culprit} " if culprit else ""
     return tag, f"{label} set does not resolve on Python {python}: {what}— {lines[-1] if lines else 'pip failed'}", seconds
@@ -211,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         work, stubs = Path(tmp), Path(tmp) / "stubs"
         stubs.mkdir()
         stubbed = [f"{n}=={v}" for r in everything if r.pin for n, v in [r.pin] if sdist_stub(n, v, files[n], stubs)]
+        pip_python = modern_pip()
         jobs = [(py, label, reqs) for py in (args.python or PYTHONS) for label, reqs in requirement_sets.items()]
         with ThreadPoolExecutor(len(jobs)) as pool:
-            results = list(pool.map(lambda job: resolve(*job, stubs, work), jobs))
+            results = list(pool.map(lambda job: resolve(*job, stubs, work, pip_python), jobs))
     for tag, problem, seconds in results:
         print(f"{tag}: {'FAIL ' + problem if problem else 'ok'} ({seconds:.0f} s)")
     failed = [problem for _, problem, _ in results if problem]
