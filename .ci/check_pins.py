@@ -37,8 +37,10 @@ from pathlib import Path
 
 try:
     from packaging.markers import Marker
-except ImportError:  # a bare interpreter: pip vendors the same module
+    from packaging.version import InvalidVersion, Version
+except ImportError:  # a bare interpreter: pip vendors the same modules
     from pip._vendor.packaging.markers import Marker
+    from pip._vendor.packaging.version import InvalidVersion, Version
 
 REPO = Path(__file__).resolve().parent.parent
 INDEX = "https://pypi.org/simple"
@@ -120,6 +122,13 @@ def file_version(name: str, filename: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _order(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
 def missing_pins(reqs: list[Requirement]) -> tuple[list[str], dict[str, list[dict]]]:
     """One line per exact pin the index does not have; and the index files of each pinned package."""
     pins = {r.pin: r for r in reqs if r.pin}
@@ -130,8 +139,8 @@ def missing_pins(reqs: list[Requirement]) -> tuple[list[str], dict[str, list[dic
     for (name, version), req in sorted(pins.items()):
         versions = {file_version(name, f["filename"]) for f in files[name] if not f.get("yanked")}
         if version not in versions:
-            known = sorted(v for v in versions if v)
-            hint = f" (the index has {', '.join(known[-3:])})" if known else " (no such package on the index)"
+            known = sorted((v for v in versions if v), key=_order)
+            hint = f" (newest there: {', '.join(known[-3:])})" if known else " (no such package on the index)"
             problems.append(f"missing pin: {name}=={version} from {req.source} is not on {INDEX}{hint}")
     return problems, files
 
