@@ -16,6 +16,7 @@ from indexes.kinds import get_kind, parse_retrievers
 from indexes.kinds.base import BuildContext, BuildStage
 from indexes.storage.corpus import CorpusError, Document, Skipped, file_sha256, iter_documents, resolve_corpus_file
 from indexes.storage.docstore import DocStore
+from indexes.storage.engine import created_major, runtime_engine
 from indexes.storage.layout import IndexRoot, validate_name
 from indexes.storage.manifest import Manifest, checksum_files, folder_size
 from retrieval.core.errors import HybridError
@@ -31,6 +32,15 @@ class BuildError(HybridError, ValueError):
 def _resolve(options: BuildOptions) -> list[tuple[RetrieverSpec, ResolvedModel | None]]:
     """Each retriever with its model, resolved before any work starts: a missing model fails in seconds."""
     return [(spec, get_kind(spec.kind).resolve(spec, options)) for spec in parse_retrievers(options.retrievers)]
+
+
+def record_engine(manifest: Manifest, building: Path) -> None:
+    """Record which Lucene wrote each Lucene retriever, so a newer-Lucene index is refused on open."""
+    lucene = [name for name in manifest.retrievers if any((building / name).glob("segments_*"))]
+    for name in lucene:
+        manifest.retrievers[name].lucene_major = created_major(building / name)
+    if lucene:
+        manifest.engine = runtime_engine()
 
 
 def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions) -> Manifest:
@@ -78,6 +88,7 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions)
                 manifest.retrievers[spec.name] = get_kind(spec.kind).build(ctx)
             store.close()
             shutil.rmtree(work, ignore_errors=True)
+            record_engine(manifest, building)
             manifest.docstore_bytes = folder_size(building / DocStore.FILE)
             manifest.files = checksum_files(building)
             manifest.write(building)
@@ -106,6 +117,7 @@ def create_empty_index(name: str, root: IndexRoot, options: BuildOptions) -> Man
                                 corpus_path="", corpus_sha256="", doc_count=0)
             for spec, model in retrievers:
                 manifest.retrievers[spec.name] = get_kind(spec.kind).create_empty(building / spec.name, spec, model, options)
+            record_engine(manifest, building)
             manifest.docstore_bytes = folder_size(building / DocStore.FILE)
             manifest.files = checksum_files(building)
             manifest.write(building)

@@ -155,7 +155,7 @@ class DenseKind(RetrieverKind):
         return {"factory": options.faiss_factory, "metric": "inner_product", "normalized": True}
 
     def resolve(self, spec: RetrieverSpec, options: BuildOptions) -> ResolvedModel | None:
-        from faiss import index_factory  # noqa: F401  (fail before any encoding if FAISS is missing)
+        faiss_backend.require_faiss()  # fail before any encoding if FAISS is missing
 
         return super().resolve(spec, options)
 

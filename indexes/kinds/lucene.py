@@ -14,8 +14,10 @@ from typing import Any, ClassVar
 
 from indexes.kinds.base import Component, RetrieverSearcher, ViewState, WriteBatch
 from indexes.storage.docstore import DocStore
+from indexes.storage.engine import check_readable
 from indexes.storage.lucene_direct import SegmentIds
 from indexes.storage.lucene_writer import Kind, LuceneWriter, committed_seq
+from indexes.storage.manifest import RetrieverManifest
 from retrieval.core.jvm import JNI_LOCK
 
 
@@ -30,6 +32,11 @@ class LuceneComponent(Component):
         if self._segment_ids is None:
             self._segment_ids = SegmentIds()
         return self._segment_ids
+
+    def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> None:
+        # Before Lucene sees the files: a newer Lucene's index is refused with "rebuild", not a stack trace.
+        check_readable(index_folder.name.split("@", 1)[0], name, entry.lucene_major)
+        super().__init__(index_folder, name, entry, device)
 
     @abstractmethod
     def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:

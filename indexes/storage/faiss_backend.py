@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from indexes.storage.layout import fsync_path
-from retrieval.core.errors import HybridError
+from retrieval.core.errors import HybridError, UnavailableError
 
 FILE = "index.faiss"
 
@@ -33,10 +33,24 @@ class FaissBuildError(HybridError, ValueError):
     """The factory string or its training needs cannot be met; the message says what to change."""
 
 
-def _faiss():  # type: ignore[no-untyped-def]
-    import faiss
+class FaissMissingError(UnavailableError, RuntimeError):
+    """FAISS is an extra (CPU or GPU build), so a plain install has none."""
 
+
+def require_faiss():  # type: ignore[no-untyped-def]
+    """The faiss module, or one line saying which extra installs it."""
+    try:
+        import faiss
+    except ImportError as exc:
+        why = "is not installed" if isinstance(exc, ModuleNotFoundError) else f"cannot be loaded ({exc})"
+        raise FaissMissingError(
+            f"dense retrievers need FAISS, which {why}: pip install 'hybrid-retrieval[cpu]' "
+            "(or 'hybrid-retrieval[gpu]' on a CUDA 12 machine)"
+        ) from None
     return faiss
+
+
+_faiss = require_faiss
 
 
 def gpu_count() -> int:

@@ -35,6 +35,8 @@ class RetrieverManifest:
     index_seconds: float
     size_bytes: int
     kind: str = ""  # manifests written before named retrievers have none: the kind was the name
+    # Lucene retrievers: the Lucene major version that created the index; None for others and old manifests.
+    lucene_major: int | None = None
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name
@@ -58,6 +60,9 @@ class Manifest:
     live_seq: int = 0
     # When the last live write was checkpointed (ISO 8601), if any.
     updated: str | None = None
+    # The search engine that wrote the Lucene retrievers: lucene_version, pyserini_version, anserini_jar.
+    # Empty for indexes without Lucene retrievers and for manifests written before it was recorded.
+    engine: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
