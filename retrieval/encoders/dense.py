@@ -13,12 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from retrieval.encoders.gpu_pipeline import DensePipeline, UnsupportedModel
+from retrieval.encoders.gpu_paths import GpuPaths
+from retrieval.encoders.gpu_pipeline import DensePipeline
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
 
-class DenseEncoder:
+class DenseEncoder(GpuPaths):
+    _sparse = False
+    _pipeline_type = DensePipeline
+
     def __init__(self, model: ResolvedModel, device: str = "cpu", max_length: int | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -34,34 +38,7 @@ class DenseEncoder:
         self._lock = threading.Lock()
         # One query skips encode_query's batching machinery (same vector); benchmarks may turn it off.
         self.single_query_fast_path = plain_query_forward(self._model)
-        # On CUDA, batches go through the streaming GPU pipeline (created at first use).
-        self.use_pipeline = device.startswith("cuda")
-        self._pipeline: DensePipeline | None = None
-        # On CUDA, single queries replay CUDA graphs (captured at first use; eager where none fits).
-        self.use_query_graphs = device.startswith("cuda")
-        self._graphs: Any = None
-
-    def query_graphs(self) -> Any:
-        """The CUDA-graph query encoder (``gpu_query.GraphedQueries``), or None (CPU, or capture failed)."""
-        if self.use_query_graphs and self._graphs is None:
-            try:
-                from retrieval.encoders.gpu_query import GraphedQueries
-
-                self._graphs = GraphedQueries(self._model, sparse=False)
-            except Exception:  # any capture problem leaves the eager path, which is always right
-                self.use_query_graphs = False
-        return self._graphs if self.use_query_graphs else None
-
-    def pipeline(self) -> DensePipeline | None:
-        """The GPU encoding pipeline, or None (CPU, or a model it does not reproduce)."""
-        if self.use_pipeline and self._pipeline is None:
-            with self._lock:
-                if self._pipeline is None:
-                    try:
-                        self._pipeline = DensePipeline.from_model(self._model)
-                    except UnsupportedModel:
-                        self.use_pipeline = False
-        return self._pipeline if self.use_pipeline else None
+        self._init_gpu_paths(device)
 
     @property
     def model(self) -> Any:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from retrieval.core.types import SparseVector
-from retrieval.encoders.gpu_pipeline import SparsePipeline, UnsupportedModel
+from retrieval.encoders.gpu_paths import GpuPaths
+from retrieval.encoders.gpu_pipeline import SparsePipeline
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
@@ -27,8 +28,11 @@ class Quantization:
     top_k: int | None = None  # keep the top_k heaviest terms (documents only)
 
 
-class SpladeEncoder:
+class SpladeEncoder(GpuPaths):
     """Wraps a sentence-transformers ``SparseEncoder`` and returns quantized term->impact maps."""
+
+    _sparse = True
+    _pipeline_type = SparsePipeline
 
     def __init__(self, model: ResolvedModel, device: str = "cpu", max_length: int | None = None) -> None:
         from sentence_transformers import SparseEncoder
@@ -45,34 +49,7 @@ class SpladeEncoder:
         self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
         # One query skips encode_query's batching machinery (same vector); benchmarks may turn it off.
         self.single_query_fast_path = plain_query_forward(self._model)
-        # On CUDA, batches go through the streaming GPU pipeline (created at first use).
-        self.use_pipeline = device.startswith("cuda")
-        self._pipeline: SparsePipeline | None = None
-        # On CUDA, single queries replay CUDA graphs (captured at first use; eager where none fits).
-        self.use_query_graphs = device.startswith("cuda")
-        self._graphs: Any = None
-
-    def query_graphs(self) -> Any:
-        """The CUDA-graph query encoder (``gpu_query.GraphedQueries``), or None (CPU, or capture failed)."""
-        if self.use_query_graphs and self._graphs is None:
-            try:
-                from retrieval.encoders.gpu_query import GraphedQueries
-
-                self._graphs = GraphedQueries(self._model, sparse=True)
-            except Exception:  # any capture problem leaves the eager path, which is always right
-                self.use_query_graphs = False
-        return self._graphs if self.use_query_graphs else None
-
-    def pipeline(self) -> SparsePipeline | None:
-        """The GPU encoding pipeline, or None (CPU, or a model it does not reproduce)."""
-        if self.use_pipeline and self._pipeline is None:
-            with self._lock:
-                if self._pipeline is None:
-                    try:
-                        self._pipeline = SparsePipeline.from_model(self._model)
-                    except UnsupportedModel:
-                        self.use_pipeline = False
-        return self._pipeline if self.use_pipeline else None
+        self._init_gpu_paths(device)
 
     def _vectors(self, rows: Sequence[tuple[np.ndarray, np.ndarray]], top_k: int | None) -> list[SparseVector]:
         """The pipeline's ``(term ids, impacts)`` as term -> impact maps, cut as ``quantize`` cuts them."""
