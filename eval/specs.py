@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from indexes.kinds import KINDS
 from retrieval.core.errors import HybridError
-from retrieval.core.types import PrfConfig
+from retrieval.core.types import PRF_FIELDS, PrfConfig
 from retrieval.search.fusion import NORMALIZATIONS, FusionConfig
 
 
@@ -55,7 +55,6 @@ class MethodSpec:
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PRF = re.compile(r"^([a-z0-9_]+)(?:\((.*)\))?$")
-_PRF_FIELDS = {"fb_docs": int, "fb_terms": int, "original_weight": float, "alpha": float, "beta": float}
 _COMMA = re.compile(r",(?![^(]*\))")  # commas outside parentheses
 
 
@@ -72,10 +71,10 @@ def parse_prf(token: str, spec: str) -> PrfConfig:
     for part in filter(None, (match.group(2) or "").split(",")):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in _PRF_FIELDS:
-            raise SpecError(f"{spec!r}: PRF parameter {part!r}; use {', '.join(f'{k}=N' for k in _PRF_FIELDS)}")
+        if not sep or key not in PRF_FIELDS:
+            raise SpecError(f"{spec!r}: PRF parameter {part!r}; use {', '.join(f'{k}=N' for k in PRF_FIELDS)}")
         try:
-            values[key] = _PRF_FIELDS[key](value)
+            values[key] = PRF_FIELDS[key](value)
         except ValueError:
             raise SpecError(f"{spec!r}: PRF parameter {key} needs a number, got {value!r}") from None
     return PrfConfig(match.group(1), **values)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from indexes.storage.docstore import DocStore
 from indexes.storage.manifest import Manifest, RetrieverManifest
 from retrieval.core.errors import HybridError
 from retrieval.core.options import BuildOptions
-from retrieval.core.types import PrfConfig, RetrieverSpec, ScoredDoc
+from retrieval.core.types import PRF_FIELDS, PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.models import ModelError, ResolvedModel, resolve_model
 
 
@@ -242,8 +242,7 @@ class RetrieverKind(ABC):
             offered = ", ".join(self.prf_methods) or "none"
             raise KindError(f"retriever {name!r} ({self.name}) has no PRF method {config.method!r}; it offers: {offered}")
         defaults = self.prf_methods[config.method]
-        extra = [k for k in ("fb_docs", "fb_terms", "original_weight", "alpha", "beta")
-                 if getattr(config, k) is not None and k not in defaults]
+        extra = [k for k in PRF_FIELDS if getattr(config, k) is not None and k not in defaults]
         if extra:
             raise KindError(f"retriever {name!r}: PRF method {config.method!r} takes {', '.join(defaults)}, "
                             f"not {', '.join(extra)}")

@@ -35,6 +35,10 @@ class RetrieverSpec:
 DEFAULT_RETRIEVERS = (RetrieverSpec("bm25", "bm25"), RetrieverSpec("splade", "splade"), RetrieverSpec("dense", "dense"))
 
 
+# PrfConfig's parameter fields and their types, in the order specs and messages list them.
+PRF_FIELDS: dict[str, type] = {"fb_docs": int, "fb_terms": int, "original_weight": float, "alpha": float, "beta": float}
+
+
 @dataclass(frozen=True)
 class PrfConfig:
     """Pseudo-relevance feedback for one retriever: search, expand the query from the top ``fb_docs``
@@ -54,11 +58,10 @@ class PrfConfig:
     def filled(self, defaults: dict[str, float | int]) -> PrfConfig:
         """This config with its unset fields taken from ``defaults``."""
         values = {key: getattr(self, key) if getattr(self, key) is not None else defaults.get(key)
-                  for key in ("fb_docs", "fb_terms", "original_weight", "alpha", "beta")}
+                  for key in PRF_FIELDS}
         return PrfConfig(self.method, **values)  # type: ignore[arg-type]
 
     def label(self) -> str:
         """``rm3`` or ``rm3(fb_docs=5)``: the method with the fields set, as harness specs spell it."""
-        set_fields = [f"{k}={getattr(self, k):g}" for k in ("fb_docs", "fb_terms", "original_weight", "alpha", "beta")
-                      if getattr(self, k) is not None]
+        set_fields = [f"{k}={getattr(self, k):g}" for k in PRF_FIELDS if getattr(self, k) is not None]
         return self.method + (f"({','.join(set_fields)})" if set_fields else "")
