@@ -86,15 +86,3 @@ def point_at_reader(jsearcher: Any, reader: Any) -> None:
         fields.writeField(jsearcher, "searcher", None, True)
         if previous is not None:
             previous.close()
-
-
-def reader_of(jsearcher: Any) -> Any:
-    """The ``IndexReader`` an Anserini searcher searches (its own, or the one :func:`point_at_reader` gave it).
-
-    The caller holds the JNI lock; the reader stays the searcher's (closed with it).
-    """
-    check_reflection()
-    from jnius import autoclass
-
-    return autoclass("org.apache.commons.lang3.reflect.FieldUtils").readField(jsearcher, "reader", True)
-
