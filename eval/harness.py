@@ -116,13 +116,14 @@ def ensure_index(dataset: Dataset, retrievers: Sequence[str], options: EvalOptio
 
 
 def _single_runs(searcher: Searcher, qids: list[str], texts: list[str], retriever: str, depth: int,
-                 prf: PrfConfig | None = None) -> tuple[list[list[ScoredDoc]], float, float]:
+                 prf: PrfConfig | None = None, mode: str | None = None) -> tuple[list[list[ScoredDoc]], float, float]:
     runs: list[list[ScoredDoc]] = []
     encode = search = 0.0
     feedback = {retriever: prf} if prf else None
+    modes = {retriever: mode} if mode else None
     for start in range(0, len(texts), QUERY_CHUNK):
         chunk = texts[start : start + QUERY_CHUNK]
-        results = searcher.batch_search(chunk, k=depth, retrievers=[retriever], prf=feedback)
+        results = searcher.batch_search(chunk, k=depth, retrievers=[retriever], prf=feedback, query_modes=modes)
         encode += results[0].timings_ms.get(f"{retriever}_encode", 0.0) * len(chunk)
         search += results[0].timings_ms.get(f"{retriever}_search", 0.0) * len(chunk)
         runs.extend([ScoredDoc(h.id, h.score) for h in r.hits] for r in results)
@@ -303,7 +304,7 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
     cost: dict[str, tuple[float, float]] = {}
     fetch = depth + 1 if drop_self else depth  # one spare hit per query for the self hit to be dropped
     for name, source in sorted(sources.items()):
-        singles[name], enc, sea = _single_runs(searcher, qids, texts, source.retriever, fetch, source.prf)
+        singles[name], enc, sea = _single_runs(searcher, qids, texts, source.retriever, fetch, source.prf, source.mode)
         cost[name] = (enc, sea)
     searcher.close()
 
@@ -351,10 +352,11 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
 
 
 def _without_prf(name: str, spec: MethodSpec) -> str | None:
-    """The same method without its PRF sources (``bm25+rm3`` -> ``bm25``); None if it has none."""
+    """The same method without its PRF and query modes (``bm25+rm3`` -> ``bm25``, ``splade@tokens`` -> ``splade``);
+    None if it has neither."""
     base = name
     for source in spec.sources.values():
-        if source.prf is not None:
+        if source.prf is not None or source.mode is not None:
             base = base.replace(source.name, source.retriever)
     return base if base != name else None
 

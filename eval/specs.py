@@ -3,6 +3,8 @@
 * one retriever, by its name in the index: ``bm25``, ``dense-e5``;
 * a retriever with pseudo-relevance feedback: ``bm25+rm3``, ``dense+average``,
   ``bm25+rm3(fb_docs=5,fb_terms=20)`` (the PRF methods are the kinds' own, :mod:`indexes.kinds`);
+* a retriever in another query mode: ``splade@tokens`` (inference-free), ``dense@onnx-int8``, also with
+  PRF (``splade@onnx+rocchio``) and inside fusions (``rrf:bm25+splade@onnx-int8+dense@onnx``);
 * RRF: ``rrf:bm25+splade+dense[:k]``, and with PRF runs: ``rrf:bm25+rm3+dense``;
 * weighted sums: ``weighted:splade=0.6,dense=0.4[:minmax|zscore|dbsf]``, ``weighted:splade+dense:dbsf``
   (``+`` joins names weighing 1; ``dbsf`` is Qdrant's distribution-based score fusion);
@@ -30,14 +32,15 @@ class SpecError(HybridError, ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """One ranked list the harness computes: a retriever, optionally with PRF."""
+    """One ranked list the harness computes: a retriever, optionally in a query mode and with PRF."""
 
     retriever: str
     prf: PrfConfig | None = None
+    mode: str | None = None
 
     @property
     def name(self) -> str:
-        return self.retriever + (f"+{self.prf.label()}" if self.prf else "")
+        return self.retriever + (f"@{self.mode}" if self.mode else "") + (f"+{self.prf.label()}" if self.prf else "")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class MethodSpec:
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PRF = re.compile(r"^([a-z0-9_]+)(?:\((.*)\))?$")
+_MODE = re.compile(r"^[a-z0-9-]{1,32}$")
 _COMMA = re.compile(r",(?![^(]*\))")  # commas outside parentheses
 
 
@@ -91,11 +95,14 @@ def parse_sources(body: str, spec: str) -> list[Source]:
         if match and match.group(1) in methods:
             if not sources or sources[-1].prf is not None:
                 raise SpecError(f"{spec!r}: PRF method {token!r} must follow a retriever name")
-            sources[-1] = Source(sources[-1].retriever, parse_prf(token, spec))
+            sources[-1] = Source(sources[-1].retriever, parse_prf(token, spec), sources[-1].mode)
             continue
+        token, at, mode = token.partition("@")
         if not _NAME.match(token):
             raise SpecError(f"{spec!r}: {token!r} is not a retriever name (letters, digits, '.', '_', '-')")
-        sources.append(Source(token))
+        if at and not _MODE.match(mode):
+            raise SpecError(f"{spec!r}: {mode!r} is not a query mode such as tokens, onnx or onnx-int8")
+        sources.append(Source(token, mode=mode or None))
     return sources
 
 

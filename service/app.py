@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from retrieval.core.settings import Settings
 from service import metrics
@@ -25,6 +25,46 @@ from service.state import ServiceState
 
 log = logging.getLogger("hybrid.service")
 MAX_BODY_BYTES = 16 * 2**20
+
+
+class LimitsAndMetrics:
+    """Body-size limit, request metrics and the last line of defence against unhandled errors.
+
+    A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs every response through an extra
+    task and stream, which cost a large share of the serving overhead of a millisecond-scale search.
+    """
+
+    def __init__(self, app: ASGIApp, stats: metrics.Metrics) -> None:
+        self.app = app
+        self.stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status, response_started = message["status"], True
+            await send(message)
+
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            await error_response(413, f"request body larger than {MAX_BODY_BYTES} bytes")(scope, receive, watched)
+        else:
+            try:
+                await self.app(scope, receive, watched)
+            except Exception:  # answer without internals, unless an answer is already on its way
+                log.exception("unhandled error on %s", scope.get("path"))
+                if not response_started:
+                    await error_response(500, "internal error; the server log has the details")(scope, receive, watched)
+        route = scope.get("route")
+        self.stats.observe_request(getattr(route, "path", "unmatched"), scope["method"], status,
+                                   time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -59,23 +99,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.settings = settings
     app.state.service = ServiceState(settings, registry, stats, batcher)
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response: Response = error_response(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # last line of defence: log it, answer without internals
-                log.exception("unhandled error on %s", request.url.path)
-                response = error_response(500, "internal error; the server log has the details")
-        route = request.scope.get("route")
-        stats.observe_request(getattr(route, "path", "unmatched"), request.method, response.status_code,
-                              time.perf_counter() - started)
-        return response
-
+    app.add_middleware(LimitsAndMetrics, stats=stats)
     install_handlers(app)
     for router in (status.router, indexes.router, search.router, indexes.admin, writes.router, jobs.router):
         app.include_router(router)

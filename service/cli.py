@@ -299,6 +299,22 @@ def parse_weights(spec: str | None) -> dict[str, float] | None:
     return weights
 
 
+def parse_query_modes(values: Sequence[str], hint: str = "--query-mode") -> dict[str, str] | None:
+    """``("splade=onnx-int8", "dense=onnx")`` -> {"splade": "onnx-int8", "dense": "onnx"} (checked when searched)."""
+    modes: dict[str, str] = {}
+    for value in values:
+        retriever, sep, mode = value.partition("=")
+        if not sep or not retriever.strip() or not mode.strip():
+            raise click.BadParameter(f"{value!r} is not NAME=MODE, e.g. splade=tokens or dense=onnx-int8",
+                                     param_hint=hint)
+        modes[retriever.strip()] = mode.strip()
+    return modes or None
+
+
+QUERY_MODE_HELP = ("Query mode of one retriever (name or kind), repeatable: splade=tokens (inference-free), "
+                   "splade=onnx, dense=onnx-int8, ...=torch (the default).")
+
+
 def parse_prf_options(values: Sequence[str]) -> dict[str, PrfConfig] | None:
     """``("bm25=rm3(fb_docs=5)", "dense=average")`` -> {"bm25": PrfConfig("rm3", fb_docs=5), ...}."""
     from eval.specs import parse_prf
@@ -327,12 +343,13 @@ def parse_prf_options(values: Sequence[str]) -> dict[str, PrfConfig] | None:
 @click.option("--prf", "prf_specs", multiple=True, metavar="NAME=METHOD",
               help="Pseudo-relevance feedback for one retriever, repeatable: bm25=rm3, 'bm25=rm3(fb_docs=5)', "
                    "dense=average, dense=rocchio.")
+@click.option("--query-mode", "mode_specs", multiple=True, metavar="NAME=MODE", help=QUERY_MODE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @index_root_option
 def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, rrf_k: int | None, weights: str | None,
-           normalization: str, depth: int | None, prf_specs: tuple[str, ...], as_json: bool, device: str | None,
-           index_root: Path | None) -> None:
+           normalization: str, depth: int | None, prf_specs: tuple[str, ...], mode_specs: tuple[str, ...],
+           as_json: bool, device: str | None, index_root: Path | None) -> None:
     """Search index NAME for QUERY."""
     from dataclasses import asdict
 
@@ -340,12 +357,13 @@ def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, r
     from retrieval.search.pipeline import Searcher
 
     prf = parse_prf_options(prf_specs)
+    modes = parse_query_modes(mode_specs)
     settings = _settings(index_root, device=device, rrf_k=rrf_k, depth=depth)
     chosen = [r.strip() for r in retrievers.split(",") if r.strip()] if retrievers else None
     searcher = Searcher.open(_root(settings).resolve(name), OpenOptions.from_settings(settings), retrievers=chosen)
     config = FusionConfig(method=fusion, rrf_k=settings.rrf_k, weights=parse_weights(weights),  # type: ignore[arg-type]
                           normalization=normalization)  # type: ignore[arg-type]
-    result = searcher.search(query, k=k, fusion=config, explain=True, include_text=True, prf=prf)
+    result = searcher.search(query, k=k, fusion=config, explain=True, include_text=True, prf=prf, query_modes=modes)
     if as_json:
         click.echo(json.dumps({"query": query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
                                "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
@@ -369,13 +387,20 @@ def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, r
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes; each loads every index.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-def serve(index_root: Path | None, host: str | None, port: int | None, workers: int | None, device: str | None) -> None:
+@click.option("--query-mode", "mode_specs", multiple=True, metavar="NAME=MODE",
+              help="Default query mode of one retriever (name or kind), repeatable; requests may choose another. "
+                   + QUERY_MODE_HELP.split(", repeatable: ")[1])
+def serve(index_root: Path | None, host: str | None, port: int | None, workers: int | None, device: str | None,
+          mode_specs: tuple[str, ...]) -> None:
     """Serve every index under the index root over HTTP (REST API under /v1, docs at /docs)."""
     import uvicorn
 
-    settings = _settings(index_root, host=host, port=port, workers=workers, device=device)
+    modes = parse_query_modes(mode_specs)
+    settings = _settings(index_root, host=host, port=port, workers=workers, device=device, query_modes=modes)
     # Worker processes rebuild the settings from the environment; pass the resolved values on.
     os.environ.update({"HYBRID_INDEX_ROOT": str(settings.index_root), "HYBRID_DEVICE": settings.device})
+    if settings.query_modes:
+        os.environ["HYBRID_QUERY_MODES"] = ",".join(f"{k}={v}" for k, v in settings.query_modes.items())
     names = _root(settings).names()
     if not names:
         click.echo(f"warning: no indexes under {settings.index_root}; build one with 'hybrid index build'", err=True)

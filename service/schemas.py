@@ -70,6 +70,9 @@ class Prf(BaseModel):
                                description="Rocchio: weight of the feedback documents.")
 
 
+QueryMode = Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$", examples=["onnx-int8"])]
+
+
 class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,6 +87,12 @@ class SearchOptions(BaseModel):
     prf: dict[RetrieverName, Prf] | None = Field(
         None, description="Pseudo-relevance feedback per retriever, e.g. {\"bm25\": {\"method\": \"rm3\"}}: that "
                           "retriever searches again with the query expanded from its own top hits.")
+    query_mode: dict[RetrieverName, QueryMode] | None = Field(
+        None, description="How a retriever turns the query into a query vector, e.g. {\"splade\": \"tokens\", "
+                          "\"dense\": \"onnx-int8\"}: 'torch' (the model, as documents were encoded), 'onnx' "
+                          "(the same model on ONNX Runtime), 'onnx-int8' (int8 weights), and for SPLADE 'tokens' "
+                          "(inference-free: word pieces weighted by the index's IDF). Default: the server's "
+                          "query_modes setting, else 'torch'. BM25 has no modes.")
     include_text: bool = Field(False, description="Add title, text and metadata to every hit.")
 
 

@@ -91,6 +91,9 @@ def test_search_equals_library(server: Server, searcher) -> None:  # type: ignor
          {"prf": {"bm25": PrfConfig("rm3", fb_docs=5), "dense": PrfConfig("average")}}),
         ({"fusion": {"method": "weighted", "adaptive": {"coefficients": {"agreement": 2.0, "margin": -1.0}}}},
          {"fusion": FusionConfig("weighted", adaptive=Adaptive({"agreement": 2.0, "margin": -1.0}))}),
+        ({"query_mode": {"splade": "tokens", "dense": "onnx"}}, {"query_modes": {"splade": "tokens", "dense": "onnx"}}),
+        ({"query_mode": {"splade": "onnx-int8", "dense": "onnx-int8"}},
+         {"query_modes": {"splade": "onnx-int8", "dense": "onnx-int8"}}),
     ]
     for body, kwargs in cases:
         response = httpx.post(f"{server.url}/v1/indexes/small/search",
@@ -146,6 +149,12 @@ def test_batch_search(server: Server, searcher) -> None:  # type: ignore[no-unty
         ("/v1/indexes/small/search", {"query": "x", "retrievers": ["dense"], "prf": {"bm25": {"method": "rm3"}}}, 422,
          "does not search"),
         ("/v1/indexes/small/search", {"query": "x", "prf": {"bm25": {"method": "rm3", "fb_docs": 0}}}, 422, "fb_docs"),
+        ("/v1/indexes/small/search", {"query": "x", "query_mode": {"splade": "fast"}}, 422,
+         "no query mode 'fast'; it offers: torch, onnx, onnx-int8, tokens"),
+        ("/v1/indexes/small/search", {"query": "x", "query_mode": {"bm25": "tokens"}}, 422, "offers: none"),
+        ("/v1/indexes/small/search", {"query": "x", "retrievers": ["bm25"], "query_mode": {"dense": "onnx"}}, 422,
+         "does not search"),
+        ("/v1/indexes/small/search", {"query": "x", "query_mode": {"dense": "ONNX!"}}, 422, "query_mode"),
         ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "rrf", "adaptive": {"coefficients": {"nqc": 1}}}},
          422, "weighted"),
         ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted",

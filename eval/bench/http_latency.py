@@ -5,7 +5,12 @@
 
 By default queries are sent one at a time after a warm-up, so the numbers are the latency a single
 client sees; ``--concurrency N`` runs N clients and adds throughput. The JSON report records the
-request body and the machine.
+request body and the machine. ``overhead_ms`` is per request: HTTP time minus the ``took_ms`` the server
+reports for that request (parsing, validation, threads, serialization, the client's own share).
+
+Several ``--url`` (servers of different code or settings, up at once) are measured paired: every query
+goes to each server in turn, the first server rotating, so machine drift hits all of them alike.
+``--query-mode splade=onnx-int8`` (repeatable) goes into the request body.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ def emit(report: dict, out: Path | None) -> None:  # type: ignore[type-arg]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--url", action="append", help="Server base URL, repeatable (default http://127.0.0.1:8000).")
+    parser.add_argument("--label", action="append", help="A name per --url for the report (default: the URL).")
+    parser.add_argument("--query-mode", action="append", default=[], metavar="NAME=MODE")
     parser.add_argument("--index", required=True)
     parser.add_argument("--queries", type=Path, required=True)
     parser.add_argument("--retrievers", default="bm25,splade,dense")
@@ -55,34 +62,52 @@ def main() -> None:
     args = parser.parse_args()
 
     queries = [obj["text"] for _, obj in read_jsonl_objects(args.queries)][: args.limit]
-    body = {"k": args.k, "retrievers": args.retrievers.split(","), "fusion": {"method": "rrf"}}
-    url = f"{args.url}/v1/indexes/{args.index}/search"
-    latencies: list[float] = []
-    server_ms: list[float] = []
+    body: dict = {"k": args.k, "retrievers": args.retrievers.split(","), "fusion": {"method": "rrf"}}  # type: ignore[type-arg]
+    if args.query_mode:
+        body["query_mode"] = dict(m.split("=", 1) for m in args.query_mode)
+    bases = args.url or ["http://127.0.0.1:8000"]
+    labels = args.label or bases
+    urls = [f"{base}/v1/indexes/{args.index}/search" for base in bases]
+    latencies: dict[str, list[float]] = {label: [] for label in labels}
+    overheads: dict[str, list[float]] = {label: [] for label in labels}
+    server_ms: dict[str, list[float]] = {label: [] for label in labels}
     errors = 0
-    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=args.concurrency)) as client:
+    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=args.concurrency * len(urls))) as client:
         for query in queries[: args.warmup]:
-            client.post(url, json={**body, "query": query}).raise_for_status()
+            for url in urls:
+                client.post(url, json={**body, "query": query}).raise_for_status()
 
-        def one(query: str) -> None:
+        def one(item: tuple[int, str]) -> None:
             nonlocal errors
-            started = time.perf_counter()
-            response = client.post(url, json={**body, "query": query})
-            latencies.append((time.perf_counter() - started) * 1000.0)
-            if response.status_code != 200:
-                errors += 1
-                return
-            server_ms.append(response.json()["took_ms"])
+            i, query = item
+            order = list(range(len(urls)))
+            order = order[i % len(urls):] + order[: i % len(urls)]
+            for j in order:
+                started = time.perf_counter()
+                response = client.post(urls[j], json={**body, "query": query})
+                elapsed = (time.perf_counter() - started) * 1000.0
+                latencies[labels[j]].append(elapsed)
+                if response.status_code != 200:
+                    errors += 1
+                    continue
+                took = response.json()["took_ms"]
+                server_ms[labels[j]].append(took)
+                overheads[labels[j]].append(elapsed - took)
 
         wall = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-            list(pool.map(one, queries))
+            list(pool.map(one, enumerate(queries)))
         wall = time.perf_counter() - wall
+
+    def summary(label: str) -> dict:  # type: ignore[type-arg]
+        return {"http_ms": {**percentiles(latencies[label]), "mean": statistics.fmean(latencies[label])},
+                "server_took_ms": {"p50": percentile(server_ms[label], 50), "p95": percentile(server_ms[label], 95)},
+                "overhead_ms": percentiles(overheads[label])}
+
     report = {
-        "url": url, "request": body, "queries": len(latencies), "concurrency": args.concurrency, "errors": errors,
-        "queries_per_second": len(latencies) / wall,
-        "http_ms": {**percentiles(latencies), "mean": statistics.fmean(latencies)},
-        "server_took_ms": {"p50": percentile(server_ms, 50), "p95": percentile(server_ms, 95)},
+        "urls": urls, "request": body, "queries": len(queries), "concurrency": args.concurrency, "errors": errors,
+        "queries_per_second": len(queries) * len(urls) / wall,
+        **(summary(labels[0]) if len(urls) == 1 else {"servers": {label: summary(label) for label in labels}}),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
     emit(report, args.out)

@@ -128,6 +128,8 @@ class LiveIndex:
             if dirty:
                 live._recover()
             live._publish()
+            with live.view() as searcher:
+                searcher.warm_modes()
         except BaseException:
             live.close(checkpoint=False)
             raise

@@ -30,6 +30,7 @@ from retrieval.core.errors import HybridError
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import PRF_FIELDS, PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.models import ModelError, ResolvedModel, resolve_model
+from retrieval.encoders.onnx_query import CACHE_DIR as ONNX_CACHE_DIR
 
 
 class KindError(HybridError, ValueError):
@@ -47,13 +48,14 @@ class RetrieverSearcher(Protocol):
     """Query text in, ranked (doc id, raw score) lists out; times its encode and search halves.
 
     ``prf`` (one of its kind's :attr:`RetrieverKind.prf_methods`, defaults filled in) asks for
-    pseudo-relevance feedback: the feedback round's time counts as search time.
+    pseudo-relevance feedback: the feedback round's time counts as search time. ``mode`` is one of its
+    kind's :attr:`RetrieverKind.query_modes` (None: the first, the kind's default).
     """
 
     name: str
 
-    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None
-               ) -> RetrieverRuns: ...
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
+               mode: str | None = None) -> RetrieverRuns: ...
 
     def close(self) -> None: ...
 
@@ -141,6 +143,11 @@ class Component(ABC):
         self.entry = entry
         self.device = device
 
+    @property
+    def onnx_cache(self) -> Path:
+        """Where ONNX query graphs are cached: beside the index, under its index root (shared by its indexes)."""
+        return self.index_folder.parent / ONNX_CACHE_DIR
+
     @abstractmethod
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
         """A searcher over what this component holds now (a live one: including uncommitted writes)."""
@@ -183,6 +190,9 @@ class RetrieverKind(ABC):
     model_option: ClassVar[str | None] = None
     # Pseudo-relevance feedback methods this kind's searchers run, each with its default parameters.
     prf_methods: ClassVar[dict[str, dict[str, float | int]]] = {}
+    # How this kind's searchers can turn query text into a query (name -> what it does); the first is the
+    # default. Empty: one way only.
+    query_modes: ClassVar[dict[str, str]] = {}
 
     # --- models ------------------------------------------------------------------------------------
 
@@ -259,10 +269,25 @@ class RetrieverKind(ABC):
             raise KindError(f"retriever {name!r}: PRF original_weight is a share of the query mix, 0 to 1")
         return filled
 
+    def query_mode(self, name: str, mode: str) -> str:
+        """``mode`` checked against this kind's :attr:`query_modes`."""
+        if mode not in self.query_modes:
+            offered = ", ".join(self.query_modes) or "none (it has one way to search)"
+            raise KindError(f"retriever {name!r} ({self.name}) has no query mode {mode!r}; it offers: {offered}")
+        return mode
+
     def describe(self, entry: RetrieverManifest) -> str:
         """One line for listings: the kind, its model and its main parameters."""
         model = f" {entry.model_id}" if entry.model_id else ""
         return f"{self.name}{model}"
+
+
+# The query modes of kinds whose queries go through a sentence-transformers model.
+MODEL_QUERY_MODES = {
+    "torch": "the model's query encoder on torch, as documents are encoded",
+    "onnx": "the same encoder exported to ONNX Runtime, fp32 (CPU; query vectors within cosine 0.999 of torch's)",
+    "onnx-int8": "ONNX Runtime with dynamic int8 weights (CPU; fastest, vectors move more)",
+}
 
 
 def checked_model(manifest: Manifest, name: str) -> ResolvedModel:

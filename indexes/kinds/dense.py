@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from indexes.kinds.base import (
+    MODEL_QUERY_MODES,
     BuildContext,
     Component,
     RetrieverKind,
@@ -52,7 +53,7 @@ class DenseSearcher:
     """``bound`` and ``bitmap``: the docnos a point-in-time view of a live index may return."""
 
     def __init__(self, name: str, index: FaissIndex, encoder: DenseEncoder, store: DocStore, batch_size: int,
-                 view: ViewState = ViewState()) -> None:
+                 view: ViewState = ViewState(), onnx_cache: Path | None = None) -> None:
         if index.dimension != encoder.dimension:
             raise ValueError(f"FAISS index {name!r} has dimension {index.dimension}, the model {encoder.dimension}")
         self.name = name
@@ -61,14 +62,16 @@ class DenseSearcher:
         self._store = store
         self._batch_size = batch_size
         self._view = view
+        self._onnx_cache = onnx_cache
 
-    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
-        return self.encoder.encode_queries(queries, batch_size=self._batch_size)
+    def encode_queries(self, queries: Sequence[str], mode: str | None = None) -> np.ndarray:
+        return self.encoder.encode_queries(queries, batch_size=self._batch_size, runtime=mode or "torch",
+                                           cache=self._onnx_cache)
 
-    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None
-               ) -> RetrieverRuns:
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
+               mode: str | None = None) -> RetrieverRuns:
         started = time.perf_counter()
-        vectors = self.encode_queries(queries)
+        vectors = self.encode_queries(queries, mode)
         encode_ms = elapsed_ms(started)
         started = time.perf_counter()
         if prf is not None:
@@ -117,7 +120,7 @@ class DenseComponent(Component):
         self.faiss = FaissIndex(self.folder, device=device)
 
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
-        return DenseSearcher(self.name, self.faiss, encoder, store, batch_size, view)
+        return DenseSearcher(self.name, self.faiss, encoder, store, batch_size, view, self.onnx_cache)
 
     def apply(self, batch: WriteBatch) -> None:
         """Appends only vectors it does not hold yet (docnos above its largest): a replayed write is a no-op."""
@@ -145,6 +148,7 @@ class DenseComponent(Component):
 class DenseKind(RetrieverKind):
     name = "dense"
     model_option = "dense_model"
+    query_modes = MODEL_QUERY_MODES
     # Pyserini's dense PRF settings (Li et al., 2021): Average over 3 hits; Rocchio over 5 with 0.4/0.6.
     prf_methods = {
         "average": {"fb_docs": 3},

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from indexes.kinds.base import (
+    MODEL_QUERY_MODES,
     BuildContext,
     Component,
     KindError,
@@ -43,20 +44,34 @@ class SpladeSearcher:
     """``encoder`` and ``quantization`` are public so baselines can encode exactly as this searcher does."""
 
     def __init__(self, name: str, index: ImpactIndex, encoder: SpladeEncoder, quant: Quantization,
-                 batch_size: int) -> None:
+                 batch_size: int, onnx_cache: Path) -> None:
         self.name = name
+        self._onnx_cache = onnx_cache
         self.encoder = encoder
         self.quantization = quant
         self._index = index
         self._batch_size = batch_size
 
-    def encode_queries(self, queries: Sequence[str]) -> list[SparseVector]:
-        return self.encoder.encode_queries(queries, self.quantization, batch_size=self._batch_size)
+    def encode_queries(self, queries: Sequence[str], mode: str | None = None) -> list[SparseVector]:
+        if mode == "tokens":
+            return [self.token_query(q) for q in queries]
+        return self.encoder.encode_queries(queries, self.quantization, batch_size=self._batch_size,
+                                           runtime=mode or "torch", cache=self._onnx_cache)
 
-    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None
-               ) -> RetrieverRuns:
+    def token_query(self, query: str) -> SparseVector:
+        """Inference-free: the query's word pieces, each weighted by its IDF in this index (times the
+        quantization scale, so weights are on the documents' scale for PRF's mix). Following "Towards
+        Competitive Search Relevance for Inference-Free Learned Sparse Retrievers" (Geng et al., 2024),
+        the documents carry the expansion and the query costs a tokenization."""
+        tokens = self.encoder.query_tokens(query)
+        scale = self.quantization.scale
+        weighted = {t: round(w * scale) for t, w in zip(tokens, self._index.idf(tokens))}
+        return {t: w for t, w in weighted.items() if w > 0}
+
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
+               mode: str | None = None) -> RetrieverRuns:
         started = time.perf_counter()
-        vectors = self.encode_queries(queries)
+        vectors = self.encode_queries(queries, mode)
         encode_ms = elapsed_ms(started)
         started = time.perf_counter()
         if prf is not None:
@@ -100,8 +115,8 @@ class SpladeComponent(LuceneComponent):
     writer_kind = "impact"
 
     def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
-        return SpladeSearcher(self.name, ImpactIndex(self.folder, reader=reader, ids=self.segment_ids), encoder, quantization(self.entry),
-                              batch_size)
+        return SpladeSearcher(self.name, ImpactIndex(self.folder, reader=reader, ids=self.segment_ids), encoder,
+                              quantization(self.entry), batch_size, self.onnx_cache)
 
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
         return zip((d.id for d in batch.docs), batch.payload)
@@ -110,6 +125,10 @@ class SpladeComponent(LuceneComponent):
 class SpladeKind(RetrieverKind):
     name = "splade"
     model_option = "sparse_model"
+    query_modes = {
+        **MODEL_QUERY_MODES,
+        "tokens": "inference-free: the query's word pieces weighted by the index's IDF (no model run)",
+    }
     # Sparse Rocchio over the stored impacts of the top hits (see SpladeSearcher._feedback).
     prf_methods = {"rocchio": {"fb_docs": 3, "fb_terms": 20, "alpha": 1.0, "beta": 0.5}}
 

@@ -11,6 +11,7 @@ break "score == dot product" for terms present in every document).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -203,6 +204,7 @@ class ImpactIndex:
         try:
             self._queries = ImpactQueries()
             self._searcher = DirectSearcher(reader, impact_similarity(), ids or SegmentIds())
+            self._idf: dict[str, float] = {}
         except BaseException:
             with JNI_LOCK:
                 reader.close()
@@ -218,6 +220,16 @@ class ImpactIndex:
 
     def close(self) -> None:
         self._searcher.close()
+
+    def idf(self, terms: Sequence[str]) -> list[float]:
+        """BM25's IDF of each term over this reader, ``ln(1 + (N - df + 0.5) / (df + 0.5))``; 0 for a term no
+        document holds. Kept per term for the reader's life (a live index's next view has a new reader)."""
+        missing = [t for t in dict.fromkeys(terms) if t not in self._idf]
+        if missing:
+            count, freqs = self._searcher.doc_freqs(missing)
+            for term, df in zip(missing, freqs):
+                self._idf[term] = math.log(1.0 + (count - df + 0.5) / (df + 0.5)) if df else 0.0
+        return [self._idf[t] for t in terms]
 
     def doc_vectors(self, doc_ids: Sequence[str]) -> list[SparseVector | None]:
         """Each document's impacts as stored in its term vector (None: the document has none, because

@@ -64,6 +64,7 @@ class _Java:
         self.MultiTerms = autoclass("org.apache.lucene.index.MultiTerms")
         self.MultiBits = autoclass("org.apache.lucene.index.MultiBits")
         self.PostingsEnum = autoclass("org.apache.lucene.index.PostingsEnum")
+        self.Term = autoclass("org.apache.lucene.index.Term")
 
     @classmethod
     def get(cls) -> _Java:
@@ -214,6 +215,14 @@ class DirectSearcher:
         ranked = sorted(((-score, ids[doc]) for score, doc in hits))[:k]
         scores = tie_adjusted([-s for s, _ in ranked])
         return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, scores)]
+
+    def doc_freqs(self, terms: Sequence[str], field: str = CONTENTS_FIELD) -> tuple[int, list[int]]:
+        """(documents in the index, each term's document frequency), as Lucene's statistics count them
+        (deleted documents included until merged away, as BM25's statistics)."""
+        java = _Java.get()
+        with JNI_LOCK:
+            reader = java.cast("org.apache.lucene.index.IndexReader", self._reader)
+            return reader.maxDoc(), [reader.docFreq(java.Term(field, term)) for term in terms]
 
     @property
     def reader(self) -> Any:

@@ -69,6 +69,8 @@ class OpenOptions:
     rrf_k: int = 60  # RRF's k, when a request does not say
     checkpoint_mb: int = 64
     compact_fraction: float = 0.2
+    # Default query mode per retriever name or kind ({"splade": "onnx-int8"}); a request may choose another.
+    query_modes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> OpenOptions:

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     compact_fraction: float = Field(
         0.2, gt=0, le=1, description="At a checkpoint, remove deleted vectors from FAISS once they are this share of it."
     )
+    query_modes: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Default query mode per retriever name or kind, 'splade=onnx-int8,dense=onnx' (modes: README).",
+    )
     corpus_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Folders that POST /v1/indexes may read corpora from; empty: any path."
     )
@@ -92,6 +96,17 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("query_modes", mode="before")
+    @classmethod
+    def _split_modes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            bad = [p for p in pairs if "=" not in p]
+            if bad:
+                raise ValueError(f"query_modes entry {bad[0]!r} must be NAME=MODE, e.g. splade=onnx-int8")
+            return dict(p.split("=", 1) for p in pairs)
         return value
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,11 @@ import torch
 from retrieval.encoders.gpu_paths import GpuPaths
 from retrieval.encoders.gpu_pipeline import DensePipeline
 from retrieval.encoders.models import ResolvedModel
+from retrieval.encoders.onnx_query import OnnxQueries
 from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
 
-class DenseEncoder(GpuPaths):
+class DenseEncoder(GpuPaths, OnnxQueries):
     _sparse = False
     _pipeline_type = DensePipeline
 
@@ -85,9 +87,21 @@ class DenseEncoder(GpuPaths):
             self._pipeline.close()
             self._pipeline = None
 
-    def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 32, runtime: str = "torch",
+                       cache: Path | None = None) -> np.ndarray:
+        """``runtime`` "onnx" or "onnx-int8" runs the exported graph (cached under ``cache``) on ONNX Runtime."""
+        if runtime != "torch":
+            assert cache is not None, "ONNX query modes need a cache folder"
+            if not plain_query_forward(self._model):
+                texts = [self._query_prompt() + t for t in texts]
+            vectors = self._onnx(runtime, cache).embed(texts)
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            return np.ascontiguousarray(vectors, dtype=np.float32)
         return self._encode(texts, query=True, batch_size=batch_size)
+
+    def _query_prompt(self) -> str:
+        return str((getattr(self._model, "prompts", None) or {}).get("query") or "")
 
     def encode_query(self, text: str) -> np.ndarray:
         """One L2-normalized float32 vector (1-D)."""
-        return self._encode([text], query=True, batch_size=1)[0]
+        return self.encode_queries([text], batch_size=1)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from retrieval.core.types import SparseVector
 from retrieval.encoders.gpu_paths import GpuPaths
 from retrieval.encoders.gpu_pipeline import SparsePipeline
 from retrieval.encoders.models import ResolvedModel
+from retrieval.encoders.onnx_query import OnnxQueries
 from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
 
@@ -28,7 +30,7 @@ class Quantization:
     top_k: int | None = None  # keep the top_k heaviest terms (documents only)
 
 
-class SpladeEncoder(GpuPaths):
+class SpladeEncoder(GpuPaths, OnnxQueries):
     """Wraps a sentence-transformers ``SparseEncoder`` and returns quantized term->impact maps."""
 
     _sparse = True
@@ -117,15 +119,35 @@ class SpladeEncoder(GpuPaths):
             return vectors
         return [quantize(v, quant) for v in self._encode(texts, query=False, batch_size=batch_size)]
 
-    def encode_queries(self, texts: Sequence[str], quant: Quantization, batch_size: int = 32) -> list[SparseVector]:
-        """Queries keep every term: ``quant.top_k`` applies to documents only."""
+    def encode_queries(self, texts: Sequence[str], quant: Quantization, batch_size: int = 32,
+                       runtime: str = "torch", cache: Path | None = None) -> list[SparseVector]:
+        """Queries keep every term: ``quant.top_k`` applies to documents only.
+
+        ``runtime`` "onnx" or "onnx-int8" runs the exported graph (cached under ``cache``) on ONNX Runtime.
+        """
         plain = Quantization(scale=quant.scale)
+        if runtime != "torch":
+            assert cache is not None, "ONNX query modes need a cache folder"
+            return [quantize(self._terms(row), plain) for row in self._onnx(runtime, cache).embed(texts)]
         if len(texts) > 1 and (vectors := self._through_pipeline(texts, plain)) is not None:
             return vectors
         return [quantize(v, plain) for v in self._encode(texts, query=True, batch_size=batch_size)]
 
     def encode_query(self, text: str, quant: Quantization) -> SparseVector:
         return self.encode_queries([text], quant)[0]
+
+    def _terms(self, row: np.ndarray) -> dict[str, float]:
+        """One vocabulary-sized row as term -> weight over its non-zero entries."""
+        ids = np.flatnonzero(row)
+        return dict(zip(self._vocab[ids].tolist(), row[ids].tolist()))
+
+    def query_tokens(self, text: str) -> list[str]:
+        """The query's own word pieces, each once, in order (no special tokens): what an inference-free
+        query searches for. Truncated as the encoder truncates."""
+        tokenizer = self._model.tokenizer
+        ids = tokenizer(text, add_special_tokens=False, truncation=True,
+                        max_length=max(1, int(self._model.max_seq_length or 512) - 2))["input_ids"]
+        return list(dict.fromkeys(self._vocab[ids].tolist())) if ids else []
 
 
 def quantize(weights: dict[str, float], quant: Quantization) -> SparseVector:

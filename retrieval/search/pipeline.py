@@ -144,7 +144,24 @@ class Searcher:
                 component.close()
             store.close()
             raise
-        return cls(folder, manifest, store, searchers, options, seq=seq, components=components)
+        searcher = cls(folder, manifest, store, searchers, options, seq=seq, components=components)
+        try:
+            searcher.warm_modes()
+        except BaseException:
+            searcher.close()
+            raise
+        return searcher
+
+    def warm_modes(self) -> None:
+        """Check the default query modes and prepare them (an ONNX graph is exported and loaded once, here
+        rather than in the first request)."""
+        for name in self.searchers:
+            try:
+                mode = self.default_mode(name)
+            except KindError as exc:
+                raise SearchError(f"default query mode: {exc}") from None
+            if mode:
+                self.searchers[name].search(["warm up"], 1, 1, None, mode)
 
     @property
     def retrievers(self) -> list[str]:
@@ -178,24 +195,29 @@ class Searcher:
         explain: bool = False,
         include_text: bool = False,
         prf: Mapping[str, PrfConfig] | None = None,
+        query_modes: Mapping[str, str] | None = None,
     ) -> list[SearchResult]:
         """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'.
 
         ``prf`` maps retriever names to pseudo-relevance feedback settings (``{"bm25": PrfConfig("rm3")}``):
         those retrievers search twice, the second time with the query expanded from their own top hits.
+        ``query_modes`` maps retriever names to one of their kind's query modes (``{"splade": "tokens"}``,
+        ``{"dense": "onnx-int8"}``); the open options' ``query_modes`` are the defaults.
         """
         depth = depth if depth is not None else self.options.depth
         fusion = fusion or FusionConfig(rrf_k=self.options.rrf_k)
         queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
         names = self._validate(queries, k, depth, retrievers)
         feedback = self._feedback(prf or {}, names)
+        modes = self._modes(query_modes or {}, names)
         started = time.perf_counter()
         fusing = len(names) > 1
         per_retriever_depth = max(depth, k) if fusing else k
         runs: dict[str, list[list[ScoredDoc]]] = {}
         timings: dict[str, float] = {}
         for name in names:
-            result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads, feedback.get(name))
+            result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads, feedback.get(name),
+                                                 modes.get(name))
             runs[name] = result.runs
             timings[f"{name}_encode"] = result.encode_ms / len(queries)
             timings[f"{name}_search"] = result.search_ms / len(queries)
@@ -227,6 +249,25 @@ class Searcher:
             return {name: get_kind(self.manifest.retrievers[name].kind).prf(name, config) for name, config in prf.items()}
         except KindError as exc:
             raise SearchError(str(exc)) from None
+
+    def _modes(self, requested: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
+        """Each searched retriever's query mode: the request's, else the open options' default for its name or
+        its kind, checked against its kind."""
+        unknown = [name for name in requested if name not in names]
+        if unknown:
+            raise SearchError(f"query_mode names {unknown[0]!r}, which this request does not search; "
+                              f"it searches {', '.join(names)}")
+        try:
+            return {name: mode for name, mode in ((n, self.default_mode(n, requested.get(n))) for n in names) if mode}
+        except KindError as exc:
+            raise SearchError(str(exc)) from None
+
+    def default_mode(self, name: str, mode: str | None = None) -> str | None:
+        """``mode`` (or the options' default for retriever ``name`` or its kind) checked against its kind."""
+        kind = self.manifest.retrievers[name].kind
+        defaults = self.options.query_modes
+        mode = mode or defaults.get(name) or defaults.get(kind)
+        return get_kind(kind).query_mode(name, mode) if mode else None
 
     @staticmethod
     def _fuse(runs: Mapping[str, list[ScoredDoc]], config: FusionConfig, fusing: bool) -> list[FusedDoc]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
 from indexes.indexing.live import IndexFailedError
 from retrieval.core.types import PrfConfig
 from retrieval.search.fusion import Adaptive, FusionConfig, FusionError
-from retrieval.search.pipeline import SearchError, SearchResult, clean_query
+from retrieval.search.pipeline import Hit, SearchError, SearchResult, clean_query
 from service.auth import require_key
 from service.errors import ERRORS, ApiError
 from service.schemas import (
@@ -59,7 +62,8 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
         with live.view() as searcher:  # one point in time for every retriever and the text lookup
             return searcher.batch_search(batch, k=options.k, retrievers=options.retrievers, fusion=fusion,
                                          depth=options.depth, explain=options.explain,
-                                         include_text=options.include_text, prf=prf)
+                                         include_text=options.include_text, prf=prf,
+                                         query_modes=options.query_mode)
 
     try:
         if len(queries) == 1 and settings.micro_batch_max > 1:
@@ -76,24 +80,47 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
     return results
 
 
-def to_response(result: SearchResult) -> SearchResponse:
-    return SearchResponse(hits=result.hits, took_ms=result.took_ms, retrievers=result.retrievers,
-                          timings_ms=result.timings_ms)
+def _hit(hit: Hit) -> dict[str, Any]:
+    """A hit as ``SearchResponse`` serializes it (None fields left out; in ``explain``, null: not retrieved)."""
+    out: dict[str, Any] = {"id": hit.id, "score": hit.score, "rank": hit.rank}
+    if hit.title is not None:
+        out["title"] = hit.title
+    if hit.text is not None:
+        out["text"] = hit.text
+    if hit.metadata is not None:
+        out["metadata"] = hit.metadata
+    if hit.explain is not None:
+        out["explain"] = {n: None if s is None else {"rank": s.rank, "score": s.score} for n, s in hit.explain.items()}
+    return out
+
+
+def to_payload(result: SearchResult) -> dict[str, Any]:
+    return {"hits": [_hit(h) for h in result.hits], "took_ms": result.took_ms, "retrievers": result.retrievers,
+            "timings_ms": result.timings_ms}
+
+
+class FastJSON(Response):
+    """Search responses are built from our own dataclasses, so they skip the response model's re-validation
+    and go straight to orjson (the response model still documents them in the OpenAPI schema)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 @router.post("/v1/indexes/{name}/search", response_model=SearchResponse, response_model_exclude_none=True,
              responses=ERRORS)
-async def search(name: str, request: SearchRequest, state: ServiceState = Depends(get_state)) -> SearchResponse:
+async def search(name: str, request: SearchRequest, state: ServiceState = Depends(get_state)) -> Response:
     """Search one index with any subset of its retrievers (by name), fused."""
     results = await run_search(state, name, [request.query], request)
-    return to_response(results[0])
+    return FastJSON(to_payload(results[0]))
 
 
 @router.post("/v1/indexes/{name}/search/batch", response_model=BatchSearchResponse, response_model_exclude_none=True,
              responses=ERRORS)
-async def batch_search(name: str, request: BatchSearchRequest,
-                       state: ServiceState = Depends(get_state)) -> BatchSearchResponse:
+async def batch_search(name: str, request: BatchSearchRequest, state: ServiceState = Depends(get_state)) -> Response:
     """Many queries in one request, encoded in batches."""
     started = time.perf_counter()
     results = await run_search(state, name, request.queries, request)
-    return BatchSearchResponse(results=[to_response(r) for r in results], took_ms=(time.perf_counter() - started) * 1000.0)
+    return FastJSON({"results": [to_payload(r) for r in results], "took_ms": (time.perf_counter() - started) * 1000.0})
