@@ -50,6 +50,10 @@ class LimitsAndMetrics:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status, response_started = message["status"], True
+                # Time in the application, request parsed to response ready: with the search's own took_ms,
+                # it splits a client's latency into search, service and transport (eval/bench/http_latency.py).
+                app_ms = (time.perf_counter() - started) * 1000.0
+                message["headers"] = [*message.get("headers", []), (b"server-timing", b"app;dur=%.3f" % app_ms)]
             await send(message)
 
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)

