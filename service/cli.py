@@ -487,15 +487,19 @@ def eval_beir(datasets: tuple[Path, ...], retrievers: str, extra_retrievers: tup
 @click.option("--no-baselines", is_flag=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench"), show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--query-mode", "mode_specs", multiple=True, metavar="NAME=MODE",
+              help="Query mode of our retrievers for the library and HTTP runs, repeatable: splade=onnx-int8.")
 @index_root_option
 def bench(dataset: Path, queries: int, clients: str, seconds: float, no_http: bool, no_baselines: bool, out: Path,
-          device: str | None, index_root: Path | None) -> None:
+          device: str | None, mode_specs: tuple[str, ...], index_root: Path | None) -> None:
     """Benchmark indexing, latency and throughput on a BEIR DATASET, with baselines; JSON + Markdown."""
     import shlex
 
     from eval.bench.suite import BenchOptions, run, write
 
-    settings = _settings(index_root, device=device)
+    settings = _settings(index_root, device=device, query_modes=parse_query_modes(mode_specs))
+    if settings.query_modes:  # the server the HTTP phase starts reads its settings from the environment
+        os.environ["HYBRID_QUERY_MODES"] = ",".join(f"{k}={v}" for k, v in settings.query_modes.items())
     options = BenchOptions(
         dataset=dataset, index_root=settings.index_root, out=out, queries=queries, seconds=seconds,
         clients=[int(c) for c in clients.split(",") if c.strip()], http=not no_http, baselines=not no_baselines,

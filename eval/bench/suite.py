@@ -257,6 +257,7 @@ def run(options: BenchOptions) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "device": options.build.device},
         "index": log,
+        "query_modes": dict(options.open.query_modes),  # our retrievers' query modes (empty: torch)
         "indexing": {name: {"docs_per_s": manifest.doc_count / r.build_seconds if r.build_seconds else None,
                             "encode_docs_per_s": manifest.doc_count / r.encode_seconds if r.encode_seconds else None,
                             "index_docs_per_s": manifest.doc_count / r.index_seconds if r.index_seconds else None,

@@ -94,7 +94,7 @@ class DenseEncoder(GpuPaths, OnnxQueries):
             assert cache is not None, "ONNX query modes need a cache folder"
             if not plain_query_forward(self._model):
                 texts = [self._query_prompt() + t for t in texts]
-            vectors = self._onnx(runtime, cache).embed(texts)
+            vectors = self._onnx(runtime, cache).embed(texts, batch_size)
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             return np.ascontiguousarray(vectors, dtype=np.float32)
         return self._encode(texts, query=True, batch_size=batch_size)

@@ -148,8 +148,23 @@ class OnnxQueryEncoder:
         self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        features = _features(self._model, list(texts))
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Length-sorted batches of ``batch_size``: one padded call over hundreds of queries pads every query to
+        the longest and, for SPLADE, holds a vocabulary-wide logit row per token of all of them at once."""
+        if len(texts) <= batch_size:
+            return self._run(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            vectors = self._run([texts[i] for i in chunk])
+            if out.shape[1] == 0:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[chunk] = vectors
+        return out
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        features = _features(self._model, texts)
         feed = {name: features[name].numpy().astype(np.int64, copy=False) for name in self._inputs}
         return np.asarray(self._session.run(None, feed)[0], dtype=np.float32)
 

@@ -128,7 +128,7 @@ class SpladeEncoder(GpuPaths, OnnxQueries):
         plain = Quantization(scale=quant.scale)
         if runtime != "torch":
             assert cache is not None, "ONNX query modes need a cache folder"
-            return [quantize(self._terms(row), plain) for row in self._onnx(runtime, cache).embed(texts)]
+            return [quantize(self._terms(row), plain) for row in self._onnx(runtime, cache).embed(texts, batch_size)]
         if len(texts) > 1 and (vectors := self._through_pipeline(texts, plain)) is not None:
             return vectors
         return [quantize(v, plain) for v in self._encode(texts, query=True, batch_size=batch_size)]
