@@ -173,3 +173,18 @@ def test_leaderboard_prints_anchor_beside_ours() -> None:
     markdown, rows = leaderboard(results, "ndcg@10")
     assert "| cranfield | bm25 | 0.3512 | 0.3510 | +0.0002 |" in markdown
     assert rows[0][:3] == ["method", "cranfield", "average"] and rows[2][rows[0].index("p vs bm25")] == "cranfield: 0.0100"
+
+
+def test_specs_with_query_modes() -> None:
+    from eval.harness import _without_prf
+
+    spec = parse_spec("rrf:bm25+splade@onnx-int8+dense@onnx+average")
+    assert spec.retrievers == ("bm25", "splade@onnx-int8", "dense@onnx+average")
+    assert spec.sources["splade@onnx-int8"].mode == "onnx-int8" and spec.sources["splade@onnx-int8"].prf is None
+    dense = spec.sources["dense@onnx+average"]
+    assert (dense.retriever, dense.mode, dense.prf.method if dense.prf else None) == ("dense", "onnx", "average")
+    assert _without_prf(spec.name, spec) == "rrf:bm25+splade+dense"  # the leaderboard's "p vs base"
+    single = parse_spec("splade@tokens")
+    assert single.name == "splade@tokens" and _without_prf(single.name, single) == "splade"
+    with pytest.raises(SpecError, match="not a query mode"):
+        parse_spec("splade@Fast!")

@@ -162,15 +162,17 @@ class _Cached:
     """A retriever's ``encode_queries`` answered from vectors encoded once, so our timed searches spend
     nothing on encoding (``took`` minus encode is then search, id mapping and fusion alone)."""
 
-    def __init__(self, encode: Callable[[list[str]], Any], queries: Sequence[str]) -> None:
+    def __init__(self, encode: Callable[..., Any], queries: Sequence[str]) -> None:
         self._encode = encode
-        self._vectors = dict(zip(queries, encode(list(queries))))
+        self._vectors: dict[tuple[str | None, str], Any] = {}
+        self(queries)
 
-    def __call__(self, queries: Sequence[str]) -> Any:
-        if all(q in self._vectors for q in queries):
-            vectors = [self._vectors[q] for q in queries]
-            return np.stack(vectors) if isinstance(vectors[0], np.ndarray) else vectors
-        return self._encode(list(queries))
+    def __call__(self, queries: Sequence[str], mode: str | None = None) -> Any:
+        missing = list(dict.fromkeys(q for q in queries if (mode, q) not in self._vectors))
+        if missing:  # once per query mode
+            self._vectors.update({(mode, q): v for q, v in zip(missing, self._encode(missing, mode))})
+        vectors = [self._vectors[(mode, q)] for q in queries]
+        return np.stack(vectors) if isinstance(vectors[0], np.ndarray) else vectors
 
 
 def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int = 100, rounds: int = 3,

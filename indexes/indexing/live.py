@@ -40,6 +40,7 @@ from indexes.storage.layout import IndexBusyError, IndexRoot, fsync_path
 from indexes.storage.manifest import MANIFEST, Manifest, checksum_files, folder_size, verify_files
 from indexes.storage.wal import WriteAheadLog
 from retrieval.core.errors import HybridError, UnavailableError
+from retrieval.core.gc_tuning import freeze_loaded, thaw
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher, load_encoders, open_components, open_searchers
 
@@ -133,6 +134,7 @@ class LiveIndex:
         except BaseException:
             live.close(checkpoint=False)
             raise
+        freeze_loaded()
         return live
 
     # --- reading -------------------------------------------------------------------------------------
@@ -447,6 +449,7 @@ class LiveIndex:
                 current, self._current = self._current, None
             if current is not None:
                 self._release(current)
+            thaw()
 
 
 def snapshot_root(index_root: Path) -> Path:

@@ -18,6 +18,7 @@ from indexes.kinds.base import Component, KindError, RetrieverSearcher, ViewStat
 from indexes.storage.docstore import DocStore
 from indexes.storage.manifest import Manifest, verify_files
 from retrieval.core.errors import HybridError
+from retrieval.core.gc_tuning import freeze_loaded, thaw
 from retrieval.core.options import OpenOptions
 from retrieval.core.types import PrfConfig, RetrieverScore, ScoredDoc
 from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
@@ -150,6 +151,7 @@ class Searcher:
         except BaseException:
             searcher.close()
             raise
+        freeze_loaded()
         return searcher
 
     def warm_modes(self) -> None:
@@ -283,3 +285,5 @@ class Searcher:
             component.close()
         if self._owns_store:
             self.store.close()
+        if self._components:  # opened by Searcher.open, which froze what it loaded
+            thaw()
