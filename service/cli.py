@@ -390,13 +390,16 @@ def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, r
 @click.option("--query-mode", "mode_specs", multiple=True, metavar="NAME=MODE",
               help="Default query mode of one retriever (name or kind), repeatable; requests may choose another. "
                    + QUERY_MODE_HELP.split(", repeatable: ")[1])
+@click.option("--access-log/--no-access-log", default=None,
+              help="Log every request (default: the access_log setting, off; /metrics counts requests either way).")
 def serve(index_root: Path | None, host: str | None, port: int | None, workers: int | None, device: str | None,
-          mode_specs: tuple[str, ...]) -> None:
+          mode_specs: tuple[str, ...], access_log: bool | None) -> None:
     """Serve every index under the index root over HTTP (REST API under /v1, docs at /docs)."""
     import uvicorn
 
     modes = parse_query_modes(mode_specs)
-    settings = _settings(index_root, host=host, port=port, workers=workers, device=device, query_modes=modes)
+    settings = _settings(index_root, host=host, port=port, workers=workers, device=device, query_modes=modes,
+                         access_log=access_log)
     # Worker processes rebuild the settings from the environment; pass the resolved values on.
     os.environ.update({"HYBRID_INDEX_ROOT": str(settings.index_root), "HYBRID_DEVICE": settings.device})
     if settings.query_modes:
@@ -412,7 +415,7 @@ def serve(index_root: Path | None, host: str | None, port: int | None, workers: 
     click.echo(f"  curl -s {base}/v1/indexes/{example}/search{auth} -H 'Content-Type: application/json' "
                "-d '{\"query\": \"heat transfer in laminar boundary layers\", \"k\": 5, \"explain\": true}'")
     uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level="info")
+                workers=settings.workers, log_level="info", access_log=settings.access_log)
 
 
 @cli.group("eval")

@@ -2,8 +2,8 @@
 
 An open index holds about half a million objects the collector tracks (tokenizer vocabularies, torch
 modules, per-segment id tables). Every full collection walks all of them, and searching allocates enough
-to trigger one every few queries: on 2 cores that cost 1.3 ms a query in batches and 1.7 ms at the
-single-query median (measured in one process, before and after). ``gc.freeze()`` moves what exists once
+to trigger one every few queries: on 2 cores that cost 1.2 ms a query in batches and 0.6 ms at the
+single-query median (``python -m eval.bench.gc_freeze``: one process, frozen and not, alternating). ``gc.freeze()`` moves what exists once
 an index is open into a permanent generation that collections skip, as the Python documentation advises
 for long-running servers; closing an index unfreezes everything, so what it held can still be collected.
 """
