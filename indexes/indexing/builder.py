@@ -19,10 +19,11 @@ from indexes.storage.docstore import DocStore
 from indexes.storage.engine import created_major, runtime_engine
 from indexes.storage.layout import IndexRoot, validate_name
 from indexes.storage.manifest import Manifest, checksum_files, folder_size
+from indexes.storage.vector_files import VECTORS_MANIFEST, VectorSet, VectorsManifest
 from retrieval.core.errors import HybridError
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import RetrieverSpec
-from retrieval.encoders.models import ResolvedModel
+from retrieval.encoders.models import ResolvedModel, resolve_model
 
 
 class BuildError(HybridError, ValueError):
@@ -43,11 +44,73 @@ def record_engine(manifest: Manifest, building: Path) -> None:
         manifest.engine = runtime_engine()
 
 
-def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions) -> Manifest:
-    """Build ``name`` from ``corpus`` and publish it atomically; returns its manifest."""
+def fill_store(corpus_file: Path, folder: Path, options: BuildOptions, stage: BuildStage) -> tuple[DocStore, Skipped]:
+    """A document store in ``folder`` holding the corpus as every retriever indexes it (bad lines per
+    ``options.on_error``, empty documents left out), in corpus order."""
+    store = DocStore.create(folder)
+    skipped = Skipped()
+    with stage.bar(None, "read corpus") as bar:
+        def kept() -> Iterator[Document]:
+            for doc in iter_documents(corpus_file, options.on_error, skipped):
+                bar.update(1)
+                if not doc.contents.strip():
+                    # Lucene cannot index an empty document; leave it out of every retriever alike.
+                    skipped.add("empty", doc.id)
+                    continue
+                yield doc
+
+        store.add(kept())
+    if not len(store):
+        store.close()
+        raise CorpusError(f"{corpus_file}: every document is empty (no title and no text)")
+    for reason, count in skipped.counts.items():
+        examples = skipped.examples[reason]
+        print(f"warning: skipped {count} document(s), {reason}: {', '.join(examples[:10])}"
+              f"{' ...' if count > 10 else ''}", file=sys.stderr)
+    stage("docstore")
+    return store, skipped
+
+
+def _with_vectors(retrievers: list[tuple[RetrieverSpec, ResolvedModel | None]], vectors: VectorsManifest | None
+                  ) -> list[tuple[RetrieverSpec, ResolvedModel | None, VectorSet | None]]:
+    """Each retriever with the pre-encoded vector set of its name, if any, and the model that made it, whose
+    weights must be the ones installed here (queries are encoded here)."""
+    out: list[tuple[RetrieverSpec, ResolvedModel | None, VectorSet | None]] = []
+    for spec, model in retrievers:
+        found = vectors.sets.get(spec.name) if vectors is not None else None
+        if found is None:
+            out.append((spec, model, None))
+            continue
+        if found.kind != spec.kind:
+            raise BuildError(f"vectors {spec.name!r} are of kind {found.kind!r}, the retriever is {spec.kind!r}")
+        if spec.model and resolve_model(spec.model).model_id != found.model_id:
+            raise BuildError(f"vectors {spec.name!r} were made with {found.model_id!r}, not {spec.model!r}")
+        made_with = resolve_model(found.model_id)
+        if made_with.weights_sha256 != found.weights_sha256:
+            raise BuildError(f"vectors {spec.name!r} were made with other weights of {found.model_id!r} "
+                             f"({found.weights_sha256[:12]}...) than the ones installed here "
+                             f"({made_with.weights_sha256[:12]}...): queries would not match; re-encode or "
+                             "install the same model")
+        out.append((spec, made_with, found))
+    if vectors is not None:
+        unused = sorted(set(vectors.sets) - {spec.name for spec, _ in retrievers})
+        if unused:
+            print(f"warning: vectors for {', '.join(unused)} are not used: no retriever of that name is built",
+                  file=sys.stderr)
+    return out
+
+
+def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions, vectors: Path | None = None
+                ) -> Manifest:
+    """Build ``name`` from ``corpus`` and publish it atomically; returns its manifest.
+
+    ``vectors`` is a folder from ``hybrid encode`` (:func:`encode_corpus`): retrievers with vectors there are
+    indexed from them instead of being encoded; they must cover exactly the corpus's documents.
+    """
     validate_name(name)
     corpus_file = resolve_corpus_file(Path(corpus))
-    retrievers = _resolve(options)
+    vector_manifest = VectorsManifest.read(Path(vectors)) if vectors is not None else None
+    retrievers = _with_vectors(_resolve(options), vector_manifest)
     stage = BuildStage(options)
     root.root.mkdir(parents=True, exist_ok=True)
     with root.lock(name):
@@ -55,26 +118,7 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions)
         building = root.new_build_folder(name)
         work = building / ".work"
         try:
-            store = DocStore.create(building)
-            skipped = Skipped()
-            with stage.bar(None, "read corpus") as bar:
-                def kept() -> Iterator[Document]:
-                    for doc in iter_documents(corpus_file, options.on_error, skipped):
-                        bar.update(1)
-                        if not doc.contents.strip():
-                            # Lucene cannot index an empty document; leave it out of every retriever alike.
-                            skipped.add("empty", doc.id)
-                            continue
-                        yield doc
-
-                store.add(kept())
-            if not len(store):
-                raise CorpusError(f"{corpus_file}: every document is empty (no title and no text)")
-            for reason, count in skipped.counts.items():
-                examples = skipped.examples[reason]
-                print(f"warning: skipped {count} document(s), {reason}: {', '.join(examples[:10])}"
-                      f"{' ...' if count > 10 else ''}", file=sys.stderr)
-            stage("docstore")
+            store, skipped = fill_store(corpus_file, building, options, stage)
             manifest = Manifest(
                 name=name,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -83,9 +127,15 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions)
                 doc_count=len(store),
                 skipped=skipped.as_dict(),
             )
-            for spec, model in retrievers:
+            ids: list[str] | None = None
+            for spec, model, vector_set in retrievers:
+                kind = get_kind(spec.kind)
                 ctx = BuildContext(spec, model, store, work, building / spec.name, options, stage)
-                manifest.retrievers[spec.name] = get_kind(spec.kind).build(ctx)
+                if vector_set is not None:
+                    assert vectors is not None
+                    ids = ids if ids is not None else [d.id for batch in store.iter_batches(65536) for d in batch]
+                    ctx.vector_set, ctx.vectors = vector_set, kind.read_vectors(Path(vectors), vector_set, ids)
+                manifest.retrievers[spec.name] = kind.build(ctx)
             store.close()
             shutil.rmtree(work, ignore_errors=True)
             record_engine(manifest, building)
@@ -99,6 +149,44 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
+
+
+def encode_corpus(corpus: Path, out: Path, options: BuildOptions) -> VectorsManifest:
+    """Encode ``corpus`` for every retriever of ``options`` that has a model, exactly as :func:`build_index`
+    would (same document order, batches and quantization), into the folder ``out`` (``hybrid encode``).
+
+    ``vectors.json`` is written last, so an interrupted export is never mistaken for a finished one.
+    """
+    corpus_file = resolve_corpus_file(Path(corpus))
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise BuildError(f"{out} is not empty; give a new folder for the vectors")
+    retrievers = _resolve(options)
+    stage = BuildStage(options)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / ".work"
+    work.mkdir()
+    try:
+        store, _ = fill_store(corpus_file, work, options, stage)
+        try:
+            manifest = VectorsManifest(corpus_sha256=file_sha256(corpus_file), documents=len(store))
+            for spec, model in retrievers:
+                ctx = BuildContext(spec, model, store, work, work / spec.name, options, stage)
+                found = get_kind(spec.kind).export(ctx, out)
+                if found is not None:
+                    manifest.sets[spec.name] = found
+        finally:
+            store.close()
+        if not manifest.sets:
+            raise BuildError("none of the retrievers encodes documents (BM25 indexes text); choose splade or dense")
+        manifest.write(out)
+        return manifest
+    except BaseException:
+        if not (out / VECTORS_MANIFEST).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def create_empty_index(name: str, root: IndexRoot, options: BuildOptions) -> Manifest:
@@ -128,4 +216,4 @@ def create_empty_index(name: str, root: IndexRoot, options: BuildOptions) -> Man
             raise
 
 
-__all__ = ["BuildError", "BuildOptions", "CorpusError", "build_index", "create_empty_index"]
+__all__ = ["BuildError", "BuildOptions", "CorpusError", "build_index", "create_empty_index", "encode_corpus"]

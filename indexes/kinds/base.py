@@ -26,6 +26,7 @@ from tqdm import tqdm
 from indexes.storage.corpus import Document
 from indexes.storage.docstore import DocStore
 from indexes.storage.manifest import Manifest, RetrieverManifest
+from indexes.storage.vector_files import VectorSet
 from retrieval.core.errors import HybridError
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import PRF_FIELDS, PrfConfig, RetrieverSpec, ScoredDoc
@@ -110,6 +111,9 @@ class BuildContext:
     out: Path
     options: BuildOptions
     stage: BuildStage
+    # Pre-encoded vectors (``hybrid index build --vectors``): what made them, and a reader from read_vectors().
+    vector_set: VectorSet | None = None
+    vectors: Any = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,15 @@ class RetrieverKind(ABC):
     @abstractmethod
     def build(self, ctx: BuildContext) -> RetrieverManifest:
         """Index every document of ``ctx.store`` into ``ctx.out``."""
+
+    def export(self, ctx: BuildContext, out: Path) -> VectorSet | None:
+        """Encode every document of ``ctx.store`` exactly as :meth:`build` would and write the vectors into
+        ``out`` (``hybrid encode``); None for kinds that index text, not vectors."""
+        return None
+
+    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str]) -> Any:
+        """A reader over ``vector_set`` in ``folder`` for :meth:`build`, checked to cover exactly ``ids``."""
+        raise KindError(f"a {self.name} retriever is built from text, not from pre-encoded vectors")
 
     @abstractmethod
     def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,

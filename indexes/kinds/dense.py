@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from indexes.storage import faiss_backend
 from indexes.storage.docstore import DocStore
 from indexes.storage.faiss_backend import FaissIndex
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
+from indexes.storage.vector_files import DenseVectors, DenseWriter, VectorSet
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.cache import shared_encoder
@@ -169,24 +170,45 @@ class DenseKind(RetrieverKind):
     def encode(self, encoder: Any, entry: RetrieverManifest, texts: Sequence[str], batch_size: int) -> str:
         return encode_vectors(encoder.encode_documents(texts, batch_size=batch_size))
 
+    def _encoded(self, ctx: BuildContext, encoder: DenseEncoder) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(ids, vectors) per chunk of the store, encoded as a build encodes them (GPU pipeline on CUDA)."""
+        name = ctx.spec.name
+        chunk = build_chunk(encoder, ctx.options.batch_size)
+        batches: list[list[str]] = []
+
+        def texts() -> Iterator[list[str]]:
+            for batch in ctx.store.iter_batches(chunk):
+                batches.append([d.id for d in batch])
+                yield [d.contents for d in batch]
+
+        with ctx.stage.bar(len(ctx.store), f"{name} encode") as bar:
+            for vectors in encoder.encode_documents_stream(texts(), batch_size=ctx.options.batch_size):
+                ctx.stage(f"{name}-encode")
+                bar.update(len(vectors))
+                yield batches.pop(0), vectors
+
     def build(self, ctx: BuildContext) -> RetrieverManifest:
         assert ctx.model is not None
         o, name = ctx.options, ctx.spec.name
-        encoder = DenseEncoder(ctx.model, device=o.device)
-        faiss_backend.check_factory(o.faiss_factory, encoder.dimension, len(ctx.store))
         parts: list[np.ndarray] = []
         started = time.perf_counter()
-        chunk = build_chunk(encoder, o.batch_size)
-        try:
-            with ctx.stage.bar(len(ctx.store), f"{name} encode") as bar:
-                texts = ([d.contents for d in batch] for batch in ctx.store.iter_batches(chunk))
-                for vectors in encoder.encode_documents_stream(texts, batch_size=o.batch_size):
-                    parts.append(vectors)
-                    ctx.stage(f"{name}-encode")
-                    bar.update(len(vectors))
-        finally:
-            encoder.close()
-        encode_seconds = time.perf_counter() - started
+        if ctx.vector_set is not None:
+            dimension = int(ctx.vector_set.parameters["dimension"])
+            faiss_backend.check_factory(o.faiss_factory, dimension, len(ctx.store))
+            with ctx.stage.bar(len(ctx.store), f"{name} read vectors") as bar:
+                for batch in ctx.store.iter_batches(65536):
+                    parts.append(ctx.vectors.rows([d.id for d in batch]))
+                    bar.update(len(batch))
+            encode_seconds = 0.0
+        else:
+            encoder = DenseEncoder(ctx.model, device=o.device)
+            dimension = encoder.dimension
+            faiss_backend.check_factory(o.faiss_factory, dimension, len(ctx.store))
+            try:
+                parts = [vectors for _, vectors in self._encoded(ctx, encoder)]
+            finally:
+                encoder.close()
+            encode_seconds = time.perf_counter() - started
         started = time.perf_counter()
         index = faiss_backend.build(np.concatenate(parts), o.faiss_factory, device=o.device)
         ctx.stage(f"{name}-faiss-built")
@@ -194,9 +216,26 @@ class DenseKind(RetrieverKind):
         ctx.stage(f"{name}-faiss-written")
         index_seconds = time.perf_counter() - started
         return RetrieverManifest(name, ctx.model.model_id, ctx.model.weights_sha256,
-                                 {**self.parameters(o), "dimension": encoder.dimension},
+                                 {**self.parameters(o), "dimension": dimension},
                                  round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),
                                  round(index_seconds, 3), folder_size(ctx.out), kind=self.name)
+
+    def export(self, ctx: BuildContext, out: Path) -> VectorSet:
+        assert ctx.model is not None
+        encoder = DenseEncoder(ctx.model, device=ctx.options.device)
+        writer = DenseWriter(out / f"{ctx.spec.name}.npy", len(ctx.store), encoder.dimension)
+        try:
+            for ids, vectors in self._encoded(ctx, encoder):
+                writer.write(ids, vectors)
+        finally:
+            writer.close()
+            encoder.close()
+        parameters = {"metric": "inner_product", "normalized": True, "dimension": encoder.dimension}
+        return VectorSet(ctx.spec.name, self.name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
+                         writer.count, [writer.path.name, writer.path.with_suffix(".ids.jsonl").name])
+
+    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str]) -> DenseVectors:
+        return DenseVectors(folder / vector_set.files[0], ids, int(vector_set.parameters["dimension"]))
 
     def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,
                      options: BuildOptions) -> RetrieverManifest:

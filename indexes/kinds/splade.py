@@ -28,6 +28,7 @@ from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
 from indexes.storage import lucene_backend
 from indexes.storage.lucene_backend import ImpactIndex
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
+from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import PrfConfig, RetrieverSpec, SparseVector
 from retrieval.encoders.cache import shared_encoder
@@ -142,51 +143,82 @@ class SpladeKind(RetrieverKind):
     def encode(self, encoder: Any, entry: RetrieverManifest, texts: Sequence[str], batch_size: int) -> list[SparseVector]:
         return encoder.encode_documents(texts, quantization(entry), batch_size=batch_size)  # type: ignore[no-any-return]
 
-    def build(self, ctx: BuildContext) -> RetrieverManifest:
+    def _encoded(self, ctx: BuildContext, clock: dict[str, float]) -> Iterator[tuple[str, SparseVector]]:
+        """Every document of the store as a build encodes it (chunks, GPU pipeline when on CUDA);
+        ``clock["encode"]`` collects the seconds spent encoding."""
         assert ctx.model is not None
         o, name = ctx.options, ctx.spec.name
         quant = Quantization(scale=o.splade_scale, top_k=o.splade_doc_top_k)
         encoder = SpladeEncoder(ctx.model, device=o.device)
+        batches: list[list[Any]] = []
+
+        def texts() -> Iterator[list[str]]:
+            for batch in ctx.store.iter_batches(build_chunk(encoder, o.batch_size)):
+                batches.append(batch)
+                yield [d.contents for d in batch]
+
+        with ctx.stage.bar(len(ctx.store), f"{name} encode") as bar:
+            stream = encoder.encode_documents_stream(texts(), quant, batch_size=o.batch_size)
+            try:
+                while True:
+                    started = time.perf_counter()
+                    encoded = next(stream, None)
+                    clock["encode"] = clock.get("encode", 0.0) + time.perf_counter() - started
+                    if encoded is None:
+                        break
+                    batch = batches.pop(0)
+                    ctx.stage(f"{name}-encode")
+                    yield from zip((d.id for d in batch), encoded)
+                    bar.update(len(batch))
+            finally:
+                stream.close()
+                encoder.close()
+
+    def _stored(self, ctx: BuildContext) -> Iterator[tuple[str, SparseVector]]:
+        """Every document's impacts from the pre-encoded vectors (``--vectors``), in store order."""
+        ids = (d.id for batch in ctx.store.iter_batches(4096) for d in batch)
+        with ctx.stage.bar(len(ctx.store), f"{ctx.spec.name} read vectors") as bar:
+            for row in ctx.vectors.vectors(ids):
+                yield row
+                bar.update(1)
+
+    def build(self, ctx: BuildContext) -> RetrieverManifest:
+        assert ctx.model is not None
+        o, name = ctx.options, ctx.spec.name
         total = len(ctx.store)
-        encode_seconds = 0.0
+        clock: dict[str, float] = {}
         terms = 0
+        stream = self._stored(ctx) if ctx.vectors is not None else self._encoded(ctx, clock)
 
-        def vectors() -> Iterator[tuple[str, SparseVector]]:
-            nonlocal encode_seconds, terms
-            batches: list[list[Any]] = []
-
-            def texts() -> Iterator[list[str]]:
-                for batch in ctx.store.iter_batches(build_chunk(encoder, o.batch_size)):
-                    batches.append(batch)
-                    yield [d.contents for d in batch]
-
-            with ctx.stage.bar(total, f"{name} encode") as bar:
-                stream = encoder.encode_documents_stream(texts(), quant, batch_size=o.batch_size)
-                try:
-                    while True:
-                        started = time.perf_counter()
-                        encoded = next(stream, None)
-                        encode_seconds += time.perf_counter() - started
-                        if encoded is None:
-                            break
-                        batch = batches.pop(0)
-                        ctx.stage(f"{name}-encode")
-                        for doc, vector in zip(batch, encoded):
-                            terms += len(vector)
-                            yield doc.id, vector
-                        bar.update(len(batch))
-                finally:
-                    stream.close()
-                    encoder.close()
+        def counted() -> Iterator[tuple[str, SparseVector]]:
+            nonlocal terms
+            for doc_id, vector in stream:
+                terms += len(vector)
+                yield doc_id, vector
 
         started = time.perf_counter()
-        lucene_backend.build_impact(vectors(), ctx.work / name, ctx.out, o.threads, expected=total)
+        lucene_backend.build_impact(counted(), ctx.work / name, ctx.out, o.threads, expected=total)
+        encode_seconds = clock.get("encode", 0.0)
         index_seconds = time.perf_counter() - started - encode_seconds
         ctx.stage(f"{name}-indexed")
-        parameters = {**self.parameters(o), "avg_terms_per_doc": round(terms / max(total, 1), 2)}
+        recorded = ctx.vector_set.parameters if ctx.vector_set is not None else self.parameters(o)
+        parameters = {**recorded, "avg_terms_per_doc": round(terms / max(total, 1), 2)}
         return RetrieverManifest(name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
                                  round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),
                                  round(index_seconds, 3), folder_size(ctx.out), kind=self.name)
+
+    def export(self, ctx: BuildContext, out: Path) -> VectorSet:
+        assert ctx.model is not None
+        writer = SparseWriter(out / f"{ctx.spec.name}.jsonl")
+        try:
+            writer.write(self._encoded(ctx, {}))
+        finally:
+            writer.close()
+        return VectorSet(ctx.spec.name, self.name, ctx.model.model_id, ctx.model.weights_sha256,
+                         self.parameters(ctx.options), writer.count, [writer.path.name])
+
+    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str]) -> SparseVectors:
+        return SparseVectors(folder / vector_set.files[0], ids)
 
     def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,
                      options: BuildOptions) -> RetrieverManifest:

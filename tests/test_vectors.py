@@ -1,0 +1,120 @@
+"""Pre-encoded imports: ``hybrid encode`` then ``hybrid index build --vectors`` gives the index a direct build gives.
+
+Runs the real CLI in subprocesses (real models, Lucene and FAISS), on the small corpus the session's
+index was built from, with the same batch size, so the encoder sees the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_jsonl
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
+    out = tmp_path_factory.mktemp("vectors") / "cranfield-vectors"
+    done = _cli("encode", str(small_corpus), "--out", str(out), "--batch-size", "16", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "index them with: hybrid index build" in done.stdout
+    return out
+
+
+def test_encode_writes_the_documented_format(vectors: Path, small_corpus: Path) -> None:
+    manifest = json.loads((vectors / "vectors.json").read_text())
+    documents = sum(1 for line in small_corpus.read_text().splitlines() if line.strip())
+    assert manifest["documents"] == documents and set(manifest["sets"]) == {"splade", "dense"}
+    splade, dense = manifest["sets"]["splade"], manifest["sets"]["dense"]
+    assert splade["model_id"] == "splade-tiny" and len(splade["weights_sha256"]) == 64
+    assert splade["parameters"]["scale"] == 100.0 and splade["count"] == documents
+    rows = [json.loads(line) for line in (vectors / "splade.jsonl").read_text().splitlines()]
+    assert len(rows) == documents and all(set(r) == {"id", "vector"} for r in rows)
+    assert all(isinstance(w, int) and w > 0 for r in rows for w in r["vector"].values())
+    array = np.load(vectors / "dense.npy")
+    assert array.shape == (documents, dense["parameters"]["dimension"]) and array.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(array, axis=1), 1.0, atol=1e-5)
+    ids = [json.loads(line) for line in (vectors / "dense.ids.jsonl").read_text().splitlines()]
+    assert ids == [r["id"] for r in rows]
+    assert not (vectors / ".work").exists()
+
+
+def test_build_from_vectors_equals_a_direct_build(vectors: Path, small_corpus: Path, small_index: Path,
+                                                  searcher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import faiss
+
+    from indexes.storage.faiss_backend import FILE
+    from indexes.storage.layout import IndexRoot
+    from indexes.storage.lucene_backend import document_impacts
+    from indexes.storage.manifest import Manifest
+    from retrieval.search.pipeline import Searcher
+
+    root = tmp_path / "indexes"
+    done = _cli("index", "build", str(small_corpus), "--name", "imported", "--vectors", str(vectors),
+                "--index-root", str(root), "--quiet")
+    assert done.returncode == 0, done.stderr
+    folder = IndexRoot(root).resolve("imported")
+    manifest, direct = Manifest.read(folder), Manifest.read(small_index)
+    for name in ("splade", "dense"):
+        ours, theirs = manifest.retrievers[name], direct.retrievers[name]
+        assert (ours.model_id, ours.weights_sha256) == (theirs.model_id, theirs.weights_sha256)
+        assert ours.encode_seconds == 0.0  # nothing was encoded
+    assert {k: v for k, v in manifest.retrievers["splade"].parameters.items()} == direct.retrievers["splade"].parameters
+    assert document_impacts(folder / "splade") == document_impacts(small_index / "splade")
+    a, b = (faiss.read_index(str(f / "dense" / FILE)) for f in (folder, small_index))
+    assert a.ntotal == b.ntotal
+    np.testing.assert_allclose(faiss.downcast_index(a.index).reconstruct_n(0, a.ntotal),
+                               faiss.downcast_index(b.index).reconstruct_n(0, b.ntotal), atol=1e-6)
+    assert (faiss.vector_to_array(a.id_map) == faiss.vector_to_array(b.id_map)).all()
+    imported = Searcher.open(folder)
+    try:
+        for query in ["boundary layer transition at supersonic speeds", "heat transfer to a flat plate"]:
+            got, want = imported.search(query, k=10), searcher.search(query, k=10)
+            assert [(h.id, round(h.score, 5)) for h in got.hits] == [(h.id, round(h.score, 5)) for h in want.hits]
+    finally:
+        imported.close()
+
+
+def test_vectors_that_do_not_fit_are_refused_in_one_line(vectors: Path, small_corpus: Path, tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in small_corpus.read_text().splitlines()]
+    other = write_jsonl(tmp_path / "other.jsonl", rows[:-1] + [{"_id": "new-doc", "title": "t", "text": "wing flutter"}])
+    root = str(tmp_path / "indexes")
+    done = _cli("index", "build", str(other), "--name", "x", "--vectors", str(vectors), "--index-root", root, "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "1 document(s) of the corpus have no vector (e.g. 'new-doc')" in done.stderr
+    assert not (tmp_path / "indexes" / "x").exists()  # nothing half-built was published
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "splade.jsonl").write_text("")
+    done = _cli("index", "build", str(small_corpus), "--name", "y", "--vectors", str(unfinished), "--index-root", root)
+    assert done.returncode == 2 and "has no vectors.json" in done.stderr and "Traceback" not in done.stderr
+
+    done = _cli("encode", str(small_corpus), "--out", str(vectors))
+    assert done.returncode == 2 and "is not empty" in done.stderr
+
+    done = _cli("encode", str(small_corpus), "--out", str(tmp_path / "bm25only"), "--retrievers", "bm25", "--quiet")
+    assert done.returncode == 2 and "BM25 indexes text" in done.stderr
+    assert not (tmp_path / "bm25only").exists()
+
+
+def test_vectors_from_other_weights_are_refused(vectors: Path, small_corpus: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "vectors"
+    shutil.copytree(vectors, copy)
+    manifest = json.loads((copy / "vectors.json").read_text())
+    manifest["sets"]["dense"]["weights_sha256"] = "0" * 64
+    (copy / "vectors.json").write_text(json.dumps(manifest))
+    done = _cli("index", "build", str(small_corpus), "--name", "z", "--vectors", str(copy),
+                "--index-root", str(tmp_path / "indexes"), "--quiet")
+    assert done.returncode == 2 and "other weights" in done.stderr and "Traceback" not in done.stderr
