@@ -118,3 +118,32 @@ def test_vectors_from_other_weights_are_refused(vectors: Path, small_corpus: Pat
     done = _cli("index", "build", str(small_corpus), "--name", "z", "--vectors", str(copy),
                 "--index-root", str(tmp_path / "indexes"), "--quiet")
     assert done.returncode == 2 and "other weights" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_scale_generator_and_a_10k_build(small_index: Path, small_corpus: Path, tmp_path: Path) -> None:
+    """The scale benchmark's generator (seeded) and a 10,000-document build from its resampled vectors."""
+    from eval.bench.scale import generate
+    from indexes.storage.layout import IndexRoot
+    from retrieval.search.pipeline import Searcher
+
+    source = tmp_path / "source"
+    source.mkdir()
+    write_jsonl(source / "queries.jsonl", [{"_id": "1", "text": "boundary layer transition"}])
+    first = generate(source, small_index, 10_000, tmp_path / "a", seed=3)
+    assert first["documents"] == 10_000 and first["vectors"] == "resampled"
+    generate(source, small_index, 10_000, tmp_path / "b", seed=3)
+    for name in ("corpus.jsonl", "vectors/splade.jsonl", "vectors/dense.npy"):  # seeded: the same bytes
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    vectors = np.load(tmp_path / "a" / "vectors" / "dense.npy", mmap_mode="r")
+    assert vectors.shape[0] == 10_000 and len({tuple(np.round(v[:8], 4)) for v in vectors[:500]}) == 500
+    root = tmp_path / "indexes"
+    done = _cli("index", "build", str(tmp_path / "a"), "--name", "scale-10k", "--vectors",
+                str(tmp_path / "a" / "vectors"), "--index-root", str(root), "--quiet")
+    assert done.returncode == 0, done.stderr
+    searcher = Searcher.open(IndexRoot(root).resolve("scale-10k"))
+    try:
+        assert searcher.manifest.doc_count == 10_000
+        result = searcher.search("boundary layer transition at supersonic speeds", k=10)
+        assert len(result.hits) == 10 and all(h.explain is None for h in result.hits)
+    finally:
+        searcher.close()

@@ -32,7 +32,7 @@ import numpy as np
 
 from eval.beir_data import load_dataset
 from eval.bench.http_latency import RawClient, percentiles
-from eval.bench.soak import soak
+from eval.bench.soak import rss_kib, soak
 from eval.harness import EvalOptions, ensure_index
 from eval.metrics import parse_metrics
 from eval.specs import parse_spec
@@ -240,9 +240,11 @@ def http_bench(index_root: Path, name: str, queries: Sequence[str], clients: Seq
                 inside.append(data["_app_ms"] - data["took_ms"])
 
         single = percentiles(_time_each(one, queries))
+        rest_kib = rss_kib(proc.pid)
         load = {str(c): soak(url, name, proc.pid, c, seconds) for c in clients}
         return {"single_ms": single, "serving_overhead_ms": percentiles(paired[-len(queries):]),
                 "app_overhead_ms": percentiles(inside[-len(queries):]) if inside else None, "load": load,
+                "rest_rss_mib": rest_kib / 1024,
                 "peak_rss_mib": max(r.get("rss_kib", {}).get("peak", 0) for r in load.values()) / 1024}
     finally:
         proc.terminate()
