@@ -147,3 +147,33 @@ def test_scale_generator_and_a_10k_build(small_index: Path, small_corpus: Path, 
         assert len(result.hits) == 10 and all(h.explain is None for h in result.hits)
     finally:
         searcher.close()
+
+
+def test_an_index_without_splade_term_vectors(small_corpus: Path, small_index: Path, tmp_path: Path) -> None:
+    """--no-splade-doc-vectors: same rankings, a smaller impact index, PRF refused by name, live writes work."""
+    from indexes.indexing.live import LiveIndex
+    from indexes.storage.corpus import Document
+    from indexes.storage.layout import IndexRoot
+    from indexes.storage.manifest import Manifest
+    from retrieval.core.errors import HybridError
+    from retrieval.core.types import PrfConfig
+
+    root = tmp_path / "indexes"
+    done = _cli("index", "build", str(small_corpus), "--name", "lean", "--retrievers", "splade",
+                "--no-splade-doc-vectors", "--batch-size", "16", "--index-root", str(root), "--quiet")
+    assert done.returncode == 0, done.stderr
+    folder = IndexRoot(root).resolve("lean")
+    lean, full = Manifest.read(folder).retrievers["splade"], Manifest.read(small_index).retrievers["splade"]
+    assert lean.parameters["doc_vectors"] is False and lean.size_bytes < full.size_bytes / 1.5
+    live = LiveIndex.open(folder)
+    try:
+        with live.view() as searcher:
+            query = "boundary layer transition at supersonic speeds"
+            assert searcher.search(query, k=10).hits
+            with pytest.raises(HybridError, match="--no-splade-doc-vectors"):
+                searcher.search(query, k=5, prf={"splade": PrfConfig("rocchio")})
+        live.upsert([Document("fresh", "wing flutter", "flutter of a swept wing at transonic speeds", {})])
+        with live.view() as searcher:
+            assert "fresh" in [h.id for h in searcher.search("swept wing flutter transonic", k=5).hits]
+    finally:
+        live.close()

@@ -130,7 +130,7 @@ def generate(source: Path, index: Path, docs: int, out: Path, seed: int = 13, en
         sparse.close()
         dense_out.close()
         vectors = VectorsManifest(corpus_sha256="", documents=docs)
-        keep = ("scale", "doc_top_k", "doc_vectors")
+        keep = ("scale", "doc_top_k")
         vectors.sets["splade"] = VectorSet("splade", "splade", str(sparse_set.model_id), sparse_set.weights_sha256,
                                            {k: sparse_set.parameters.get(k) for k in keep}, docs, ["splade.jsonl"])
         vectors.sets["dense"] = VectorSet("dense", "dense", str(dense_set.model_id), dense_set.weights_sha256,

@@ -41,9 +41,9 @@ def _label(n: int) -> str:
     return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
-def _build(corpus_dir: Path, name: str, root: IndexRoot, factory: str) -> dict[str, Any]:
+def _build(corpus_dir: Path, name: str, root: IndexRoot, factory: str, doc_vectors: bool) -> dict[str, Any]:
     started = time.perf_counter()
-    options = BuildOptions(progress=False, faiss_factory=factory)
+    options = BuildOptions(progress=False, faiss_factory=factory, splade_doc_vectors=doc_vectors)
     manifest = build_index(corpus_dir / "corpus.jsonl", name, root, options, vectors=corpus_dir / "vectors")
     wall = time.perf_counter() - started
     stages = {n: r.index_seconds for n, r in manifest.retrievers.items()}
@@ -96,7 +96,8 @@ def faiss_variants(vectors_dir: Path, queries: np.ndarray, nlist: int) -> dict[s
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"Command: `{report['command']}`", "",
              f"# Scale: {report['source']} resampled, 2 cores (machine: {report['machine']})", "",
-             f"Query modes: {report['query_modes'] or 'torch'}; FAISS for the served index: {report['faiss']}.", "",
+             f"Query modes: {report['query_modes'] or 'torch'}; FAISS for the served index: {report['faiss']}; "
+             f"SPLADE term vectors (for PRF): {'stored' if report['doc_vectors'] else 'not stored'}.", "",
              "| docs | build s | bm25 s | splade s | dense s | docstore+rest s | size MiB | RSS rest MiB | RSS peak MiB |"
              " bm25 p50/p99 | splade p50/p99 | dense p50/p99 | hybrid p50/p99 (library) | HTTP 1 client p50/p99 |"
              " HTTP 8 clients q/s, p50/p99 |", "|" + "---|" * 15]
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("data/scale"))
     parser.add_argument("--out", type=Path, default=Path("reports/scale"))
     parser.add_argument("--faiss", default="HNSW32", help="FAISS factory of the served indexes.")
+    parser.add_argument("--no-doc-vectors", action="store_true", help="Build without SPLADE term vectors (no SPLADE PRF).")
     parser.add_argument("--query-mode", action="append", default=[], metavar="NAME=MODE")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0, help="8-client load per size.")
@@ -169,7 +171,7 @@ def main() -> None:
     root = IndexRoot(args.work / "indexes")
     report: dict[str, Any] = {
         "command": "python -m eval.bench.scale_bench " + " ".join(sys.argv[1:]), "source": str(args.source),
-        "faiss": args.faiss, "query_modes": modes, "sizes": {},
+        "faiss": args.faiss, "doc_vectors": not args.no_doc_vectors, "query_modes": modes, "sizes": {},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +183,7 @@ def main() -> None:
         generated = generate(args.source, args.index, n, corpus_dir)
         queries = [obj["text"] for _, obj in read_jsonl_objects(corpus_dir / "queries.jsonl")][: args.queries]
         print(f"[{label}] building", flush=True)
-        build = _build(corpus_dir, f"scale-{label}", root, args.faiss)
+        build = _build(corpus_dir, f"scale-{label}", root, args.faiss, not args.no_doc_vectors)
         searcher = Searcher.open(root.resolve(f"scale-{label}"), OpenOptions(query_modes=modes, verify="off"))
         try:
             library = library_latency(searcher, queries, 10)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from indexes.kinds import get_kind, parse_retrievers
-from indexes.kinds.base import BuildContext, BuildStage
+from indexes.kinds.base import BuildContext, BuildStage, RetrieverKind
 from indexes.storage.corpus import CorpusError, Document, Skipped, file_sha256, iter_documents, resolve_corpus_file
 from indexes.storage.docstore import DocStore
 from indexes.storage.engine import created_major, runtime_engine
@@ -161,7 +161,9 @@ def encode_corpus(corpus: Path, out: Path, options: BuildOptions) -> VectorsMani
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BuildError(f"{out} is not empty; give a new folder for the vectors")
-    retrievers = _resolve(options)
+    # Models only: encoding needs neither Lucene nor FAISS, so a GPU box without them can run it.
+    retrievers = [(spec, RetrieverKind.resolve(get_kind(spec.kind), spec, options))
+                  for spec in parse_retrievers(options.retrievers)]
     stage = BuildStage(options)
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"

@@ -58,7 +58,8 @@ class LuceneComponent(Component):
 
     def open_writer(self) -> None:
         if self._writer is None:
-            self._writer = LuceneWriter(self.folder, self.writer_kind)
+            self._writer = LuceneWriter(self.folder, self.writer_kind,
+                                        doc_vectors=bool(self.entry.parameters.get("doc_vectors", True)))
 
     def replay_from(self) -> int:
         return committed_seq(self.folder)
@@ -88,9 +89,9 @@ class LuceneComponent(Component):
             writer.close()
 
 
-def create_empty_lucene(out: Path, kind: Kind) -> None:
+def create_empty_lucene(out: Path, kind: Kind, doc_vectors: bool = True) -> None:
     """An empty committed Lucene index, set up as a batch build would set it up."""
-    writer = LuceneWriter(out, kind, create=True)
+    writer = LuceneWriter(out, kind, create=True, doc_vectors=doc_vectors)
     writer.commit(0)
     writer.close()
     (out / "write.lock").unlink(missing_ok=True)

@@ -93,8 +93,8 @@ class SpladeSearcher:
         wanted = sorted({d.doc_id for run in first for d in run})
         stored = dict(zip(wanted, self._index.doc_vectors(wanted)))
         if wanted and all(v is None for v in stored.values()):
-            raise KindError(f"retriever {self.name!r} stores no document vectors (built before they were "
-                            "stored); rebuild the index to use SPLADE PRF")
+            raise KindError(f"retriever {self.name!r} stores no document vectors (built before they were stored, or "
+                            "with --no-splade-doc-vectors); rebuild the index with them to use SPLADE PRF")
         alpha, beta = float(prf.alpha or 0.0), float(prf.beta or 0.0)
         moved = []
         for vector, run in zip(vectors, first):
@@ -135,7 +135,8 @@ class SpladeKind(RetrieverKind):
 
     def parameters(self, options: BuildOptions) -> dict[str, Any]:
         # doc_vectors: each document's impacts are also stored as a term vector, for PRF.
-        return {"scale": options.splade_scale, "doc_top_k": options.splade_doc_top_k, "doc_vectors": True}
+        return {"scale": options.splade_scale, "doc_top_k": options.splade_doc_top_k,
+                "doc_vectors": options.splade_doc_vectors}
 
     def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> SpladeEncoder:
         return shared_encoder(SpladeEncoder, checked_model(manifest, name), device, role)
@@ -197,12 +198,14 @@ class SpladeKind(RetrieverKind):
                 yield doc_id, vector
 
         started = time.perf_counter()
-        lucene_backend.build_impact(counted(), ctx.work / name, ctx.out, o.threads, expected=total)
+        lucene_backend.build_impact(counted(), ctx.work / name, ctx.out, o.threads, expected=total,
+                                    doc_vectors=o.splade_doc_vectors)
         encode_seconds = clock.get("encode", 0.0)
         index_seconds = time.perf_counter() - started - encode_seconds
         ctx.stage(f"{name}-indexed")
-        recorded = ctx.vector_set.parameters if ctx.vector_set is not None else self.parameters(o)
-        parameters = {**recorded, "avg_terms_per_doc": round(terms / max(total, 1), 2)}
+        # From vectors, the quantization is the encoder's; storing term vectors is this build's choice.
+        encoded = {k: ctx.vector_set.parameters[k] for k in ("scale", "doc_top_k")} if ctx.vector_set else {}
+        parameters = {**self.parameters(o), **encoded, "avg_terms_per_doc": round(terms / max(total, 1), 2)}
         return RetrieverManifest(name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
                                  round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),
                                  round(index_seconds, 3), folder_size(ctx.out), kind=self.name)
@@ -214,8 +217,9 @@ class SpladeKind(RetrieverKind):
             writer.write(self._encoded(ctx, {}))
         finally:
             writer.close()
-        return VectorSet(ctx.spec.name, self.name, ctx.model.model_id, ctx.model.weights_sha256,
-                         self.parameters(ctx.options), writer.count, [writer.path.name])
+        parameters = {"scale": ctx.options.splade_scale, "doc_top_k": ctx.options.splade_doc_top_k}
+        return VectorSet(ctx.spec.name, self.name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
+                         writer.count, [writer.path.name])
 
     def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str]) -> SparseVectors:
         return SparseVectors(folder / vector_set.files[0], ids)
@@ -223,7 +227,7 @@ class SpladeKind(RetrieverKind):
     def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,
                      options: BuildOptions) -> RetrieverManifest:
         assert model is not None
-        create_empty_lucene(out, "impact")
+        create_empty_lucene(out, "impact", doc_vectors=options.splade_doc_vectors)
         return RetrieverManifest(spec.name, model.model_id, model.weights_sha256,
                                  {**self.parameters(options), "avg_terms_per_doc": 0}, 0.0, 0.0, 0.0, folder_size(out),
                                  kind=self.name)

@@ -99,13 +99,14 @@ def build_bm25(docs: Iterable[tuple[str, str]], work_dir: Path, index_dir: Path,
     )
 
 
-def build_impact(vectors: Iterable[tuple[str, dict[str, int]]], work_dir: Path, index_dir: Path, threads: int, expected: int) -> None:
+def build_impact(vectors: Iterable[tuple[str, dict[str, int]]], work_dir: Path, index_dir: Path, threads: int, expected: int,
+                 doc_vectors: bool = True) -> None:
     """Index pre-tokenized integer impacts: Lucene stores each weight as the term's frequency, and (for
-    learned-sparse PRF) each document's vector as a term vector."""
+    learned-sparse PRF, with ``doc_vectors``) each document's vector as a term vector."""
     staged = work_dir / "splade-input"
     write_jsonl_shards(({"id": i, "contents": "", "vector": v} for i, v in vectors), staged)
-    index_collection("JsonVectorCollection", staged, index_dir, threads, ["-impact", "-pretokenized", "-storeDocvectors"],
-                     expected)
+    flags = ["-impact", "-pretokenized"] + (["-storeDocvectors"] if doc_vectors else [])
+    index_collection("JsonVectorCollection", staged, index_dir, threads, flags, expected)
 
 
 class Bm25Index:

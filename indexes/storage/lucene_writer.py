@@ -93,17 +93,18 @@ _FORMATS: dict[str, tuple[Callable[[dict[str, Any], Any], tuple[Any, Any]], Call
 class LuceneWriter:
     """One open ``IndexWriter`` (it holds Lucene's ``write.lock``: one writer per index, across processes)."""
 
-    def __init__(self, index_dir: Path, kind: Kind, create: bool = False) -> None:
+    def __init__(self, index_dir: Path, kind: Kind, create: bool = False, doc_vectors: bool = True) -> None:
         with JNI_LOCK:
-            self._setup(index_dir, kind, create)
+            self._setup(index_dir, kind, create, doc_vectors)
 
-    def _setup(self, index_dir: Path, kind: Kind, create: bool) -> None:
+    def _setup(self, index_dir: Path, kind: Kind, create: bool, doc_vectors: bool) -> None:
         self.kind = kind
         self.index_dir = Path(index_dir)
         j = self._j = _jclasses()
         args = j["Args"]()
         setup, self._make_document = _FORMATS[kind]
         analyzer, similarity = setup(j, args)
+        args.storeDocvectors = doc_vectors  # as the index was built: Lucene wants one schema per field
         self._generator = j["Generator"](args)
         self._mapper = j["Mapper"]()
         config = j["Config"](analyzer)

@@ -41,6 +41,7 @@ class BuildOptions:
     faiss_factory: str = "Flat"
     splade_scale: float = 100.0
     splade_doc_top_k: int | None = None
+    splade_doc_vectors: bool = True  # term vectors for SPLADE PRF
     threads: int = 2
     progress: bool = True
     on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest

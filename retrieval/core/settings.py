@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     faiss_factory: str = Field("Flat", description="FAISS index factory string for dense indexes.")
     splade_scale: float = Field(100.0, gt=0, description="Quantization factor: impact = round(weight * scale).")
     splade_doc_top_k: int | None = Field(None, ge=1, description="Keep at most this many terms per document.")
+    splade_doc_vectors: bool = Field(
+        True, description="Store each document's impacts as a Lucene term vector, which SPLADE PRF reads; off, the "
+                          "impact index is about 3x smaller and builds about 1.5x faster (eval/bench/README.md, Scale).")
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     depth: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
     rrf_k: int = Field(60, ge=1)
