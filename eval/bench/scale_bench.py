@@ -114,7 +114,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {st['docstore_and_rest']:.0f} | {b['total_size_mib']:.0f} | {http.get('rest_rss_mib', 0):.0f} "
             f"| {http.get('peak_rss_mib', 0):.0f} | {pp('bm25')} | {pp('splade')} | {pp('dense')} | {pp('hybrid-rrf')} "
             f"| {http.get('single_ms', {}).get('p50', 0):.2f} / {http.get('single_ms', {}).get('p99', 0):.2f} "
-            f"| {eight.get('qps', 0):.0f}, {eight.get('p50_ms', 0):.1f} / {eight.get('p99_ms', 0):.1f} |")
+            f"| {eight.get('qps', 0):.0f}, {eight.get('latency_ms', {}).get('p50', 0):.1f} / "
+            f"{eight.get('latency_ms', {}).get('p99', 0):.1f} |")
     if report.get("faiss_variants"):
         lines += ["", f"FAISS at {report['faiss_variants_size']} documents (one query at a time, one thread):", "",
                   "| index | build s | p50 ms | p99 ms | recall@10 vs Flat | settings |", "|---|---|---|---|---|---|"]
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0, help="8-client load per size.")
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--no-faiss-variants", action="store_true")
     parser.add_argument("--keep", action="store_true", help="Keep generated corpora and indexes.")
     args = parser.parse_args()
     modes = dict(m.split("=", 1) for m in args.query_mode)
@@ -199,15 +201,16 @@ def main() -> None:
         if not args.keep and n != sizes[-1]:
             root.delete(f"scale-{label}")
     largest = _label(sizes[-1])
-    print(f"[{largest}] FAISS variants", flush=True)
-    searcher = Searcher.open(root.resolve(f"scale-{largest}"), OpenOptions(verify="off"), retrievers=["dense"])
-    try:
-        vectors = searcher.searchers["dense"].encode_queries(queries)  # type: ignore[attr-defined]
-    finally:
-        searcher.close()
-    nlist = max(16, min(4096, int(4 * np.sqrt(sizes[-1]))))
-    report["faiss_variants"] = faiss_variants(args.work / largest / "vectors", vectors, nlist)
-    report["faiss_variants_size"] = sizes[-1]
+    if not args.no_faiss_variants:
+        print(f"[{largest}] FAISS variants", flush=True)
+        searcher = Searcher.open(root.resolve(f"scale-{largest}"), OpenOptions(verify="off"), retrievers=["dense"])
+        try:
+            vectors = searcher.searchers["dense"].encode_queries(queries)  # type: ignore[attr-defined]
+        finally:
+            searcher.close()
+        nlist = max(16, min(4096, int(4 * np.sqrt(sizes[-1]))))
+        report["faiss_variants"] = faiss_variants(args.work / largest / "vectors", vectors, nlist)
+        report["faiss_variants_size"] = sizes[-1]
     (args.out / "scale.json").write_text(json.dumps(report, indent=1))
     (args.out / "scale.md").write_text(markdown(report))
     plot(report, args.out / "scale.png")
