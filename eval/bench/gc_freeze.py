@@ -1,7 +1,7 @@
 """What ``gc.freeze()`` after opening an index saves, measured in one process, frozen and not, alternating.
 
     python -m eval.bench.gc_freeze data/indexes/beir-cranfield --queries eval/datasets/cranfield/queries.jsonl.gz \\
-        --query-mode splade=onnx-int8 --query-mode dense=onnx-int8 --out reports/latency/gc_freeze.json
+        --query-mode splade=onnx-int8 --query-mode dense=onnx-int8 --out reports/bench/latency/gc_freeze.json
 
 ``Searcher.open`` freezes what it loaded (``retrieval/core/gc_tuning.py``); this script unfreezes and
 freezes again between rounds, so both states see the same machine. Each round times every query alone

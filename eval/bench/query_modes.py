@@ -1,7 +1,7 @@
 """Single-query encoding in every query mode, interleaved in one process, with each mode's distance from torch.
 
     python -m eval.bench.query_modes data/indexes/beir-cranfield --queries eval/datasets/cranfield/queries.jsonl.gz \\
-        --out reports/latency/query_modes.json
+        --out reports/bench/latency/query_modes.json
 
 Each query goes through every mode of the index's SPLADE and dense retrievers in turn (the first mode
 rotating), so the machine's drift hits all modes alike; the timed call is the searcher's own
