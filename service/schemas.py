@@ -12,6 +12,7 @@ from retrieval.search.pipeline import Hit
 # naming one the index lacks is answered 422 with the index's names, so the schema takes any name.
 RetrieverName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["splade"])]
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Bound = Annotated[float, Field(allow_inf_nan=False)]
 
 
 Feature = Literal["nqc", "margin", "agreement"]
@@ -43,6 +44,10 @@ class Fusion(BaseModel):
         "minmax", description="Score normalization for 'weighted'; 'dbsf' is Qdrant's distribution-based score fusion "
                               "(mean ± 3 sample standard deviations, a missing document adds 0).")
     adaptive: AdaptiveFusion | None = Field(None, description="Query-adaptive weights ('weighted' only).")
+    bounds: dict[RetrieverName, tuple[Bound, Bound]] | None = Field(
+        None, description="'weighted' with 'minmax' only: fixed [low, high] per retriever instead of each result "
+                          "list's own min and max (scores clamped into them; a missing document counts as low), "
+                          "so a retriever's normalized scores mean the same in every query, e.g. {\"dense\": [0, 1]}.")
 
     @field_validator("weights")
     @classmethod
@@ -77,13 +82,20 @@ class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int = Field(10, ge=1, le=1000, description="Hits to return.")
+    offset: int = Field(0, ge=0, le=10_000, description="Skip this many fused hits: page p of size k is offset=(p-1)*k. "
+                                                        "Each retriever fetches max(depth, offset + k) candidates, so a "
+                                                        "page equals the same ranks of one larger request.")
+    min_score: float | None = Field(None, allow_inf_nan=False, description="Drop hits whose fused score (raw score for "
+                                                                           "one retriever) is below this, before paging.")
     retrievers: list[RetrieverName] | None = Field(
         None, min_length=1, description="Subset to run; default: every retriever of the index."
     )
     fusion: Fusion = Field(default_factory=Fusion)  # type: ignore[arg-type]
     depth: int | None = Field(None, ge=1, le=1000, description="Candidates per retriever before fusion; "
                                                                  "default: the server's depth setting (100).")
-    explain: bool = Field(False, description="Add each retriever's rank and raw score to every hit.")
+    explain: bool = Field(False, description="Add each retriever's rank, raw score, normalized score (weighted fusion) "
+                                             "and contribution to every hit, and 'contributions': every fused "
+                                             "retriever's share of the fused score (they add up to it).")
     prf: dict[RetrieverName, Prf] | None = Field(
         None, description="Pseudo-relevance feedback per retriever, e.g. {\"bm25\": {\"method\": \"rm3\"}}: that "
                           "retriever searches again with the query expanded from its own top hits.")

@@ -155,6 +155,14 @@ def test_batch_search(server: Server, searcher) -> None:  # type: ignore[no-unty
         ("/v1/indexes/small/search", {"query": "x", "retrievers": ["bm25"], "query_mode": {"dense": "onnx"}}, 422,
          "does not search"),
         ("/v1/indexes/small/search", {"query": "x", "query_mode": {"dense": "ONNX!"}}, 422, "query_mode"),
+        ("/v1/indexes/small/search", {"query": "x", "offset": -1}, 422, "offset"),
+        ("/v1/indexes/small/search", {"query": "x", "offset": 10_001}, 422, "offset"),
+        ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted", "bounds": {"dense": [1, 0]}}}, 422,
+         "low < high"),
+        ("/v1/indexes/small/search", {"query": "x", "fusion": {"bounds": {"dense": [0, 1]}}}, 422,
+         "set method to weighted"),
+        ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted", "bounds": {"dense": [0]}}}, 422,
+         "bounds"),
         ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "rrf", "adaptive": {"coefficients": {"nqc": 1}}}},
          422, "weighted"),
         ("/v1/indexes/small/search", {"query": "x", "fusion": {"method": "weighted",
@@ -281,3 +289,22 @@ def test_short_soak(server: Server) -> None:
     report = soak(server.url, "small", server.proc.pid, clients=8, seconds=20)
     assert report["errors"] == 0 and report["requests"] > 40
     assert report["rss_growth_after_warmup"] < 0.10, report["rss_kib"]
+
+
+def test_pages_and_explained_contributions_over_http(server: Server) -> None:
+    url = f"{server.url}/v1/indexes/small/search"
+    for fusion in ({"method": "rrf"}, {"method": "weighted", "normalization": "zscore"},
+                   {"method": "weighted", "bounds": {"dense": [0, 1]}, "weights": {"bm25": 0.3}}):
+        whole = httpx.post(url, json={"query": QUERY, "k": 12, "fusion": fusion, "explain": True}, timeout=60).json()
+        page = httpx.post(url, json={"query": QUERY, "k": 6, "offset": 6, "fusion": fusion, "explain": True},
+                          timeout=60).json()
+        assert page["hits"] == whole["hits"][6:12] and [h["rank"] for h in page["hits"]] == list(range(7, 13))
+        for hit in whole["hits"]:
+            assert sum(hit["contributions"].values()) == pytest.approx(hit["score"], abs=1e-9)
+            for name, source in hit["explain"].items():
+                if source is not None:
+                    assert source["contribution"] == pytest.approx(hit["contributions"][name], abs=1e-12)
+                    assert ("normalized" in source) == (fusion["method"] == "weighted")
+        floor = whole["hits"][5]["score"]
+        kept = httpx.post(url, json={"query": QUERY, "k": 12, "fusion": fusion, "min_score": floor}, timeout=60).json()
+        assert [h["id"] for h in kept["hits"]] == [h["id"] for h in whole["hits"] if h["score"] >= floor]

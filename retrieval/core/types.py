@@ -17,6 +17,8 @@ class ScoredDoc:
 class RetrieverScore:
     rank: int  # 1-based
     score: float
+    normalized: float | None = None  # weighted fusion: the score as normalized for the sum
+    contribution: float | None = None  # what this retriever added to the fused score
 
 
 @dataclass(frozen=True)

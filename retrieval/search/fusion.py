@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from retrieval.core.errors import HybridError
@@ -39,6 +39,9 @@ class FusedDoc:
     doc_id: str
     score: float
     sources: dict[str, RetrieverScore] = field(default_factory=dict)
+    # Every fused retriever's share of ``score``, those that did not return the document included (a
+    # weighted sum gives them the list's floor): the shares add up to ``score``.
+    contributions: dict[str, float] = field(default_factory=dict)
 
 
 FEATURES = ("nqc", "margin", "agreement")
@@ -62,6 +65,9 @@ class FusionConfig:
     weights: Mapping[str, float] | None = None
     normalization: Normalization = "minmax"
     adaptive: Adaptive | None = None  # weighted only
+    # minmax only: fixed (low, high) per retriever instead of each list's own min and max; scores are
+    # clamped into the bounds, and a missing document counts as the lower bound (0).
+    bounds: Mapping[str, tuple[float, float]] | None = None
 
 
 class FusionError(HybridError, ValueError):
@@ -91,9 +97,10 @@ def _sources(runs: Mapping[str, Sequence[ScoredDoc]]) -> dict[str, dict[str, Ret
     return sources
 
 
-def _ranked(scores: dict[str, float], sources: dict[str, dict[str, RetrieverScore]]) -> list[FusedDoc]:
+def _ranked(scores: dict[str, float], sources: dict[str, dict[str, RetrieverScore]],
+            contributions: dict[str, dict[str, float]]) -> list[FusedDoc]:
     order = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [FusedDoc(doc_id, score, sources[doc_id]) for doc_id, score in order]
+    return [FusedDoc(doc_id, score, sources[doc_id], contributions[doc_id]) for doc_id, score in order]
 
 
 def reciprocal_rank_fusion(
@@ -103,10 +110,12 @@ def reciprocal_rank_fusion(
         raise FusionError(f"rrf_k must be >= 1, got {k}")
     w = _weights(runs, weights)
     sources = _sources(runs)
-    scores = {
-        doc_id: sum(w[name] / (k + hit.rank) for name, hit in per.items()) for doc_id, per in sources.items()
-    }
-    return _ranked(scores, sources)
+    contributions = {doc_id: {name: (w[name] / (k + per[name].rank) if name in per else 0.0) for name in runs}
+                     for doc_id, per in sources.items()}
+    for doc_id, per in sources.items():
+        sources[doc_id] = {name: replace(s, contribution=contributions[doc_id][name]) for name, s in per.items()}
+    scores = {doc_id: sum(c.values()) for doc_id, c in contributions.items()}
+    return _ranked(scores, sources, contributions)
 
 
 def normalize(scores: Sequence[float], method: Normalization) -> list[float]:
@@ -140,26 +149,54 @@ def dbsf_normalize(scores: Sequence[float]) -> list[float]:
     return [(s - low) / (6 * std) for s in scores]
 
 
+def _bounded(scores: Sequence[float], bounds: tuple[float, float]) -> list[float]:
+    low, high = bounds
+    return [min(1.0, max(0.0, (s - low) / (high - low))) for s in scores]
+
+
+def check_bounds(bounds: Mapping[str, tuple[float, float]] | None, runs: Mapping[str, object],
+                 normalization: str) -> None:
+    if not bounds:
+        return
+    if normalization != "minmax":
+        raise FusionError("bounds apply to minmax normalization; set normalization to minmax")
+    unknown = sorted(set(bounds) - set(runs))
+    if unknown:
+        raise FusionError(f"bounds given for retrievers not searched: {', '.join(unknown)}")
+    for name, (low, high) in bounds.items():
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise FusionError(f"bounds for {name!r} must be two finite numbers, low < high; got [{low}, {high}]")
+
+
 def weighted_fusion(
     runs: Mapping[str, Sequence[ScoredDoc]],
     weights: Mapping[str, float] | None = None,
     normalization: Normalization = "minmax",
+    bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> list[FusedDoc]:
+    check_bounds(bounds, runs, normalization)
     w = _weights(runs, weights)
     sources = _sources(runs)
     normalized: dict[str, dict[str, float]] = {}
     floor: dict[str, float] = {}
     for name, run in runs.items():
         seen: dict[str, float] = {}
-        for doc, value in zip(run, normalize([d.score for d in run], normalization)):
+        raw = [d.score for d in run]
+        fixed = (bounds or {}).get(name)
+        values = _bounded(raw, fixed) if fixed is not None else normalize(raw, normalization)
+        for doc, value in zip(run, values):
             seen.setdefault(doc.doc_id, value)
         normalized[name] = seen
-        # DBSF adds nothing for a missing document, as Qdrant does; the others use the list's floor.
-        floor[name] = 0.0 if normalization == "dbsf" or not seen else min(seen.values())
-    scores = {
-        doc_id: sum(w[name] * normalized[name].get(doc_id, floor[name]) for name in runs) for doc_id in sources
-    }
-    return _ranked(scores, sources)
+        # DBSF adds nothing for a missing document, as Qdrant does, nor do fixed bounds (the lower bound);
+        # the others use the list's floor.
+        floor[name] = 0.0 if normalization == "dbsf" or fixed is not None or not seen else min(seen.values())
+    contributions = {doc_id: {name: w[name] * normalized[name].get(doc_id, floor[name]) for name in runs}
+                     for doc_id in sources}
+    for doc_id, per in sources.items():
+        sources[doc_id] = {name: replace(s, normalized=normalized[name][doc_id],
+                                         contribution=contributions[doc_id][name]) for name, s in per.items()}
+    scores = {doc_id: sum(c.values()) for doc_id, c in contributions.items()}
+    return _ranked(scores, sources, contributions)
 
 
 def list_features(runs: Mapping[str, Sequence[ScoredDoc]]) -> dict[str, dict[str, float]]:
@@ -212,10 +249,12 @@ def fuse(runs: Mapping[str, Sequence[ScoredDoc]], config: FusionConfig) -> list[
     if config.method == "rrf":
         if config.adaptive is not None:
             raise FusionError("adaptive weights apply to weighted fusion; set method to weighted")
+        if config.bounds:
+            raise FusionError("bounds apply to weighted fusion with minmax normalization; set method to weighted")
         return reciprocal_rank_fusion(runs, k=config.rrf_k, weights=config.weights)
     if config.method == "weighted":
         weights = config.weights
         if config.adaptive is not None:
             weights = adaptive_weights(runs, _weights(runs, weights), config.adaptive)
-        return weighted_fusion(runs, weights=weights, normalization=config.normalization)
+        return weighted_fusion(runs, weights=weights, normalization=config.normalization, bounds=config.bounds)
     raise FusionError(f"unknown fusion method {config.method!r}; use rrf or weighted")

@@ -6,6 +6,7 @@ same rankings for the same request.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,8 @@ class Hit:
     text: str | None = None
     metadata: dict[str, Any] | None = None
     explain: dict[str, RetrieverScore | None] | None = None
+    # With explain: each fused retriever's share of ``score`` (those that missed the hit included); they add up.
+    contributions: dict[str, float] | None = None
 
 
 @dataclass
@@ -198,6 +201,8 @@ class Searcher:
         include_text: bool = False,
         prf: Mapping[str, PrfConfig] | None = None,
         query_modes: Mapping[str, str] | None = None,
+        offset: int = 0,
+        min_score: float | None = None,
     ) -> list[SearchResult]:
         """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'.
 
@@ -205,16 +210,24 @@ class Searcher:
         those retrievers search twice, the second time with the query expanded from their own top hits.
         ``query_modes`` maps retriever names to one of their kind's query modes (``{"splade": "tokens"}``,
         ``{"dense": "onnx-int8"}``); the open options' ``query_modes`` are the defaults.
+        ``offset`` skips that many fused hits (page ``p`` of size ``k`` is ``offset = (p - 1) * k``): every
+        retriever fetches ``max(depth, offset + k)`` candidates, so a page equals the same ranks of one larger
+        request. ``min_score`` drops hits whose fused score (raw score for one retriever) is below it, before
+        the page is cut.
         """
         depth = depth if depth is not None else self.options.depth
         fusion = fusion or FusionConfig(rrf_k=self.options.rrf_k)
         queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
         names = self._validate(queries, k, depth, retrievers)
+        if offset < 0:
+            raise SearchError(f"offset must be >= 0, got {offset}")
+        if min_score is not None and not math.isfinite(min_score):
+            raise SearchError("min_score must be a finite number")
         feedback = self._feedback(prf or {}, names)
         modes = self._modes(query_modes or {}, names)
         started = time.perf_counter()
         fusing = len(names) > 1
-        per_retriever_depth = max(depth, k) if fusing else k
+        per_retriever_depth = max(depth, offset + k) if fusing else offset + k
         runs: dict[str, list[list[ScoredDoc]]] = {}
         timings: dict[str, float] = {}
         for name in names:
@@ -225,16 +238,20 @@ class Searcher:
             timings[f"{name}_search"] = result.search_ms / len(queries)
         fuse_started = time.perf_counter()
         fused_lists = [self._fuse({n: runs[n][q] for n in names}, fusion, fusing) for q in range(len(queries))]
+        if min_score is not None:
+            fused_lists = [[d for d in fused if d.score >= min_score] for fused in fused_lists]
+        fused_lists = [fused[offset:] for fused in fused_lists]
         timings["fuse"] = (time.perf_counter() - fuse_started) * 1000.0 / len(queries)
         docs = self.store.get(list({d.doc_id for fl in fused_lists for d in fl[:k]}), self.seq) if include_text else {}
         took = (time.perf_counter() - started) * 1000.0 / len(queries)
         results = []
         for fused in fused_lists:
             hits = []
-            for rank, doc in enumerate(fused[:k], start=1):
+            for rank, doc in enumerate(fused[:k], start=offset + 1):
                 hit = Hit(id=doc.doc_id, score=doc.score, rank=rank)
                 if explain:
                     hit.explain = {n: doc.sources.get(n) for n in names}
+                    hit.contributions = dict(doc.contributions)
                 if include_text and doc.doc_id in docs:
                     stored = docs[doc.doc_id]
                     hit.title, hit.text, hit.metadata = stored.title, stored.text, stored.metadata
@@ -275,7 +292,8 @@ class Searcher:
     def _fuse(runs: Mapping[str, list[ScoredDoc]], config: FusionConfig, fusing: bool) -> list[FusedDoc]:
         if not fusing:
             (name, run), = runs.items()
-            return [FusedDoc(d.doc_id, d.score, {name: RetrieverScore(i, d.score)}) for i, d in enumerate(run, start=1)]
+            return [FusedDoc(d.doc_id, d.score, {name: RetrieverScore(i, d.score, contribution=d.score)}, {name: d.score})
+                    for i, d in enumerate(run, start=1)]
         return fuse(runs, config)
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from indexes.indexing.live import IndexFailedError
-from retrieval.core.types import PrfConfig
+from retrieval.core.types import PrfConfig, RetrieverScore
 from retrieval.search.fusion import Adaptive, FusionConfig, FusionError
 from retrieval.search.pipeline import Hit, SearchError, SearchResult, clean_query
 from service.auth import require_key
@@ -54,7 +54,9 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
     fusion = FusionConfig(method=options.fusion.method,
                           rrf_k=options.fusion.rrf_k if options.fusion.rrf_k is not None else settings.rrf_k,
                           weights=options.fusion.weights, normalization=options.fusion.normalization,
-                          adaptive=adaptive_config(options.fusion.adaptive))
+                          adaptive=adaptive_config(options.fusion.adaptive),
+                          bounds={n: (float(lo), float(hi)) for n, (lo, hi) in options.fusion.bounds.items()}
+                          if options.fusion.bounds else None)
 
     prf = {name: PrfConfig(**p.model_dump()) for name, p in options.prf.items()} if options.prf else None
 
@@ -63,7 +65,8 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
             return searcher.batch_search(batch, k=options.k, retrievers=options.retrievers, fusion=fusion,
                                          depth=options.depth, explain=options.explain,
                                          include_text=options.include_text, prf=prf,
-                                         query_modes=options.query_mode)
+                                         query_modes=options.query_mode, offset=options.offset,
+                                         min_score=options.min_score)
 
     try:
         if len(queries) == 1 and settings.micro_batch_max > 1:
@@ -90,7 +93,18 @@ def _hit(hit: Hit) -> dict[str, Any]:
     if hit.metadata is not None:
         out["metadata"] = hit.metadata
     if hit.explain is not None:
-        out["explain"] = {n: None if s is None else {"rank": s.rank, "score": s.score} for n, s in hit.explain.items()}
+        out["explain"] = {n: None if s is None else _source(s) for n, s in hit.explain.items()}
+    if hit.contributions is not None:
+        out["contributions"] = hit.contributions
+    return out
+
+
+def _source(s: RetrieverScore) -> dict[str, Any]:
+    out: dict[str, Any] = {"rank": s.rank, "score": s.score}
+    if s.normalized is not None:
+        out["normalized"] = s.normalized
+    if s.contribution is not None:
+        out["contribution"] = s.contribution
     return out
 
 
