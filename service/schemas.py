@@ -108,8 +108,22 @@ class SearchOptions(BaseModel):
     include_text: bool = Field(False, description="Add title, text and metadata to every hit.")
 
 
+DenseVector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=8192)]
+SparseVectorIn = Annotated[dict[Annotated[str, Field(min_length=1, max_length=200)],
+                                Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=1, max_length=10_000)]
+
+
 class SearchRequest(SearchOptions):
-    query: str = Field(..., min_length=1, description="Plain text; Lucene syntax characters are searched as text.")
+    query: str = Field("", description="Plain text; Lucene syntax characters are searched as text. May be left out "
+                                       "when query_vector/query_sparse give a vector for every retriever searched.")
+    query_vector: dict[RetrieverName, DenseVector] | None = Field(
+        None, description="A dense query vector per retriever, computed by the client (as Qdrant and Elasticsearch "
+                          "take): used instead of encoding the text, scaled to unit length; its dimension must be the "
+                          "index's.", examples=[{"dense": [0.01, -0.03, 0.12]}])
+    query_sparse: dict[RetrieverName, SparseVectorIn] | None = Field(
+        None, description="A learned-sparse query per retriever, {word piece: weight} in the model's float weights "
+                          "(quantized as the index's queries are); tokens outside the model's vocabulary are refused.",
+        examples=[{"splade": {"wing": 1.2, "flutter": 1.9}}])
 
     model_config = ConfigDict(
         extra="forbid",

@@ -84,3 +84,26 @@ def test_min_score_filters_before_the_page(searcher) -> None:  # type: ignore[no
         searcher.search("wing", offset=-1)
     with pytest.raises(SearchError, match="min_score must be a finite number"):
         searcher.search("wing", min_score=float("nan"))
+
+
+def test_client_vectors_equal_the_text_they_were_encoded_from(searcher) -> None:  # type: ignore[no-untyped-def]
+    query = QUERIES[1]
+    dense = searcher.searchers["dense"].encode_queries([query])[0]
+    weights = searcher.searchers["splade"].encoder._encode([query], query=True, batch_size=1)[0]  # model weights
+    by_text = searcher.search(query, k=10, retrievers=["splade", "dense"], explain=True)
+    by_vectors = searcher.search("", k=10, retrievers=["splade", "dense"], explain=True,
+                                 vectors={"dense": [list(map(float, dense * 3.0))], "splade": [weights]})
+    assert [(h.id, h.score) for h in by_vectors.hits] == [(h.id, h.score) for h in by_text.hits]
+    mixed = searcher.search(query, k=10, vectors={"dense": [dense.tolist()]})  # bm25 and splade from the text
+    assert [h.id for h in mixed.hits] == [h.id for h in searcher.search(query, k=10).hits]
+    bad = [({"dense": [[0.1, 0.2]]}, "has 2 dimensions; the index has 384"),
+           ({"dense": [[0.0] * 384]}, "all zeros"),
+           ({"splade": [{"wing": 1.0, "no-such-piece!": 2.0}]}, "token 'no-such-piece!' is not in the model's vocabulary"),
+           ({"splade": [{"wing": -1.0}]}, "finite number >= 0"),
+           ({"bm25": [[1.0]]}, "searches query text only"),
+           ({"dense": [dense.tolist(), dense.tolist()]}, "2 query vectors for 'dense', for 1 queries")]
+    for vectors, message in bad:
+        with pytest.raises(SearchError, match=message):
+            searcher.search(query, k=5, vectors=vectors)
+    with pytest.raises(SearchError, match="query 0 is empty"):  # bm25 searched, and it has no vector
+        searcher.search("", k=5, vectors={"dense": [dense.tolist()]})

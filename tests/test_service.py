@@ -308,3 +308,23 @@ def test_pages_and_explained_contributions_over_http(server: Server) -> None:
         floor = whole["hits"][5]["score"]
         kept = httpx.post(url, json={"query": QUERY, "k": 12, "fusion": fusion, "min_score": floor}, timeout=60).json()
         assert [h["id"] for h in kept["hits"]] == [h["id"] for h in whole["hits"] if h["score"] >= floor]
+
+
+def test_client_vectors_over_http(server: Server, searcher) -> None:  # type: ignore[no-untyped-def]
+    url = f"{server.url}/v1/indexes/small/search"
+    dense = searcher.searchers["dense"].encode_queries([QUERY])[0].tolist()
+    weights = searcher.searchers["splade"].encoder._encode([QUERY], query=True, batch_size=1)[0]
+    by_text = httpx.post(url, json={"query": QUERY, "k": 8, "retrievers": ["splade", "dense"]}, timeout=60).json()
+    by_vectors = httpx.post(url, json={"k": 8, "retrievers": ["splade", "dense"], "query_vector": {"dense": dense},
+                                       "query_sparse": {"splade": weights}}, timeout=60)
+    assert by_vectors.status_code == 200, by_vectors.text
+    assert [(h["id"], h["score"]) for h in by_vectors.json()["hits"]] == [(h["id"], h["score"]) for h in by_text["hits"]]
+    for body, fragment in [({"k": 3, "query_vector": {"dense": dense}}, "query 0 is empty"),
+                           ({"query": "x", "query_vector": {"dense": [0.5, 0.5]}}, "has 2 dimensions; the index has 384"),
+                           ({"query": "x", "query_sparse": {"splade": {"zzzqqq!": 1.0}}}, "not in the model's vocabulary"),
+                           ({"query": "x", "query_vector": {"bm25": [1.0]}}, "searches query text only"),
+                           ({"query": "x", "query_vector": {"dense": []}}, "query_vector"),
+                           ({"query": "x", "query_sparse": {"splade": {"wing": -2}}}, "query_sparse")]:
+        response = httpx.post(url, json=body, timeout=60)
+        assert response.status_code == 422, (body, response.text)
+        assert fragment in response.json()["error"]["message"]

@@ -50,13 +50,14 @@ class RetrieverSearcher(Protocol):
 
     ``prf`` (one of its kind's :attr:`RetrieverKind.prf_methods`, defaults filled in) asks for
     pseudo-relevance feedback: the feedback round's time counts as search time. ``mode`` is one of its
-    kind's :attr:`RetrieverKind.query_modes` (None: the first, the kind's default).
+    kind's :attr:`RetrieverKind.query_modes` (None: the first, the kind's default). ``given`` holds query
+    vectors a client computed, one per query (:attr:`RetrieverKind.vector_input`): then nothing is encoded.
     """
 
     name: str
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None) -> RetrieverRuns: ...
+               mode: str | None = None, given: Sequence[Any] | None = None) -> RetrieverRuns: ...
 
     def close(self) -> None: ...
 
@@ -197,6 +198,9 @@ class RetrieverKind(ABC):
     # How this kind's searchers can turn query text into a query (name -> what it does); the first is the
     # default. Empty: one way only.
     query_modes: ClassVar[dict[str, str]] = {}
+    # What a client may send instead of query text: "dense" (a list of floats), "sparse" ({token: weight}),
+    # or None (text only).
+    vector_input: ClassVar[str | None] = None
 
     # --- models ------------------------------------------------------------------------------------
 

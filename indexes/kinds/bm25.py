@@ -32,7 +32,7 @@ class Bm25Searcher:
         self._index = index
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None) -> RetrieverRuns:
         started = time.perf_counter()
         if len(queries) == 1:
             runs = [self._index.search(queries[0], depth, prf)]

@@ -19,6 +19,7 @@ from indexes.kinds.base import (
     MODEL_QUERY_MODES,
     BuildContext,
     Component,
+    KindError,
     RetrieverKind,
     RetrieverRuns,
     RetrieverSearcher,
@@ -69,10 +70,26 @@ class DenseSearcher:
         return self.encoder.encode_queries(queries, batch_size=self._batch_size, runtime=mode or "torch",
                                            cache=self._onnx_cache)
 
+    def given_vectors(self, given: Sequence[Any]) -> np.ndarray:
+        """Client vectors, checked against the index's dimension and scaled to unit length (scores stay cosines)."""
+        try:
+            vectors = np.asarray([np.asarray(v, dtype=np.float32) for v in given], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise KindError(f"query_vector for {self.name!r} must be a list of numbers") from None
+        if vectors.ndim != 2 or vectors.shape[1] != self.index.dimension:
+            width = vectors.shape[-1] if vectors.ndim >= 1 and vectors.size else 0
+            raise KindError(f"query_vector for {self.name!r} has {width} dimensions; the index has {self.index.dimension}")
+        if not np.isfinite(vectors).all():
+            raise KindError(f"query_vector for {self.name!r} holds a NaN or infinite value")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise KindError(f"query_vector for {self.name!r} is all zeros")
+        return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None) -> RetrieverRuns:
         started = time.perf_counter()
-        vectors = self.encode_queries(queries, mode)
+        vectors = self.given_vectors(given) if given is not None else self.encode_queries(queries, mode)
         encode_ms = elapsed_ms(started)
         started = time.perf_counter()
         if prf is not None:
@@ -150,6 +167,7 @@ class DenseKind(RetrieverKind):
     name = "dense"
     model_option = "dense_model"
     query_modes = MODEL_QUERY_MODES
+    vector_input = "dense"
     # Pyserini's dense PRF settings (Li et al., 2021): Average over 3 hits; Rocchio over 5 with 0.4/0.6.
     prf_methods = {
         "average": {"fb_docs": 3},

@@ -6,6 +6,7 @@ each impact as the term's frequency and ``ImpactSimilarity`` sums them).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from retrieval.core.options import BuildOptions
 from retrieval.core.types import PrfConfig, RetrieverSpec, SparseVector
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.models import ResolvedModel
-from retrieval.encoders.sparse import Quantization, SpladeEncoder
+from retrieval.encoders.sparse import Quantization, SpladeEncoder, quantize
 
 
 def quantization(entry: RetrieverManifest) -> Quantization:
@@ -69,10 +70,30 @@ class SpladeSearcher:
         weighted = {t: round(w * scale) for t, w in zip(tokens, self._index.idf(tokens))}
         return {t: w for t, w in weighted.items() if w > 0}
 
+    def given_vectors(self, given: Sequence[Any]) -> list[SparseVector]:
+        """Client ``{token: weight}`` maps (the model's float weights), checked against the model's vocabulary and
+        quantized with the index's scale, as encoded queries are."""
+        vocabulary = self.encoder.vocabulary
+        out = []
+        for vector in given:
+            if not isinstance(vector, dict) or not vector:
+                raise KindError(f"query_sparse for {self.name!r} must be a non-empty {{token: weight}} object")
+            unknown = [t for t in vector if t not in vocabulary]
+            if unknown:
+                raise KindError(f"query_sparse for {self.name!r}: token {unknown[0]!r} is not in the model's "
+                                f"vocabulary ({len(unknown)} unknown); send word pieces of {self.encoder.model_info.model_id!r}")
+            weights = {}
+            for token, weight in vector.items():
+                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
+                    raise KindError(f"query_sparse for {self.name!r}: the weight of {token!r} must be a finite number >= 0")
+                weights[token] = float(weight)
+            out.append(quantize(weights, Quantization(scale=self.quantization.scale)))
+        return out
+
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None) -> RetrieverRuns:
         started = time.perf_counter()
-        vectors = self.encode_queries(queries, mode)
+        vectors = self.given_vectors(given) if given is not None else self.encode_queries(queries, mode)
         encode_ms = elapsed_ms(started)
         started = time.perf_counter()
         if prf is not None:
@@ -126,6 +147,7 @@ class SpladeComponent(LuceneComponent):
 class SpladeKind(RetrieverKind):
     name = "splade"
     model_option = "sparse_model"
+    vector_input = "sparse"
     query_modes = {
         **MODEL_QUERY_MODES,
         "tokens": "inference-free: the query's word pieces weighted by the index's IDF (no model run)",

@@ -136,6 +136,14 @@ class SpladeEncoder(GpuPaths, OnnxQueries):
     def encode_query(self, text: str, quant: Quantization) -> SparseVector:
         return self.encode_queries([text], quant)[0]
 
+    @property
+    def vocabulary(self) -> frozenset[str]:
+        """The model's word pieces: what a sparse query vector may hold."""
+        found = self.__dict__.get("_vocabulary")
+        if found is None:
+            found = self.__dict__["_vocabulary"] = frozenset(self._vocab.tolist())
+        return found
+
     def _terms(self, row: np.ndarray) -> dict[str, float]:
         """One vocabulary-sized row as term -> weight over its non-zero entries."""
         ids = np.flatnonzero(row)

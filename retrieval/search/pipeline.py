@@ -172,20 +172,31 @@ class Searcher:
     def retrievers(self) -> list[str]:
         return list(self.searchers)
 
-    def _validate(self, queries: Sequence[str], k: int, depth: int, retrievers: Sequence[str] | None) -> list[str]:
+    def _validate(self, queries: Sequence[str], k: int, depth: int, retrievers: Sequence[str] | None,
+                  vectors: Mapping[str, Sequence[Any]]) -> list[str]:
         if k < 1:
             raise SearchError(f"k must be >= 1, got {k}")
         if depth < 1:
             raise SearchError(f"depth must be >= 1, got {depth}")
-        for i, query in enumerate(queries):
-            if not isinstance(query, str) or not query.strip():
-                raise SearchError(f"query {i} is empty; send some text to search for")
-        names = list(retrievers) if retrievers else self.retrievers
+        names = list(dict.fromkeys(list(retrievers) if retrievers else self.retrievers))
         for name in names:
             if name not in self.searchers:
                 raise SearchError(f"retriever {name!r} is not available in index {self.manifest.name!r}; "
                                   f"choose from {', '.join(self.retrievers)}")
-        return list(dict.fromkeys(names))
+        for name, given in vectors.items():
+            if name not in names:
+                raise SearchError(f"a query vector is given for {name!r}, which this request does not search; "
+                                  f"it searches {', '.join(names)}")
+            kind = get_kind(self.manifest.retrievers[name].kind)
+            if kind.vector_input is None:
+                raise SearchError(f"retriever {name!r} ({kind.name}) searches query text only; send 'query'")
+            if len(given) != len(queries):
+                raise SearchError(f"{len(given)} query vectors for {name!r}, for {len(queries)} queries")
+        text_needed = any(name not in vectors for name in names)
+        for i, query in enumerate(queries):
+            if not isinstance(query, str) or (text_needed and not query.strip()):
+                raise SearchError(f"query {i} is empty; send some text to search for")
+        return names
 
     def search(self, query: str, k: int = 10, **options: Any) -> SearchResult:
         return self.batch_search([query], k=k, **options)[0]
@@ -203,6 +214,7 @@ class Searcher:
         query_modes: Mapping[str, str] | None = None,
         offset: int = 0,
         min_score: float | None = None,
+        vectors: Mapping[str, Sequence[Any]] | None = None,
     ) -> list[SearchResult]:
         """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'.
 
@@ -213,12 +225,16 @@ class Searcher:
         ``offset`` skips that many fused hits (page ``p`` of size ``k`` is ``offset = (p - 1) * k``): every
         retriever fetches ``max(depth, offset + k)`` candidates, so a page equals the same ranks of one larger
         request. ``min_score`` drops hits whose fused score (raw score for one retriever) is below it, before
-        the page is cut.
+        the page is cut. ``vectors`` maps retriever names to query vectors a client computed, one per query
+        (dense: a list of floats, scaled to unit length; learned sparse: ``{token: weight}`` in the model's float
+        weights, quantized as the index's queries are): those retrievers encode nothing, and where every
+        retriever searched has vectors the query text may be empty.
         """
         depth = depth if depth is not None else self.options.depth
         fusion = fusion or FusionConfig(rrf_k=self.options.rrf_k)
         queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
-        names = self._validate(queries, k, depth, retrievers)
+        vectors = vectors or {}
+        names = self._validate(queries, k, depth, retrievers, vectors)
         if offset < 0:
             raise SearchError(f"offset must be >= 0, got {offset}")
         if min_score is not None and not math.isfinite(min_score):
@@ -231,8 +247,11 @@ class Searcher:
         runs: dict[str, list[list[ScoredDoc]]] = {}
         timings: dict[str, float] = {}
         for name in names:
-            result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads, feedback.get(name),
-                                                 modes.get(name))
+            try:
+                result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads,
+                                                     feedback.get(name), modes.get(name), vectors.get(name))
+            except KindError as exc:  # a client vector that does not fit this retriever
+                raise SearchError(str(exc)) from None
             runs[name] = result.runs
             timings[f"{name}_encode"] = result.encode_ms / len(queries)
             timings[f"{name}_search"] = result.search_ms / len(queries)

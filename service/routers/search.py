@@ -29,14 +29,14 @@ from service.state import ServiceState, get_state
 router = APIRouter(tags=["search"], dependencies=[Depends(require_key)])
 
 
-def _check_queries(state: ServiceState, queries: list[str]) -> None:
+def _check_queries(state: ServiceState, queries: list[str], text_optional: bool = False) -> None:
     settings = state.settings
     if len(queries) > settings.max_batch_queries:
         raise ApiError(413, f"batch of {len(queries)} queries; the limit is {settings.max_batch_queries}")
     for i, q in enumerate(queries):
         if len(q) > settings.max_query_chars:
             raise ApiError(413, f"query {i} has {len(q)} characters; the limit is {settings.max_query_chars}")
-        if not clean_query(q).strip():
+        if not text_optional and not clean_query(q).strip():
             raise ApiError(422, f"query {i} is empty or whitespace; send some text to search for")
 
 
@@ -47,9 +47,10 @@ def adaptive_config(adaptive: AdaptiveFusion | None) -> Adaptive | None:
                     centers={name: dict(c) for name, c in adaptive.centers.items()} if adaptive.centers else None)
 
 
-async def run_search(state: ServiceState, name: str, queries: list[str], options: SearchOptions) -> list[SearchResult]:
+async def run_search(state: ServiceState, name: str, queries: list[str], options: SearchOptions,
+                     vectors: dict[str, list[Any]] | None = None) -> list[SearchResult]:
     live = state.index_for(name)
-    _check_queries(state, queries)
+    _check_queries(state, queries, text_optional=bool(vectors))
     settings = state.settings
     fusion = FusionConfig(method=options.fusion.method,
                           rrf_k=options.fusion.rrf_k if options.fusion.rrf_k is not None else settings.rrf_k,
@@ -61,8 +62,9 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
     prf = {name: PrfConfig(**p.model_dump()) for name, p in options.prf.items()} if options.prf else None
 
     def work(batch: list[str]) -> list[SearchResult]:
+        given = {n: v * len(batch) for n, v in vectors.items()} if vectors else None  # batch-mates share the key
         with live.view() as searcher:  # one point in time for every retriever and the text lookup
-            return searcher.batch_search(batch, k=options.k, retrievers=options.retrievers, fusion=fusion,
+            return searcher.batch_search(batch, k=options.k, retrievers=options.retrievers, fusion=fusion, vectors=given,
                                          depth=options.depth, explain=options.explain,
                                          include_text=options.include_text, prf=prf,
                                          query_modes=options.query_mode, offset=options.offset,
@@ -127,7 +129,13 @@ class FastJSON(Response):
              responses=ERRORS)
 async def search(name: str, request: SearchRequest, state: ServiceState = Depends(get_state)) -> Response:
     """Search one index with any subset of its retrievers (by name), fused."""
-    results = await run_search(state, name, [request.query], request)
+    vectors: dict[str, list[Any]] = {}
+    for field_name, given in (("query_vector", request.query_vector), ("query_sparse", request.query_sparse)):
+        for retriever, vector in (given or {}).items():
+            if retriever in vectors:
+                raise ApiError(422, f"{retriever!r} has both a query_vector and a query_sparse; send one")
+            vectors[retriever] = [vector]
+    results = await run_search(state, name, [request.query], request, vectors)
     return FastJSON(to_payload(results[0]))
 
 
