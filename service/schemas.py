@@ -135,7 +135,17 @@ class SearchRequest(SearchOptions):
                     "retrievers": ["bm25", "splade", "dense"],
                     "fusion": {"method": "rrf", "rrf_k": 60},
                     "explain": True,
-                }
+                },
+                {"query": "wing flutter", "k": 10, "offset": 10},
+                {
+                    "query": "wing flutter",
+                    "fusion": {"method": "weighted", "weights": {"bm25": 0.2, "splade": 0.4, "dense": 0.4},
+                               "bounds": {"dense": [0, 1]}},
+                    "min_score": 0.5,
+                    "explain": True,
+                },
+                {"retrievers": ["splade"], "query_sparse": {"splade": {"wing": 1.2, "flutter": 1.9}}},
+                {"query": "wing flutter", "query_mode": {"splade": "onnx-int8", "dense": "onnx-int8"}},
             ]
         },
     )
