@@ -382,12 +382,16 @@ def parse_prf_options(values: Sequence[str]) -> dict[str, PrfConfig] | None:
 @click.option("--offset", type=click.IntRange(0, 10_000), default=0, show_default=True,
               help="Skip this many fused hits (page p of size k: (p-1)*k).")
 @click.option("--min-score", type=float, default=None, help="Drop hits whose fused score is below this.")
+@click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
+              help="Re-score the fused top hits with this cross-encoder (name, folder or hub id).")
+@click.option("--rerank-depth", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @index_root_option
 def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, rrf_k: int | None, weights: str | None,
            normalization: str, depth: int | None, prf_specs: tuple[str, ...], mode_specs: tuple[str, ...],
-           offset: int, min_score: float | None, as_json: bool, device: str | None, index_root: Path | None) -> None:
+           offset: int, min_score: float | None, rerank_model: str | None, rerank_depth: int, as_json: bool,
+           device: str | None, index_root: Path | None) -> None:
     """Search index NAME for QUERY."""
     from dataclasses import asdict
 
@@ -401,8 +405,11 @@ def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, r
     searcher = Searcher.open(_root(settings).resolve(name), OpenOptions.from_settings(settings), retrievers=chosen)
     config = FusionConfig(method=fusion, rrf_k=settings.rrf_k, weights=parse_weights(weights),  # type: ignore[arg-type]
                           normalization=normalization)  # type: ignore[arg-type]
+    from retrieval.search.rerank import RerankConfig
+
+    rerank = RerankConfig(rerank_model, rerank_depth) if rerank_model else None
     result = searcher.search(query, k=k, fusion=config, explain=True, include_text=True, prf=prf, query_modes=modes,
-                             offset=offset, min_score=min_score)
+                             offset=offset, min_score=min_score, rerank=rerank)
     if as_json:
         click.echo(json.dumps({"query": query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
                                "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))

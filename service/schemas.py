@@ -78,6 +78,18 @@ class Prf(BaseModel):
 QueryMode = Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$", examples=["onnx-int8"])]
 
 
+class Rerank(BaseModel):
+    """Second stage: a cross-encoder re-scores the fused top ``depth`` (title + text) and re-orders them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., min_length=1, max_length=300, examples=["cross-encoder/ms-marco-MiniLM-L6-v2"],
+                       description="One of the server's rerank_models (HYBRID_RERANK_MODELS).")
+    depth: int = Field(50, ge=1, le=1000, description="Fused hits re-scored; offset + k must lie within them, and "
+                                                      "the results end there.")
+    batch_size: int = Field(32, ge=1, le=1024, description="Pairs per cross-encoder forward pass.")
+
+
 class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -105,6 +117,8 @@ class SearchOptions(BaseModel):
                           "(the same model on ONNX Runtime), 'onnx-int8' (int8 weights), and for SPLADE 'tokens' "
                           "(inference-free: word pieces weighted by the index's IDF). Default: the server's "
                           "query_modes setting, else 'torch'. BM25 has no modes.")
+    rerank: Rerank | None = Field(None, description="Re-score the fused top hits with a cross-encoder; with explain, "
+                                                   "each hit's before_rerank holds its fused rank and score.")
     include_text: bool = Field(False, description="Add title, text and metadata to every hit.")
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from retrieval.core.options import OpenOptions
 from retrieval.core.settings import Settings
-from retrieval.search.pipeline import SearchError, Searcher
+from retrieval.search.pipeline import Searcher, SearchError
 
 QUERIES = ["what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft",
            "boundary layer transition at supersonic speeds", "heat transfer to a flat plate", "wing flutter"]
@@ -60,12 +60,12 @@ def test_onnx_splade_vectors_match_torch(searcher: Searcher, mode: str, floor: f
 
 
 def test_onnx_graphs_are_cached_and_reused(searcher: Searcher) -> None:
+    from retrieval.encoders.models import weights_fingerprint
     from retrieval.encoders.onnx_query import ONNX_MODES, OnnxQueryEncoder, graph_path
 
-    from retrieval.encoders.models import weights_fingerprint
-
     encoder = searcher.searchers["dense"].encoder  # type: ignore[attr-defined]
-    cache = searcher.folder.parent / ".onnx"
+    cache = searcher.folder.parent.parent / ".onnx"  # INDEX_ROOT/.onnx: the index itself is INDEX_ROOT/.versions/...
+    assert searcher.folder.parent.name == ".versions"
     encoder.encode_queries(["warm"], runtime="onnx-int8", cache=cache)
     paths = {v: graph_path(cache, encoder.model_info, v) for v in ONNX_MODES.values()}
     assert all(p.is_file() and p.stat().st_size > 1_000_000 for p in paths.values())

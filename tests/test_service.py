@@ -33,7 +33,8 @@ class Server:
             [sys.executable, "-m", "service.cli", "serve", "--index-root", str(root), "--port", str(self.port)],
             env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
-        headers = {"Authorization": f"Bearer {env['HYBRID_API_KEYS'].split(',')[0]}"} if env else {}
+        keys = (env or {}).get("HYBRID_API_KEYS")
+        headers = {"Authorization": f"Bearer {keys.split(',')[0]}"} if keys else {}
         deadline = time.time() + 180
         while time.time() < deadline:
             assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else "server died"

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from indexes.storage.corpus import Document
 from indexes.storage.docstore import DocStore
+from indexes.storage.layout import VERSIONS
 from indexes.storage.manifest import Manifest, RetrieverManifest
 from indexes.storage.vector_files import VectorSet
 from retrieval.core.errors import HybridError
@@ -151,7 +152,9 @@ class Component(ABC):
     @property
     def onnx_cache(self) -> Path:
         """Where ONNX query graphs are cached: beside the index, under its index root (shared by its indexes)."""
-        return self.index_folder.parent / ONNX_CACHE_DIR
+        parent = self.index_folder.parent
+        root = parent.parent if parent.name == VERSIONS else parent  # a published index lives in ROOT/.versions
+        return root / ONNX_CACHE_DIR
 
     @abstractmethod
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:

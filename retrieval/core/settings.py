@@ -93,11 +93,14 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Default query mode per retriever name or kind, 'splade=onnx-int8,dense=onnx' (modes: README).",
     )
+    rerank_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Cross-encoders a search request may name in 'rerank' (comma-separated "
+                                          "names, folders or hub ids); empty: reranking over HTTP is off.")
     corpus_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Folders that POST /v1/indexes may read corpora from; empty: any path."
     )
 
-    @field_validator("api_keys", "admin_keys", "cors_origins", "corpus_roots", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", "corpus_roots", "rerank_models", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -22,7 +22,9 @@ from retrieval.core.errors import HybridError
 from retrieval.core.gc_tuning import freeze_loaded, thaw
 from retrieval.core.options import OpenOptions
 from retrieval.core.types import PrfConfig, RetrieverScore, ScoredDoc
+from retrieval.encoders.models import ModelError
 from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
+from retrieval.search.rerank import RerankConfig, RerankError, shared_reranker
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -47,6 +49,9 @@ class Hit:
     explain: dict[str, RetrieverScore | None] | None = None
     # With explain: each fused retriever's share of ``score`` (those that missed the hit included); they add up.
     contributions: dict[str, float] | None = None
+    # With explain and rerank: the hit's rank and score in the fused list, before the cross-encoder (``score`` is
+    # then the cross-encoder's, and the contributions add up to this fused score).
+    before_rerank: RetrieverScore | None = None
 
 
 @dataclass
@@ -215,6 +220,7 @@ class Searcher:
         offset: int = 0,
         min_score: float | None = None,
         vectors: Mapping[str, Sequence[Any]] | None = None,
+        rerank: RerankConfig | None = None,
     ) -> list[SearchResult]:
         """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'.
 
@@ -228,13 +234,21 @@ class Searcher:
         the page is cut. ``vectors`` maps retriever names to query vectors a client computed, one per query
         (dense: a list of floats, scaled to unit length; learned sparse: ``{token: weight}`` in the model's float
         weights, quantized as the index's queries are): those retrievers encode nothing, and where every
-        retriever searched has vectors the query text may be empty.
+        retriever searched has vectors the query text may be empty. ``rerank`` re-scores the fused top
+        ``rerank.depth`` with a cross-encoder (:mod:`retrieval.search.rerank`); the page must lie within them.
         """
         depth = depth if depth is not None else self.options.depth
         fusion = fusion or FusionConfig(rrf_k=self.options.rrf_k)
         queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
         vectors = vectors or {}
         names = self._validate(queries, k, depth, retrievers, vectors)
+        if rerank is not None:
+            try:
+                rerank.check(offset + k)
+            except RerankError as exc:
+                raise SearchError(str(exc)) from None
+            if any(not q.strip() for q in queries):
+                raise SearchError("rerank reads the query text; send 'query' with the vectors")
         if offset < 0:
             raise SearchError(f"offset must be >= 0, got {offset}")
         if min_score is not None and not math.isfinite(min_score):
@@ -259,18 +273,24 @@ class Searcher:
         fused_lists = [self._fuse({n: runs[n][q] for n in names}, fusion, fusing) for q in range(len(queries))]
         if min_score is not None:
             fused_lists = [[d for d in fused if d.score >= min_score] for fused in fused_lists]
-        fused_lists = [fused[offset:] for fused in fused_lists]
         timings["fuse"] = (time.perf_counter() - fuse_started) * 1000.0 / len(queries)
+        before: dict[tuple[int, str], RetrieverScore] = {}
+        if rerank is not None:
+            rerank_started = time.perf_counter()
+            fused_lists, before = self._rerank(queries, fused_lists, rerank)
+            timings["rerank"] = (time.perf_counter() - rerank_started) * 1000.0 / len(queries)
+        fused_lists = [fused[offset:] for fused in fused_lists]
         docs = self.store.get(list({d.doc_id for fl in fused_lists for d in fl[:k]}), self.seq) if include_text else {}
         took = (time.perf_counter() - started) * 1000.0 / len(queries)
         results = []
-        for fused in fused_lists:
+        for q, fused in enumerate(fused_lists):
             hits = []
             for rank, doc in enumerate(fused[:k], start=offset + 1):
                 hit = Hit(id=doc.doc_id, score=doc.score, rank=rank)
                 if explain:
                     hit.explain = {n: doc.sources.get(n) for n in names}
                     hit.contributions = dict(doc.contributions)
+                    hit.before_rerank = before.get((q, doc.doc_id))
                 if include_text and doc.doc_id in docs:
                     stored = docs[doc.doc_id]
                     hit.title, hit.text, hit.metadata = stored.title, stored.text, stored.metadata
@@ -287,6 +307,30 @@ class Searcher:
             return {name: get_kind(self.manifest.retrievers[name].kind).prf(name, config) for name, config in prf.items()}
         except KindError as exc:
             raise SearchError(str(exc)) from None
+
+    def _rerank(self, queries: Sequence[str], fused_lists: list[list[FusedDoc]], config: RerankConfig
+                ) -> tuple[list[list[FusedDoc]], dict[tuple[int, str], RetrieverScore]]:
+        """Each query's fused top ``config.depth`` re-scored by the cross-encoder (title + text, as indexed) and
+        re-ordered (ties keep the fused order); the list ends there. All pairs go through one batched call."""
+        try:
+            reranker = shared_reranker(config.model, self.options.device)
+        except (RerankError, ModelError) as exc:
+            raise SearchError(str(exc)) from None
+        tops = [fused[: config.depth] for fused in fused_lists]
+        stored = self.store.get(list({d.doc_id for top in tops for d in top}), self.seq)
+        pairs = [(queries[q], stored[d.doc_id].contents if d.doc_id in stored else "")
+                 for q, top in enumerate(tops) for d in top]
+        scores = iter(reranker.scores(pairs, config.batch_size))
+        before: dict[tuple[int, str], RetrieverScore] = {}
+        out = []
+        for q, top in enumerate(tops):
+            rescored = []
+            for rank, doc in enumerate(top, start=1):
+                before[(q, doc.doc_id)] = RetrieverScore(rank, doc.score)
+                rescored.append((next(scores), rank, doc))
+            rescored.sort(key=lambda item: (-item[0], item[1]))
+            out.append([replace(doc, score=score) for score, _, doc in rescored])
+        return out, before
 
     def _modes(self, requested: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
         """Each searched retriever's query mode: the request's, else the open options' default for its name or

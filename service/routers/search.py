@@ -14,6 +14,7 @@ from indexes.indexing.live import IndexFailedError
 from retrieval.core.types import PrfConfig, RetrieverScore
 from retrieval.search.fusion import Adaptive, FusionConfig, FusionError
 from retrieval.search.pipeline import Hit, SearchError, SearchResult, clean_query
+from retrieval.search.rerank import RerankConfig
 from service.auth import require_key
 from service.errors import ERRORS, ApiError
 from service.schemas import (
@@ -60,6 +61,12 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
                           if options.fusion.bounds else None)
 
     prf = {name: PrfConfig(**p.model_dump()) for name, p in options.prf.items()} if options.prf else None
+    rerank = None
+    if options.rerank is not None:
+        if options.rerank.model not in settings.rerank_models:
+            allowed = ", ".join(settings.rerank_models) or "none (start the server with HYBRID_RERANK_MODELS)"
+            raise ApiError(422, f"rerank model {options.rerank.model!r} is not one this server offers: {allowed}")
+        rerank = RerankConfig(options.rerank.model, options.rerank.depth, options.rerank.batch_size)
 
     def work(batch: list[str]) -> list[SearchResult]:
         given = {n: v * len(batch) for n, v in vectors.items()} if vectors else None  # batch-mates share the key
@@ -68,7 +75,7 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
                                          depth=options.depth, explain=options.explain,
                                          include_text=options.include_text, prf=prf,
                                          query_modes=options.query_mode, offset=options.offset,
-                                         min_score=options.min_score)
+                                         min_score=options.min_score, rerank=rerank)
 
     try:
         if len(queries) == 1 and settings.micro_batch_max > 1:
@@ -98,6 +105,8 @@ def _hit(hit: Hit) -> dict[str, Any]:
         out["explain"] = {n: None if s is None else _source(s) for n, s in hit.explain.items()}
     if hit.contributions is not None:
         out["contributions"] = hit.contributions
+    if hit.before_rerank is not None:
+        out["before_rerank"] = {"rank": hit.before_rerank.rank, "score": hit.before_rerank.score}
     return out
 
 

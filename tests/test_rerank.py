@@ -1,0 +1,77 @@
+"""The rerank stage with a real (tiny, randomly initialized) cross-encoder built here: no weights ship on PyPI.
+
+The order must be the cross-encoder's own scores over (query, title + text) of the fused top hits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from retrieval.search.pipeline import SearchError
+from retrieval.search.rerank import RerankConfig
+from tests.test_service import Server
+
+QUERY = "what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft"
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from retrieval.encoders.models import resolve_model
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("splade-tiny").path))
+    torch.manual_seed(7)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_rerank_orders_by_the_cross_encoder(searcher, cross_encoder: Path) -> None:  # type: ignore[no-untyped-def]
+    from sentence_transformers import CrossEncoder
+
+    fused = searcher.search(QUERY, k=20, depth=50)
+    stored = searcher.store.get([h.id for h in fused.hits])
+    expected = CrossEncoder(str(cross_encoder), device="cpu").predict([(QUERY, stored[h.id].contents) for h in fused.hits])
+    by_model = sorted(zip(fused.hits, expected), key=lambda pair: (-float(pair[1]), pair[0].rank))
+    result = searcher.search(QUERY, k=10, depth=50, explain=True, rerank=RerankConfig(str(cross_encoder), depth=20))
+    assert [h.id for h in result.hits] == [h.id for h, _ in by_model[:10]]
+    assert [h.score for h in result.hits] == pytest.approx([float(s) for _, s in by_model[:10]], abs=1e-5)
+    fused_rank = {h.id: (h.rank, h.score) for h in fused.hits}
+    for hit in result.hits:
+        assert hit.before_rerank is not None and (hit.before_rerank.rank, hit.before_rerank.score) == fused_rank[hit.id]
+    assert result.timings_ms["rerank"] > 0
+    page = searcher.search(QUERY, k=5, offset=5, depth=50, rerank=RerankConfig(str(cross_encoder), depth=20))
+    assert [h.id for h in page.hits] == [h.id for h in result.hits[5:10]]
+    batch = searcher.batch_search([QUERY, "wing flutter"], k=10, depth=50, rerank=RerankConfig(str(cross_encoder), 20))
+    assert [h.id for h in batch[0].hits] == [h.id for h in result.hits]
+    with pytest.raises(SearchError, match="must cover offset \\+ k = 15"):
+        searcher.search(QUERY, k=10, offset=5, rerank=RerankConfig(str(cross_encoder), depth=12))
+    with pytest.raises(SearchError, match="does not exist"):
+        searcher.search(QUERY, rerank=RerankConfig("/no/such/cross-encoder"))
+
+
+def test_rerank_over_http_only_with_the_servers_models(index_root: Path, cross_encoder: Path) -> None:
+    server = Server(index_root, env={"HYBRID_RERANK_MODELS": str(cross_encoder)})
+    try:
+        url = f"{server.url}/v1/indexes/small/search"
+        body = {"query": QUERY, "k": 5, "explain": True, "rerank": {"model": str(cross_encoder), "depth": 10}}
+        response = httpx.post(url, json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        hits = response.json()["hits"]
+        assert len(hits) == 5 and all("before_rerank" in h for h in hits)
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        for model, status, fragment in [("cross-encoder/ms-marco-MiniLM-L6-v2", 422, "not one this server offers"),
+                                        (str(cross_encoder), 422, "must cover offset + k")]:
+            bad = {**body, "rerank": {"model": model, "depth": 3}}
+            answer = httpx.post(url, json=bad, timeout=60)
+            assert answer.status_code == status and fragment in answer.json()["error"]["message"]
+    finally:
+        server.stop()
