@@ -50,6 +50,8 @@ class EvalOptions:
     folds: int = 5
     seed: int = 42
     progress: bool = True
+    rerank: str | None = None  # a cross-encoder: every method is also scored with its top rerank_depth re-ranked
+    rerank_depth: int = 100
 
 
 @dataclass
@@ -323,6 +325,13 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
                                     {m: mean(v) for m, v in per_query.items()}, encode, search, fuse_ms,
                                     tuned_weights=tuned, tuned_adaptive=adaptive, per_query=per_query,
                                     base=base if base is not None else _without_prf(name, spec)))
+        if options.rerank and " >> rerank" not in name:
+            started = time.perf_counter()
+            reranked = rerank_lists(index_folder, texts, lists, options.rerank, options.rerank_depth,
+                                    options.open.device)
+            rerank_ms = (time.perf_counter() - started) * 1000.0 / max(len(qids), 1)
+            record(f"{name} >> rerank({options.rerank}, {options.rerank_depth})", spec, reranked, fuse_ms + rerank_ms,
+                   base=name)
 
     for spec in options.methods:
         if spec.fusion is None:
@@ -349,6 +358,30 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
     (out / "summary.json").write_text(json.dumps({"dataset": dataset.name, "queries": len(qids), "depth": depth,
                                                   "self_hits_removed": drop_self, "methods": summary}, indent=1))
     return results
+
+
+def rerank_lists(index_folder: Path, texts: Sequence[str], lists: list[list[ScoredDoc]], model: str, depth: int,
+                 device: str) -> list[list[ScoredDoc]]:
+    """Each list's top ``depth`` re-ordered by the cross-encoder (query against title + text), the rest after it
+    in its old order; scores become descending ranks, so a run file keeps exactly this order."""
+    from indexes.storage.docstore import DocStore
+    from retrieval.search.rerank import shared_reranker
+
+    reranker = shared_reranker(model, device)
+    store = DocStore.open(index_folder)
+    try:
+        stored = store.get(list({d.doc_id for run in lists for d in run[:depth]}))
+    finally:
+        store.close()
+    pairs = [(texts[q], stored[d.doc_id].contents if d.doc_id in stored else "")
+             for q, run in enumerate(lists) for d in run[:depth]]
+    scores = iter(reranker.scores(pairs))
+    out = []
+    for run in lists:
+        head = sorted(((next(scores), i, d) for i, d in enumerate(run[:depth])), key=lambda t: (-t[0], t[1]))
+        ordered = [d for _, _, d in head] + list(run[depth:])
+        out.append([ScoredDoc(d.doc_id, float(len(ordered) - i)) for i, d in enumerate(ordered)])
+    return out
 
 
 def _without_prf(name: str, spec: MethodSpec) -> str | None:

@@ -485,6 +485,9 @@ def eval_group() -> None:
               help="Drop documents retrieved for their own query id (auto: ArguAna and Quora, as BEIR).")
 @click.option("--tune", is_flag=True, help="Tune weighted hybrids' weights by k-fold CV; report held-out scores only.")
 @click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True)
+@click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
+              help="Also score every method with its top --rerank-depth re-ranked by this cross-encoder.")
+@click.option("--rerank-depth", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None)
 @click.option("--faiss", "faiss_factory", default=None, help="FAISS factory for indexes this run builds.")
@@ -493,7 +496,8 @@ def eval_group() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @index_root_option
 def eval_beir(datasets: tuple[Path, ...], retrievers: str, extra_retrievers: tuple[str, ...], hybrids: tuple[str, ...], split: str, metrics: str,
-              out: Path, self_hits: str, tune: bool, folds: int, device: str | None, batch_size: int | None,
+              out: Path, self_hits: str, tune: bool, folds: int, rerank_model: str | None, rerank_depth: int,
+              device: str | None, batch_size: int | None,
               faiss_factory: str | None, sparse_model: str | None, dense_model: str | None, quiet: bool,
               index_root: Path | None) -> None:
     """Index each BEIR DATASET folder once, run every method, and write runs, metrics and a leaderboard."""
@@ -510,7 +514,7 @@ def eval_beir(datasets: tuple[Path, ...], retrievers: str, extra_retrievers: tup
     options = EvalOptions(
         methods=parse_methods([s.name for s in specs], hybrids),
         metrics=parse_metrics(metrics), out=out, index_root=settings.index_root, split=split,
-        self_hits=self_hits, tune=tune, folds=folds,  # type: ignore[arg-type]
+        self_hits=self_hits, tune=tune, folds=folds, rerank=rerank_model, rerank_depth=rerank_depth,  # type: ignore[arg-type]
         build=BuildOptions.from_settings(settings, retrievers=specs, progress=not quiet),
         open=OpenOptions.from_settings(settings),
     )

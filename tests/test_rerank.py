@@ -75,3 +75,37 @@ def test_rerank_over_http_only_with_the_servers_models(index_root: Path, cross_e
             assert answer.status_code == status and fragment in answer.json()["error"]["message"]
     finally:
         server.stop()
+
+
+def test_the_harness_scores_every_method_reranked(tmp_path: Path, cross_encoder: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from sentence_transformers import CrossEncoder
+
+    from tests.test_eval import make_dataset
+
+    data = make_dataset(tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "service.cli", "eval", "beir", str(data), "--index-root", str(tmp_path / "idx"),
+           "--out", str(out), "--retrievers", "bm25", "--rerank", str(cross_encoder), "--rerank-depth", "5",
+           "--metrics", "ndcg@10", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    methods = {m["method"]: m for m in json.loads((out / "tiny" / "summary.json").read_text())["methods"]}
+    name = f"bm25 >> rerank({cross_encoder}, 5)"
+    assert set(methods) == {"bm25", name} and methods[name]["base"] == "bm25"
+    assert methods[name]["p_vs_base"] is not None
+    runs: dict[str, list[str]] = {}
+    for run_file, key in (("bm25.trec", "plain"), (next(p.name for p in (out / "tiny").glob("*rerank*.trec")), "re")):
+        for line in (out / "tiny" / run_file).read_text().splitlines():
+            qid, _, doc, *_ = line.split()
+            if qid == "2":
+                runs.setdefault(key, []).append(doc)
+    corpus = {json.loads(line)["_id"]: json.loads(line) for line in (data / "corpus.jsonl").read_text().splitlines()}
+    head = runs["plain"][:5]
+    scores = CrossEncoder(str(cross_encoder), device="cpu").predict(
+        [("boundary layer transition", f"{corpus[d]['title']} {corpus[d]['text']}".strip()) for d in head])
+    expected = [d for _, _, d in sorted(zip((-float(s) for s in scores), range(5), head))]
+    assert runs["re"][:5] == expected and runs["re"][5:] == runs["plain"][5:]
