@@ -81,9 +81,11 @@ class DenseSearcher:
             raise KindError(f"query_vector for {self.name!r} has {width} dimensions; the index has {self.index.dimension}")
         if not np.isfinite(vectors).all():
             raise KindError(f"query_vector for {self.name!r} holds a NaN or infinite value")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
         if (norms == 0).any():
             raise KindError(f"query_vector for {self.name!r} is all zeros")
+        if not np.isfinite(norms).all():
+            raise KindError(f"query_vector for {self.name!r} is too large to scale to unit length")
         return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,

@@ -36,6 +36,8 @@ from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.sparse import Quantization, SpladeEncoder, quantize
 
+MAX_SPARSE_WEIGHT = 1e4  # far above any model's weights; keeps quantized impacts inside Lucene's integer range
+
 
 def quantization(entry: RetrieverManifest) -> Quantization:
     top_k = entry.parameters.get("doc_top_k")
@@ -84,8 +86,10 @@ class SpladeSearcher:
                                 f"vocabulary ({len(unknown)} unknown); send word pieces of {self.encoder.model_info.model_id!r}")
             weights = {}
             for token, weight in vector.items():
-                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
-                    raise KindError(f"query_sparse for {self.name!r}: the weight of {token!r} must be a finite number >= 0")
+                if (not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight)
+                        or not 0 <= weight <= MAX_SPARSE_WEIGHT):
+                    raise KindError(f"query_sparse for {self.name!r}: the weight of {token!r} must be a finite number "
+                                    f"from 0 to {MAX_SPARSE_WEIGHT:g}")
                 weights[token] = float(weight)
             out.append(quantize(weights, Quantization(scale=self.quantization.scale)))
         return out
