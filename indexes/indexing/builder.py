@@ -133,7 +133,7 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
                 ctx = BuildContext(spec, model, store, work, building / spec.name, options, stage)
                 if vector_set is not None:
                     assert vectors is not None
-                    ids = ids if ids is not None else [d.id for batch in store.iter_batches(65536) for d in batch]
+                    ids = ids if ids is not None else store.live_ids()
                     ctx.vector_set, ctx.vectors = vector_set, kind.read_vectors(Path(vectors), vector_set, ids)
                 manifest.retrievers[spec.name] = kind.build(ctx)
             store.close()

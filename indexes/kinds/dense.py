@@ -215,10 +215,11 @@ class DenseKind(RetrieverKind):
         if ctx.vector_set is not None:
             dimension = int(ctx.vector_set.parameters["dimension"])
             faiss_backend.check_factory(o.faiss_factory, dimension, len(ctx.store))
-            with ctx.stage.bar(len(ctx.store), f"{name} read vectors") as bar:
-                for batch in ctx.store.iter_batches(65536):
-                    parts.append(ctx.vectors.rows([d.id for d in batch]))
-                    bar.update(len(batch))
+            ids = ctx.store.live_ids()
+            with ctx.stage.bar(len(ids), f"{name} read vectors") as bar:
+                for start in range(0, len(ids), 65536):
+                    parts.append(ctx.vectors.rows(ids[start : start + 65536]))
+                    bar.update(len(parts[-1]))
             encode_seconds = 0.0
         else:
             encoder = DenseEncoder(ctx.model, device=o.device)

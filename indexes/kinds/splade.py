@@ -203,8 +203,8 @@ class SpladeKind(RetrieverKind):
 
     def _stored(self, ctx: BuildContext) -> Iterator[tuple[str, SparseVector]]:
         """Every document's impacts from the pre-encoded vectors (``--vectors``), in store order."""
-        ids = (d.id for batch in ctx.store.iter_batches(4096) for d in batch)
-        with ctx.stage.bar(len(ctx.store), f"{ctx.spec.name} read vectors") as bar:
+        ids = ctx.store.live_ids()
+        with ctx.stage.bar(len(ids), f"{ctx.spec.name} read vectors") as bar:
             for row in ctx.vectors.vectors(ids):
                 yield row
                 bar.update(1)

@@ -198,6 +198,11 @@ class DocStore:
         for start in range(0, len(rows), batch_size):
             yield [Document(r[0], r[1], r[2], json.loads(r[3])) for r in rows[start : start + batch_size]]
 
+    def live_ids(self) -> list[str]:
+        """The ids of the live documents in docno order (the order of :meth:`iter_batches`), without their text."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute(f"SELECT id FROM docs WHERE {LIVE} ORDER BY docno")]
+
     def ids_by_docno(self, docnos: Sequence[int]) -> list[str | None]:
         """Dense hits come back as docnos; an in-memory table keeps this off the query path."""
         if self._ids is None:
