@@ -373,13 +373,11 @@ def rerank_lists(index_folder: Path, texts: Sequence[str], lists: list[list[Scor
         stored = store.get(list({d.doc_id for run in lists for d in run[:depth]}))
     finally:
         store.close()
-    pairs = [(texts[q], stored[d.doc_id].contents if d.doc_id in stored else "")
-             for q, run in enumerate(lists) for d in run[:depth]]
-    scores = iter(reranker.scores(pairs))
+    ranked = reranker.reorder(texts, [[d.doc_id for d in run[:depth]] for run in lists],
+                              {doc_id: doc.contents for doc_id, doc in stored.items()})
     out = []
-    for run in lists:
-        head = sorted(((next(scores), i, d) for i, d in enumerate(run[:depth])), key=lambda t: (-t[0], t[1]))
-        ordered = [d for _, _, d in head] + list(run[depth:])
+    for run, order in zip(lists, ranked):
+        ordered = [run[i] for i, _ in order] + list(run[depth:])
         out.append([ScoredDoc(d.doc_id, float(len(ordered) - i)) for i, d in enumerate(ordered)])
     return out
 

@@ -318,19 +318,11 @@ class Searcher:
             raise SearchError(str(exc)) from None
         tops = [fused[: config.depth] for fused in fused_lists]
         stored = self.store.get(list({d.doc_id for top in tops for d in top}), self.seq)
-        pairs = [(queries[q], stored[d.doc_id].contents if d.doc_id in stored else "")
-                 for q, top in enumerate(tops) for d in top]
-        scores = iter(reranker.scores(pairs, config.batch_size))
-        before: dict[tuple[int, str], RetrieverScore] = {}
-        out = []
-        for q, top in enumerate(tops):
-            rescored = []
-            for rank, doc in enumerate(top, start=1):
-                before[(q, doc.doc_id)] = RetrieverScore(rank, doc.score)
-                rescored.append((next(scores), rank, doc))
-            rescored.sort(key=lambda item: (-item[0], item[1]))
-            out.append([replace(doc, score=score) for score, _, doc in rescored])
-        return out, before
+        ranked = reranker.reorder(queries, [[d.doc_id for d in top] for top in tops],
+                                  {doc_id: doc.contents for doc_id, doc in stored.items()}, config.batch_size)
+        before = {(q, doc.doc_id): RetrieverScore(rank, doc.score)
+                  for q, top in enumerate(tops) for rank, doc in enumerate(top, start=1)}
+        return [[replace(top[i], score=score) for i, score in order] for top, order in zip(tops, ranked)], before
 
     def _modes(self, requested: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
         """Each searched retriever's query mode: the request's, else the open options' default for its name or

@@ -10,7 +10,7 @@ resolve as the encoders do (built-in name, folder, or hub id where the hub is re
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,19 @@ class Reranker:
         with self._lock:
             values: Any = self._model.predict(list(pairs), batch_size=batch_size, show_progress_bar=False)
         return [float(v) for v in values]
+
+    def reorder(self, queries: Sequence[str], heads: Sequence[Sequence[str]], contents: Mapping[str, str],
+                batch_size: int = 32) -> list[list[tuple[int, float]]]:
+        """Per query, its head of document ids (``contents`` gives each one's title + text; a missing one scores
+        as empty text) as ``(place in the head, cross-encoder score)``, best first; ties keep the head's order.
+        Every pair of every query goes through one batched call."""
+        pairs = [(queries[q], contents.get(doc_id, "")) for q, head in enumerate(heads) for doc_id in head]
+        scores = iter(self.scores(pairs, batch_size))
+        ranked = []
+        for head in heads:
+            scored = [(i, next(scores)) for i in range(len(head))]
+            ranked.append(sorted(scored, key=lambda item: (-item[1], item[0])))
+        return ranked
 
 
 _loaded: dict[tuple[str, str, str], Reranker] = {}
