@@ -16,7 +16,7 @@ import click
 
 from retrieval.core.errors import HybridError
 from retrieval.core.options import BuildOptions, OpenOptions
-from retrieval.core.settings import Settings
+from retrieval.core.settings import Settings, query_modes_text
 from retrieval.core.types import PrfConfig
 
 
@@ -336,14 +336,12 @@ def parse_weights(spec: str | None) -> dict[str, float] | None:
 
 def parse_query_modes(values: Sequence[str], hint: str = "--query-mode") -> dict[str, str] | None:
     """``("splade=onnx-int8", "dense=onnx")`` -> {"splade": "onnx-int8", "dense": "onnx"} (checked when searched)."""
-    modes: dict[str, str] = {}
-    for value in values:
-        retriever, sep, mode = value.partition("=")
-        if not sep or not retriever.strip() or not mode.strip():
-            raise click.BadParameter(f"{value!r} is not NAME=MODE, e.g. splade=tokens or dense=onnx-int8",
-                                     param_hint=hint)
-        modes[retriever.strip()] = mode.strip()
-    return modes or None
+    from retrieval.core.settings import parse_query_modes as parse
+
+    try:
+        return parse(values) or None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 QUERY_MODE_HELP = ("Query mode of one retriever (name or kind), repeatable: splade=tokens (inference-free), "
@@ -449,7 +447,7 @@ def serve(index_root: Path | None, host: str | None, port: int | None, workers: 
     # Worker processes rebuild the settings from the environment; pass the resolved values on.
     os.environ.update({"HYBRID_INDEX_ROOT": str(settings.index_root), "HYBRID_DEVICE": settings.device})
     if settings.query_modes:
-        os.environ["HYBRID_QUERY_MODES"] = ",".join(f"{k}={v}" for k, v in settings.query_modes.items())
+        os.environ["HYBRID_QUERY_MODES"] = query_modes_text(settings.query_modes)
     names = _root(settings).names()
     if not names:
         click.echo(f"warning: no indexes under {settings.index_root}; build one with 'hybrid index build'", err=True)
@@ -552,7 +550,7 @@ def bench(dataset: Path, queries: int, clients: str, seconds: float, no_http: bo
 
     settings = _settings(index_root, device=device, query_modes=parse_query_modes(mode_specs))
     if settings.query_modes:  # the server the HTTP phase starts reads its settings from the environment
-        os.environ["HYBRID_QUERY_MODES"] = ",".join(f"{k}={v}" for k, v in settings.query_modes.items())
+        os.environ["HYBRID_QUERY_MODES"] = query_modes_text(settings.query_modes)
     options = BenchOptions(
         dataset=dataset, index_root=settings.index_root, out=out, queries=queries, seconds=seconds,
         clients=[int(c) for c in clients.split(",") if c.strip()], http=not no_http, baselines=not no_baselines,

@@ -21,6 +21,7 @@ from typing import Any
 
 from eval.bench.http_latency import emit, percentiles
 from indexes.storage.corpus import read_jsonl_objects
+from retrieval.core.settings import parse_query_modes
 from retrieval.search.pipeline import Searcher
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     queries = [obj["text"] for _, obj in read_jsonl_objects(args.queries)][: args.limit]
-    modes = dict(m.split("=", 1) for m in args.query_mode)
+    modes = parse_query_modes(args.query_mode)
     searcher = Searcher.open(args.index, verify="off")
     single: dict[str, list[float]] = {"frozen": [], "unfrozen": []}
     batch: dict[str, list[float]] = {"frozen": [], "unfrozen": []}

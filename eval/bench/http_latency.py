@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 
 from indexes.storage.corpus import read_jsonl_objects
+from retrieval.core.settings import parse_query_modes
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,7 +111,7 @@ def main() -> None:
     queries = [obj["text"] for _, obj in read_jsonl_objects(args.queries)][: args.limit]
     body: dict = {"k": args.k, "retrievers": args.retrievers.split(","), "fusion": {"method": "rrf"}}  # type: ignore[type-arg]
     if args.query_mode:
-        body["query_mode"] = dict(m.split("=", 1) for m in args.query_mode)
+        body["query_mode"] = parse_query_modes(args.query_mode)
     bases = args.url or ["http://127.0.0.1:8000"]
     labels = args.label or bases
     urls = [f"{base}/v1/indexes/{args.index}/search" for base in bases]

@@ -34,6 +34,7 @@ from indexes.indexing.builder import build_index
 from indexes.storage.corpus import read_jsonl_objects
 from indexes.storage.layout import IndexRoot
 from retrieval.core.options import BuildOptions, OpenOptions
+from retrieval.core.settings import parse_query_modes, query_modes_text
 from retrieval.search.pipeline import Searcher
 
 
@@ -166,9 +167,9 @@ def main() -> None:
     parser.add_argument("--no-faiss-variants", action="store_true")
     parser.add_argument("--keep", action="store_true", help="Keep generated corpora and indexes.")
     args = parser.parse_args()
-    modes = dict(m.split("=", 1) for m in args.query_mode)
+    modes = parse_query_modes(args.query_mode)
     if modes:  # the HTTP phase's server reads its settings from the environment
-        os.environ["HYBRID_QUERY_MODES"] = ",".join(f"{k}={v}" for k, v in modes.items())
+        os.environ["HYBRID_QUERY_MODES"] = query_modes_text(modes)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     root = IndexRoot(args.work / "indexes")
     report: dict[str, Any] = {

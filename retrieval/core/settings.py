@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,23 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 DEFAULT_SPARSE_MODEL = "splade-tiny"
 DEFAULT_DENSE_MODEL = "all-MiniLM-L6-v2"
+
+
+def parse_query_modes(pairs: Iterable[str]) -> dict[str, str]:
+    """``NAME=MODE`` pairs (``splade=onnx-int8``) -> ``{NAME: MODE}``; whether the modes exist is checked when
+    an index opens. ValueError names the first pair that is not ``NAME=MODE``."""
+    modes: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, mode = pair.partition("=")
+        if not sep or not name.strip() or not mode.strip():
+            raise ValueError(f"{pair!r} is not NAME=MODE, e.g. splade=tokens or dense=onnx-int8")
+        modes[name.strip()] = mode.strip()
+    return modes
+
+
+def query_modes_text(modes: Mapping[str, str]) -> str:
+    """The ``HYBRID_QUERY_MODES`` form of ``modes``: how a server started as a subprocess receives them."""
+    return ",".join(f"{name}={mode}" for name, mode in modes.items())
 
 
 def default_index_root() -> Path:
@@ -111,11 +129,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_modes(cls, value: Any) -> Any:
         if isinstance(value, str):
-            pairs = [p.strip() for p in value.split(",") if p.strip()]
-            bad = [p for p in pairs if "=" not in p]
-            if bad:
-                raise ValueError(f"query_modes entry {bad[0]!r} must be NAME=MODE, e.g. splade=onnx-int8")
-            return dict(p.split("=", 1) for p in pairs)
+            return parse_query_modes(p for p in value.split(",") if p.strip())
         return value
 
     @classmethod
