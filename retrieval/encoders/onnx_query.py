@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from retrieval.encoders.models import ModelError, ResolvedModel
+from retrieval.encoders.st_forward import preprocess
 
 Variant = Literal["fp32", "int8"]
 VARIANTS: tuple[Variant, ...] = ("fp32", "int8")
@@ -61,21 +62,19 @@ def _atomic(target: Path, write: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-class _Chain:
+def _chain(model: Any, names: Sequence[str]) -> Any:
     """The model's module chain with positional tensor inputs, as the exporter wants them."""
+    import torch
 
-    def __new__(cls, model: Any, names: Sequence[str]) -> Any:
-        import torch
+    class Chain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
 
-        class Chain(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.model(dict(zip(names, tensors)))["sentence_embedding"]
 
-            def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-                return self.model(dict(zip(names, tensors)))["sentence_embedding"]
-
-        return Chain()
+    return Chain()
 
 
 def export(model: Any, resolved: ResolvedModel, variant: Variant, cache: Path) -> Path:
@@ -104,7 +103,7 @@ def export(model: Any, resolved: ResolvedModel, variant: Variant, cache: Path) -
 
         def trace(tmp: Path) -> None:
             with torch.no_grad():
-                torch.onnx.export(_Chain(model, names), tuple(features[n] for n in names), str(tmp), dynamo=False,
+                torch.onnx.export(_chain(model, names), tuple(features[n] for n in names), str(tmp), dynamo=False,
                                   input_names=names, output_names=["embedding"],
                                   dynamic_axes={**axes, "embedding": {0: "batch"}}, opset_version=OPSET)
 
@@ -120,8 +119,7 @@ def export(model: Any, resolved: ResolvedModel, variant: Variant, cache: Path) -
 
 
 def _features(model: Any, texts: list[str]) -> dict[str, Any]:
-    preprocess = getattr(model, "preprocess", None) or model.tokenize
-    return {k: v for k, v in preprocess(texts).items() if k in _INPUTS}
+    return {k: v for k, v in preprocess(model, texts).items() if k in _INPUTS}
 
 
 class OnnxQueryEncoder:

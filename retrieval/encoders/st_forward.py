@@ -18,9 +18,13 @@ def plain_query_forward(model: Any) -> bool:
     return not (getattr(model, "prompts", None) or {}).get("query")
 
 
+def preprocess(model: Any, texts: list[str]) -> dict[str, Any]:
+    """The model's own tokenization (``preprocess`` in newer sentence-transformers, ``tokenize`` before)."""
+    return (getattr(model, "preprocess", None) or model.tokenize)(texts)  # type: ignore[no-any-return]
+
+
 def embed_one(model: Any, text: str) -> torch.Tensor:
     """The model's ``sentence_embedding`` for ``text`` (1-D, on the model's device)."""
-    preprocess = getattr(model, "preprocess", None) or model.tokenize
-    features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in preprocess([text]).items()}
+    features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in preprocess(model, [text]).items()}
     with torch.inference_mode():
         return model.forward(features)["sentence_embedding"][0]
