@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 import orjson
@@ -11,9 +12,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from indexes.indexing.live import IndexFailedError
-from retrieval.core.types import PrfConfig, RetrieverScore
+from retrieval.core.types import PrfConfig
 from retrieval.search.fusion import Adaptive, FusionConfig, FusionError
-from retrieval.search.pipeline import Hit, SearchError, SearchResult, clean_query
+from retrieval.search.pipeline import SearchError, SearchResult, clean_query
 from retrieval.search.rerank import RerankConfig
 from service.auth import require_key
 from service.errors import ERRORS, ApiError
@@ -92,35 +93,18 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
     return results
 
 
-def _hit(hit: Hit) -> dict[str, Any]:
-    """A hit as ``SearchResponse`` serializes it (None fields left out; in ``explain``, null: not retrieved)."""
-    out: dict[str, Any] = {"id": hit.id, "score": hit.score, "rank": hit.rank}
-    if hit.title is not None:
-        out["title"] = hit.title
-    if hit.text is not None:
-        out["text"] = hit.text
-    if hit.metadata is not None:
-        out["metadata"] = hit.metadata
-    if hit.explain is not None:
-        out["explain"] = {n: None if s is None else _source(s) for n, s in hit.explain.items()}
-    if hit.contributions is not None:
-        out["contributions"] = hit.contributions
-    if hit.before_rerank is not None:
-        out["before_rerank"] = {"rank": hit.before_rerank.rank, "score": hit.before_rerank.score}
-    return out
-
-
-def _source(s: RetrieverScore) -> dict[str, Any]:
-    out: dict[str, Any] = {"rank": s.rank, "score": s.score}
-    if s.normalized is not None:
-        out["normalized"] = s.normalized
-    if s.contribution is not None:
-        out["contribution"] = s.contribution
-    return out
+def _plain(value: Any) -> Any:
+    """A value as ``SearchResponse`` serializes it with ``exclude_none``: dataclass fields that are None are left
+    out; None inside a mapping stays (in ``explain``, null: that retriever did not return the hit)."""
+    if is_dataclass(value):
+        return {f.name: _plain(v) for f in fields(value) if (v := getattr(value, f.name)) is not None}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def to_payload(result: SearchResult) -> dict[str, Any]:
-    return {"hits": [_hit(h) for h in result.hits], "took_ms": result.took_ms, "retrievers": result.retrievers,
+    return {"hits": [_plain(h) for h in result.hits], "took_ms": result.took_ms, "retrievers": result.retrievers,
             "timings_ms": result.timings_ms}
 
 
@@ -139,7 +123,7 @@ class FastJSON(Response):
 async def search(name: str, request: SearchRequest, state: ServiceState = Depends(get_state)) -> Response:
     """Search one index with any subset of its retrievers (by name), fused."""
     vectors: dict[str, list[Any]] = {}
-    for field_name, given in (("query_vector", request.query_vector), ("query_sparse", request.query_sparse)):
+    for given in (request.query_vector, request.query_sparse):
         for retriever, vector in (given or {}).items():
             if retriever in vectors:
                 raise ApiError(422, f"{retriever!r} has both a query_vector and a query_sparse; send one")
