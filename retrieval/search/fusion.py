@@ -22,8 +22,8 @@ id (ascending) everywhere, which makes every fused ranking deterministic.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from retrieval.core.errors import HybridError
@@ -89,18 +89,22 @@ def _weights(runs: Mapping[str, Sequence[ScoredDoc]], weights: Mapping[str, floa
     return resolved
 
 
-def _sources(runs: Mapping[str, Sequence[ScoredDoc]]) -> dict[str, dict[str, RetrieverScore]]:
+def _fused(runs: Mapping[str, Sequence[ScoredDoc]], explained: Callable[[str, int, ScoredDoc], RetrieverScore],
+           missing: Mapping[str, float]) -> list[FusedDoc]:
+    """The fused ranking: each document's score is the sum of every retriever's contribution, ``explained`` giving
+    a retriever's (with its rank, from 1) where it returned the document and ``missing`` where it did not."""
     sources: dict[str, dict[str, RetrieverScore]] = {}
     for name, run in runs.items():
         for rank, doc in enumerate(run, start=1):
-            sources.setdefault(doc.doc_id, {}).setdefault(name, RetrieverScore(rank, doc.score))
-    return sources
-
-
-def _ranked(scores: dict[str, float], sources: dict[str, dict[str, RetrieverScore]],
-            contributions: dict[str, dict[str, float]]) -> list[FusedDoc]:
+            per = sources.setdefault(doc.doc_id, {})
+            if name not in per:  # a document listed twice counts at its first rank
+                per[name] = explained(name, rank, doc)
+    contributions = {doc_id: {name: per[name].contribution if name in per else missing[name] for name in runs}
+                     for doc_id, per in sources.items()}
+    scores = {doc_id: sum(c.values()) for doc_id, c in contributions.items()}  # type: ignore[arg-type]
     order = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [FusedDoc(doc_id, score, sources[doc_id], contributions[doc_id]) for doc_id, score in order]
+    return [FusedDoc(doc_id, score, sources[doc_id], contributions[doc_id])  # type: ignore[arg-type]
+            for doc_id, score in order]
 
 
 def reciprocal_rank_fusion(
@@ -109,13 +113,8 @@ def reciprocal_rank_fusion(
     if k < 1:
         raise FusionError(f"rrf_k must be >= 1, got {k}")
     w = _weights(runs, weights)
-    sources = _sources(runs)
-    contributions = {doc_id: {name: (w[name] / (k + per[name].rank) if name in per else 0.0) for name in runs}
-                     for doc_id, per in sources.items()}
-    for doc_id, per in sources.items():
-        sources[doc_id] = {name: replace(s, contribution=contributions[doc_id][name]) for name, s in per.items()}
-    scores = {doc_id: sum(c.values()) for doc_id, c in contributions.items()}
-    return _ranked(scores, sources, contributions)
+    return _fused(runs, lambda name, rank, doc: RetrieverScore(rank, doc.score, contribution=w[name] / (k + rank)),
+                  {name: 0.0 for name in runs})
 
 
 def normalize(scores: Sequence[float], method: Normalization) -> list[float]:
@@ -176,27 +175,24 @@ def weighted_fusion(
 ) -> list[FusedDoc]:
     check_bounds(bounds, runs, normalization)
     w = _weights(runs, weights)
-    sources = _sources(runs)
-    normalized: dict[str, dict[str, float]] = {}
+    values: dict[str, list[float]] = {}
     floor: dict[str, float] = {}
     for name, run in runs.items():
-        seen: dict[str, float] = {}
         raw = [d.score for d in run]
         fixed = (bounds or {}).get(name)
-        values = _bounded(raw, fixed) if fixed is not None else normalize(raw, normalization)
-        for doc, value in zip(run, values):
+        values[name] = _bounded(raw, fixed) if fixed is not None else normalize(raw, normalization)
+        seen: dict[str, float] = {}
+        for doc, value in zip(run, values[name]):
             seen.setdefault(doc.doc_id, value)
-        normalized[name] = seen
         # DBSF adds nothing for a missing document, as Qdrant does, nor do fixed bounds (the lower bound);
         # the others use the list's floor.
         floor[name] = 0.0 if normalization == "dbsf" or fixed is not None or not seen else min(seen.values())
-    contributions = {doc_id: {name: w[name] * normalized[name].get(doc_id, floor[name]) for name in runs}
-                     for doc_id in sources}
-    for doc_id, per in sources.items():
-        sources[doc_id] = {name: replace(s, normalized=normalized[name][doc_id],
-                                         contribution=contributions[doc_id][name]) for name, s in per.items()}
-    scores = {doc_id: sum(c.values()) for doc_id, c in contributions.items()}
-    return _ranked(scores, sources, contributions)
+
+    def explained(name: str, rank: int, doc: ScoredDoc) -> RetrieverScore:
+        value = values[name][rank - 1]
+        return RetrieverScore(rank, doc.score, normalized=value, contribution=w[name] * value)
+
+    return _fused(runs, explained, {name: w[name] * floor[name] for name in runs})
 
 
 def list_features(runs: Mapping[str, Sequence[ScoredDoc]]) -> dict[str, dict[str, float]]:
