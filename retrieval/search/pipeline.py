@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,15 @@ def open_searchers(components: Mapping[str, Component], encoders: Mapping[str, A
             searcher.close()
         raise
     return searchers
+
+
+def searched_only(given: Iterable[str], names: Sequence[str], what: str) -> None:
+    """Refuse per-retriever options for a retriever this request does not search; ``what`` names the option, with
+    ``{name}`` where the retriever goes."""
+    unknown = [name for name in given if name not in names]
+    if unknown:
+        raise SearchError(what.format(name=repr(unknown[0])) + f", which this request does not search; "
+                          f"it searches {', '.join(names)}")
 
 
 def check_retrievers(manifest: Manifest, wanted: Sequence[str]) -> None:
@@ -188,10 +197,8 @@ class Searcher:
             if name not in self.searchers:
                 raise SearchError(f"retriever {name!r} is not available in index {self.manifest.name!r}; "
                                   f"choose from {', '.join(self.retrievers)}")
+        searched_only(vectors, names, "a query vector is given for {name}")
         for name, given in vectors.items():
-            if name not in names:
-                raise SearchError(f"a query vector is given for {name!r}, which this request does not search; "
-                                  f"it searches {', '.join(names)}")
             kind = get_kind(self.manifest.retrievers[name].kind)
             if kind.vector_input is None:
                 raise SearchError(f"retriever {name!r} ({kind.name}) searches query text only; send 'query'")
@@ -300,9 +307,7 @@ class Searcher:
 
     def _feedback(self, prf: Mapping[str, PrfConfig], names: Sequence[str]) -> dict[str, PrfConfig]:
         """Each requested PRF setting checked against its retriever's kind, with the kind's defaults filled in."""
-        unknown = [name for name in prf if name not in names]
-        if unknown:
-            raise SearchError(f"prf names {unknown[0]!r}, which this request does not search; it searches {', '.join(names)}")
+        searched_only(prf, names, "prf names {name}")
         try:
             return {name: get_kind(self.manifest.retrievers[name].kind).prf(name, config) for name, config in prf.items()}
         except KindError as exc:
@@ -327,10 +332,7 @@ class Searcher:
     def _modes(self, requested: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
         """Each searched retriever's query mode: the request's, else the open options' default for its name or
         its kind, checked against its kind."""
-        unknown = [name for name in requested if name not in names]
-        if unknown:
-            raise SearchError(f"query_mode names {unknown[0]!r}, which this request does not search; "
-                              f"it searches {', '.join(names)}")
+        searched_only(requested, names, "query_mode names {name}")
         try:
             return {name: mode for name, mode in ((n, self.default_mode(n, requested.get(n))) for n in names) if mode}
         except KindError as exc:
