@@ -18,6 +18,16 @@ MANIFEST = "manifest.json"
 VOLATILE = {"wal.log", "write.lock", "CHECKPOINT", "docs.sqlite-journal", "index.faiss.tmp", MANIFEST + ".tmp"}
 
 
+
+def write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file, fsynced and renamed: a crash leaves the old file or the new."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
 class ManifestError(ConflictError, ValueError):
     """A manifest is missing, unreadable, or from an unsupported format version."""
 
@@ -68,12 +78,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     def write(self, folder: Path) -> None:
-        tmp = folder / (MANIFEST + ".tmp")
-        with tmp.open("w") as handle:
-            handle.write(self.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / MANIFEST)
+        write_atomically(folder / MANIFEST, self.to_json())
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:

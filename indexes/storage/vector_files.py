@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from indexes.storage.manifest import write_atomically
 from retrieval.core.errors import HybridError
 
 VECTORS_MANIFEST = "vectors.json"
@@ -58,12 +58,7 @@ class VectorsManifest:
 
     def write(self, folder: Path) -> None:
         data = {**asdict(self), "sets": {n: asdict(s) for n, s in self.sets.items()}}
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vectors.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / VECTORS_MANIFEST)
+        write_atomically(folder / VECTORS_MANIFEST, json.dumps(data, indent=1))
 
     @classmethod
     def read(cls, folder: Path) -> VectorsManifest:
