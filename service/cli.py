@@ -361,6 +361,19 @@ def parse_prf_options(values: Sequence[str]) -> dict[str, PrfConfig] | None:
     return prf or None
 
 
+def parse_filter_option(value: str | None) -> dict[str, Any] | None:
+    """``--filter``'s JSON object (checked against the index's fields when the search runs)."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg} at column {exc.colno})", param_hint="--filter") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter('expected a JSON object such as \'{"term": {"lang": "en"}}\'', param_hint="--filter")
+    return parsed
+
+
 @cli.command("search")
 @click.argument("name")
 @click.argument("query")
@@ -383,13 +396,16 @@ def parse_prf_options(values: Sequence[str]) -> dict[str, PrfConfig] | None:
 @click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
               help="Re-score the fused top hits with this cross-encoder (name, folder or hub id).")
 @click.option("--rerank-depth", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--filter", "filter_json", default=None, metavar="JSON",
+              help='Metadata filter, e.g. \'{"range": {"year": {"gte": 2000}}}\' (term, terms, range, exists, and, or, not).')
+@click.option("--highlight", is_flag=True, help="Print each hit's best-matching passage, query terms in [brackets].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @index_root_option
 def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, rrf_k: int | None, weights: str | None,
            normalization: str, depth: int | None, prf_specs: tuple[str, ...], mode_specs: tuple[str, ...],
-           offset: int, min_score: float | None, rerank_model: str | None, rerank_depth: int, as_json: bool,
-           device: str | None, index_root: Path | None) -> None:
+           offset: int, min_score: float | None, rerank_model: str | None, rerank_depth: int, filter_json: str | None,
+           highlight: bool, as_json: bool, device: str | None, index_root: Path | None) -> None:
     """Search index NAME for QUERY."""
     from dataclasses import asdict
 
@@ -398,16 +414,19 @@ def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, r
 
     prf = parse_prf_options(prf_specs)
     modes = parse_query_modes(mode_specs)
+    where = parse_filter_option(filter_json)
     settings = _settings(index_root, device=device, rrf_k=rrf_k, depth=depth)
     chosen = [r.strip() for r in retrievers.split(",") if r.strip()] if retrievers else None
     searcher = Searcher.open(_root(settings).resolve(name), OpenOptions.from_settings(settings), retrievers=chosen)
     config = FusionConfig(method=fusion, rrf_k=settings.rrf_k, weights=parse_weights(weights),  # type: ignore[arg-type]
                           normalization=normalization)  # type: ignore[arg-type]
+    from retrieval.search.highlight import HighlightConfig
     from retrieval.search.rerank import RerankConfig
 
     rerank = RerankConfig(rerank_model, rerank_depth) if rerank_model else None
     result = searcher.search(query, k=k, fusion=config, explain=True, include_text=True, prf=prf, query_modes=modes,
-                             offset=offset, min_score=min_score, rerank=rerank)
+                             offset=offset, min_score=min_score, rerank=rerank, filter=where,
+                             highlight=(HighlightConfig() if as_json else HighlightConfig("[", "]")) if highlight else False)
     if as_json:
         click.echo(json.dumps({"query": query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
                                "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
@@ -422,6 +441,8 @@ def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, r
             cells += f"{'-' if source is None else str(source.rank):>14}"
         title = (hit.title or hit.text or "").replace("\n", " ")[:60]
         click.echo(f"{hit.rank:>4}  {hit.id:<14}{hit.score:>10.4f}  {cells}  {title}")
+        if hit.highlight:
+            click.echo(f"      {hit.highlight}")
     click.echo(f"{len(result.hits)} hits in {result.took_ms:.1f} ms ({', '.join(names)})")
 
 

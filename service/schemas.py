@@ -120,6 +120,19 @@ class SearchOptions(BaseModel):
     rerank: Rerank | None = Field(None, description="Re-score the fused top hits with a cross-encoder; with explain, "
                                                    "each hit's before_rerank holds its fused rank and score.")
     include_text: bool = Field(False, description="Add title, text and metadata to every hit.")
+    highlight: bool = Field(False, description="Add 'highlight' to every hit: the passage of its text (up to 200 "
+                                               "characters) that holds the most query terms, each marked <em>...</em>, "
+                                               "matched as BM25 matches them (Anserini's English analyzer: stems, no "
+                                               "stop words); null when no query term occurs in the text.")
+    filter: dict[str, Any] | None = Field(
+        None, description="Metadata filter, applied inside every retriever before its top-k (Lucene filter clause; "
+                          "FAISS: the matching documents, scanned exactly when few match): {\"term\": {FIELD: VALUE}}, "
+                          "{\"terms\": {FIELD: [VALUES]}}, {\"range\": {FIELD: {\"gte\"|\"gt\"|\"lte\"|\"lt\": V}}} "
+                          "(numbers, or dates as ISO 8601 strings), {\"exists\": {\"field\": FIELD}}, and "
+                          "{\"and\": [...]}, {\"or\": [...]}, {\"not\": {...}}. Nested metadata is FIELD.SUBFIELD. "
+                          "Fields and their types are listed by GET /v1/indexes/{name}; an unknown field or a value "
+                          "of the wrong type is answered 422.",
+        examples=[{"and": [{"term": {"lang": "en"}}, {"range": {"year": {"gte": 2000}}}]}])
 
 
 DenseVector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=8192)]
@@ -150,7 +163,7 @@ class SearchRequest(SearchOptions):
                     "fusion": {"method": "rrf", "rrf_k": 60},
                     "explain": True,
                 },
-                {"query": "wing flutter", "k": 10, "offset": 10},
+                {"query": "wing flutter", "k": 10, "offset": 10, "highlight": True},
                 {
                     "query": "wing flutter",
                     "fusion": {"method": "weighted", "weights": {"bm25": 0.2, "splade": 0.4, "dense": 0.4},
@@ -160,6 +173,8 @@ class SearchRequest(SearchOptions):
                 },
                 {"retrievers": ["splade"], "query_sparse": {"splade": {"wing": 1.2, "flutter": 1.9}}},
                 {"query": "wing flutter", "query_mode": {"splade": "onnx-int8", "dense": "onnx-int8"}},
+                {"query": "wing flutter", "filter": {"and": [{"terms": {"tags": ["aero", "wind-tunnel"]}},
+                                                             {"range": {"published": {"gte": "1960-01-01"}}}]}},
             ]
         },
     )
@@ -206,6 +221,8 @@ class IndexInfo(BaseModel):
     retrievers: list[RetrieverInfo]
     seq: int = Field(0, description="Write batches applied since the build (0: as built).")
     updated: str | None = Field(None, description="Last checkpoint of live writes.")
+    fields: dict[str, Literal["keyword", "number", "date", "boolean"]] = Field(
+        default_factory=dict, description="Metadata fields a filter can use, and their types.")
 
 
 class IndexList(BaseModel):
@@ -239,7 +256,10 @@ class DocumentIn(BaseModel):
     id: str = Field(..., alias="_id", min_length=1, max_length=1024, description="Upsert key: replaces a document with this id.")
     title: str = ""
     text: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Kept with the document, returned with include_text.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Kept with the document, returned with "
+                                     "include_text, and filterable (nested objects as FIELD.SUB; a value that does not "
+                                     "fit the field's recorded type is a 422).",
+                                     examples=[{"lang": "en", "year": 1962, "published": "1962-05-01", "tags": ["aero"]}])
 
 
 class UpsertRequest(BaseModel):

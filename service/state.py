@@ -47,7 +47,7 @@ class ServiceState:
                                       size_bytes=r.size_bytes, build_seconds=r.build_seconds,
                                       description=get_kind(r.kind).describe(r))
                         for r in m.retrievers.values()],
-            seq=live.seq, updated=m.updated,
+            seq=live.seq, updated=m.updated, fields=m.fields,
         )
 
     def single_worker(self, action: str) -> None:

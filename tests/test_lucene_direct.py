@@ -63,11 +63,11 @@ def test_direct_equals_anserini_with_segments_and_deletes(kind: str, small_index
     splade = searcher.searchers["splade"]
     if kind == "impact":
         vectors = splade.encoder.encode_documents([r["title"] + " " + r["text"] for r in rows[60:70]], splade.quantization)
-        writer.upsert([(r["_id"], v) for r, v in zip(rows[60:70], vectors)])
-        writer.upsert([(rows[2]["_id"], vectors[0])])  # a replaced document: deleted in one segment, added in another
+        writer.upsert([(r["_id"], v, {}) for r, v in zip(rows[60:70], vectors)])
+        writer.upsert([(rows[2]["_id"], vectors[0], {})])  # a replaced document: deleted in one segment, added in another
     else:
-        writer.upsert([(r["_id"], r["title"] + " " + r["text"]) for r in rows[60:70]])
-        writer.upsert([(rows[2]["_id"], rows[61]["text"])])
+        writer.upsert([(r["_id"], r["title"] + " " + r["text"], {}) for r in rows[60:70]])
+        writer.upsert([(rows[2]["_id"], rows[61]["text"], {})])
     writer.delete([rows[5]["_id"], rows[64]["_id"]])
     ids = SegmentIds()
     try:
@@ -85,7 +85,7 @@ def test_direct_equals_anserini_with_segments_and_deletes(kind: str, small_index
                 assert [(h.doc_id, h.score) for h in got] == [(h.docid, float(h.score)) for h in want], (query, k)
                 assert rows[5]["_id"] not in {h.doc_id for h in got}
         # A second reader after more writes reuses the tables of the segments it shares with the first.
-        writer.upsert([(rows[1]["_id"], vectors[1] if kind == "impact" else rows[62]["text"])])
+        writer.upsert([(rows[1]["_id"], vectors[1] if kind == "impact" else rows[62]["text"], {})])
         again = ImpactIndex(folder, reader=writer.open_reader(), ids=ids) if kind == "impact" else \
             Bm25Index(folder, reader=writer.open_reader(), ids=ids)
         assert len(ids._by_segment) >= 2

@@ -21,6 +21,7 @@ from indexes.storage.layout import IndexRoot, validate_name
 from indexes.storage.manifest import Manifest, checksum_files, folder_size
 from indexes.storage.vector_files import VECTORS_MANIFEST, VectorSet, VectorsManifest
 from retrieval.core.errors import HybridError
+from retrieval.core.fields import FieldSchema
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import RetrieverSpec
 from retrieval.encoders.models import ResolvedModel, resolve_model
@@ -44,11 +45,13 @@ def record_engine(manifest: Manifest, building: Path) -> None:
         manifest.engine = runtime_engine()
 
 
-def fill_store(corpus_file: Path, folder: Path, options: BuildOptions, stage: BuildStage) -> tuple[DocStore, Skipped]:
+def fill_store(corpus_file: Path, folder: Path, options: BuildOptions, stage: BuildStage
+               ) -> tuple[DocStore, Skipped, FieldSchema]:
     """A document store in ``folder`` holding the corpus as every retriever indexes it (bad lines per
-    ``options.on_error``, empty documents left out), in corpus order."""
+    ``options.on_error``, empty documents left out), in corpus order, and the types of its metadata fields."""
     store = DocStore.create(folder)
     skipped = Skipped()
+    schema = FieldSchema()
     with stage.bar(None, "read corpus") as bar:
         def kept() -> Iterator[Document]:
             for doc in iter_documents(corpus_file, options.on_error, skipped):
@@ -57,6 +60,8 @@ def fill_store(corpus_file: Path, folder: Path, options: BuildOptions, stage: Bu
                     # Lucene cannot index an empty document; leave it out of every retriever alike.
                     skipped.add("empty", doc.id)
                     continue
+                if doc.metadata:
+                    schema.observe([doc.metadata])
                 yield doc
 
         store.add(kept())
@@ -68,7 +73,7 @@ def fill_store(corpus_file: Path, folder: Path, options: BuildOptions, stage: Bu
         print(f"warning: skipped {count} document(s), {reason}: {', '.join(examples[:10])}"
               f"{' ...' if count > 10 else ''}", file=sys.stderr)
     stage("docstore")
-    return store, skipped
+    return store, skipped, schema
 
 
 def _with_vectors(retrievers: list[tuple[RetrieverSpec, ResolvedModel | None]], vectors: VectorsManifest | None
@@ -118,7 +123,7 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
         building = root.new_build_folder(name)
         work = building / ".work"
         try:
-            store, skipped = fill_store(corpus_file, building, options, stage)
+            store, skipped, schema = fill_store(corpus_file, building, options, stage)
             manifest = Manifest(
                 name=name,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -126,11 +131,12 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
                 corpus_sha256=file_sha256(corpus_file),
                 doc_count=len(store),
                 skipped=skipped.as_dict(),
+                fields=schema.as_dict(),
             )
             ids: list[str] | None = None
             for spec, model, vector_set in retrievers:
                 kind = get_kind(spec.kind)
-                ctx = BuildContext(spec, model, store, work, building / spec.name, options, stage)
+                ctx = BuildContext(spec, model, store, work, building / spec.name, options, stage, fields=schema)
                 if vector_set is not None:
                     assert vectors is not None
                     ids = ids if ids is not None else store.live_ids()
@@ -169,7 +175,7 @@ def encode_corpus(corpus: Path, out: Path, options: BuildOptions) -> VectorsMani
     work = out / ".work"
     work.mkdir()
     try:
-        store, _ = fill_store(corpus_file, work, options, stage)
+        store, _, _ = fill_store(corpus_file, work, options, stage)
         try:
             manifest = VectorsManifest(corpus_sha256=file_sha256(corpus_file), documents=len(store))
             for spec, model in retrievers:

@@ -40,6 +40,7 @@ from indexes.storage.layout import IndexBusyError, IndexRoot, fsync_path
 from indexes.storage.manifest import MANIFEST, Manifest, checksum_files, folder_size, verify_files
 from indexes.storage.wal import WriteAheadLog
 from retrieval.core.errors import HybridError, UnavailableError
+from retrieval.core.fields import FieldSchema
 from retrieval.core.gc_tuning import freeze_loaded, thaw
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher, load_encoders, open_components, open_searchers
@@ -246,7 +247,11 @@ class LiveIndex:
         encoded = time.perf_counter()
         with self._write_lock:
             self._check_writable()
+            # Metadata that does not fit a recorded field type is refused before anything is written.
+            fields = FieldSchema(self.manifest.fields).accept((d.id, d.metadata) for d in docs).as_dict()
             self._open_writers()
+            if fields != self.manifest.fields:
+                self.manifest = replace(self.manifest, fields=fields)  # the new view's filters know new fields
             seq = self._seq + 1
             replaced = self.store.live_docnos([d.id for d in docs])
             record: dict[str, Any] = {
@@ -334,8 +339,11 @@ class LiveIndex:
             # Components that know the seq they hold get only newer records; the others (FAISS) skip by docno.
             done = {name: component.replay_from() for name, component in self._components.items()}
             replayed = 0
+            schema = FieldSchema(self.manifest.fields)
             for record in self._wal.records():
                 seq = record["seq"]
+                if record["op"] == "upsert":
+                    schema = schema.accept((d[0], d[3]) for d in record["docs"])
                 behind = [name for name, upto in done.items() if upto is None or seq > upto]
                 self._apply(record, store=seq > store_seq, components=behind)
                 replayed += 1
@@ -343,7 +351,7 @@ class LiveIndex:
             self._seq = max(self._seq, self.store.seq)
             self._bound = self.store.next_docno()
             self._bitmap = self.store.live_bitmap(self._seq) if self.store.has_versions() else None
-            self.manifest = replace(self.manifest, doc_count=self.store.count(self._seq))
+            self.manifest = replace(self.manifest, doc_count=self.store.count(self._seq), fields=schema.as_dict())
             log.warning("index %s: replayed %d write batch(es) up to seq %d", self.name, replayed, self._seq)
             self._checkpoint_locked()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -29,6 +29,8 @@ from indexes.storage.layout import VERSIONS
 from indexes.storage.manifest import Manifest, RetrieverManifest
 from indexes.storage.vector_files import VectorSet
 from retrieval.core.errors import HybridError
+from retrieval.core.fields import FieldSchema
+from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import PRF_FIELDS, PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.models import ModelError, ResolvedModel, resolve_model
@@ -53,12 +55,14 @@ class RetrieverSearcher(Protocol):
     pseudo-relevance feedback: the feedback round's time counts as search time. ``mode`` is one of its
     kind's :attr:`RetrieverKind.query_modes` (None: the first, the kind's default). ``given`` holds query
     vectors a client computed, one per query (:attr:`RetrieverKind.vector_input`): then nothing is encoded.
+    ``where`` is a checked metadata filter: only documents it selects are ranked, before the top ``depth``.
     """
 
     name: str
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None) -> RetrieverRuns: ...
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None
+               ) -> RetrieverRuns: ...
 
     def close(self) -> None: ...
 
@@ -116,6 +120,8 @@ class BuildContext:
     # Pre-encoded vectors (``hybrid index build --vectors``): what made them, and a reader from read_vectors().
     vector_set: VectorSet | None = None
     vectors: Any = None
+    # The corpus's metadata fields: where there are any, Lucene kinds index them for filters.
+    fields: FieldSchema = field(default_factory=FieldSchema)
 
 
 @dataclass(frozen=True)

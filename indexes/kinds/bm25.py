@@ -11,6 +11,7 @@ from typing import Any
 from indexes.kinds.base import (
     BuildContext,
     Component,
+    KindError,
     RetrieverKind,
     RetrieverRuns,
     RetrieverSearcher,
@@ -21,6 +22,7 @@ from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
 from indexes.storage import lucene_backend
 from indexes.storage.lucene_backend import Bm25Index
 from indexes.storage.manifest import RetrieverManifest, folder_size
+from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import PrfConfig, RetrieverSpec
 from retrieval.encoders.models import ResolvedModel
@@ -32,12 +34,15 @@ class Bm25Searcher:
         self._index = index
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None) -> RetrieverRuns:
+        if prf is not None and where is not None:
+            raise KindError(f"retriever {self.name!r}: BM25 PRF runs inside Anserini, whose feedback round cannot "
+                            "apply a metadata filter; drop 'prf' for it or the filter")
         started = time.perf_counter()
         if len(queries) == 1:
-            runs = [self._index.search(queries[0], depth, prf)]
+            runs = [self._index.search(queries[0], depth, prf, where)]
         else:
-            runs = self._index.batch_search(queries, depth, threads, prf)
+            runs = self._index.batch_search(queries, depth, threads, prf, where)
         return RetrieverRuns(runs, 0.0, elapsed_ms(started))
 
     def close(self) -> None:
@@ -53,7 +58,7 @@ class Bm25Component(LuceneComponent):
                                                       ids=self.segment_ids))
 
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
-        return ((d.id, d.contents) for d in batch.docs)
+        return ((d.id, d.contents, d.metadata) for d in batch.docs)
 
 
 class Bm25Kind(RetrieverKind):
@@ -70,16 +75,17 @@ class Bm25Kind(RetrieverKind):
     def build(self, ctx: BuildContext) -> RetrieverManifest:
         total = len(ctx.store)
 
-        def pairs() -> Iterator[tuple[str, str]]:
+        def docs() -> Iterator[tuple[str, str, dict[str, Any]]]:
             with ctx.stage.bar(total, f"{ctx.spec.name} stage") as bar:
                 for batch in ctx.store.iter_batches(10_000):
                     for doc in batch:
-                        yield doc.id, doc.contents
+                        yield doc.id, doc.contents, doc.metadata
                     bar.update(len(batch))
 
         started = time.perf_counter()
         ctx.stage(f"{ctx.spec.name}-start")
-        lucene_backend.build_bm25(pairs(), ctx.work / ctx.spec.name, ctx.out, ctx.options.threads, expected=total)
+        lucene_backend.build_bm25(docs(), ctx.work / ctx.spec.name, ctx.out, ctx.options.threads, expected=total,
+                                  with_metadata=bool(ctx.fields))
         seconds = time.perf_counter() - started
         ctx.stage(f"{ctx.spec.name}-indexed")
         return RetrieverManifest(ctx.spec.name, None, None, self.parameters(ctx.options), round(seconds, 3), 0.0,

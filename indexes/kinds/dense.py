@@ -34,6 +34,7 @@ from indexes.storage.docstore import DocStore
 from indexes.storage.faiss_backend import FaissIndex
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import DenseVectors, DenseWriter, VectorSet
+from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.cache import shared_encoder
@@ -89,14 +90,15 @@ class DenseSearcher:
         return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None) -> RetrieverRuns:
         started = time.perf_counter()
         vectors = self.given_vectors(given) if given is not None else self.encode_queries(queries, mode)
         encode_ms = elapsed_ms(started)
         started = time.perf_counter()
+        allowed = self._allowed(where) if where is not None else None
         if prf is not None:
-            vectors = self._feedback(vectors, prf)
-        scores, rows = self.index.search(vectors, depth, self._view.bound, self._view.bitmap)
+            vectors = self._feedback(vectors, prf, allowed)
+        scores, rows = self._search(vectors, depth, allowed)
         ids = self._store.ids_by_docno(rows.ravel().tolist())
         width = rows.shape[1]
         runs: list[list[ScoredDoc]] = []
@@ -109,7 +111,23 @@ class DenseSearcher:
             runs.append(run)
         return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
 
-    def _feedback(self, vectors: np.ndarray, prf: PrfConfig) -> np.ndarray:
+    def _allowed(self, where: Filter) -> np.ndarray:
+        """The docnos this view holds that the filter selects, one bool each (the document store answers)."""
+        mask = self._store.filter_mask(where)
+        if self._view.bound is not None:
+            mask[self._view.bound :] = False
+        if self._view.bitmap is not None:
+            bits = np.unpackbits(self._view.bitmap, bitorder="little")[: len(mask)].astype(bool)
+            mask[len(bits) :] = False
+            mask[: len(bits)] &= bits
+        return mask
+
+    def _search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None:
+            return self.index.search_allowed(vectors, k, allowed)
+        return self.index.search(vectors, k, self._view.bound, self._view.bitmap)
+
+    def _feedback(self, vectors: np.ndarray, prf: PrfConfig, allowed: np.ndarray | None) -> np.ndarray:
         """Vector PRF (Li et al., 2021, as in Pyserini): the query moved towards its top ``fb_docs`` hits.
 
         ``average``: mean of the query and the hits' vectors. ``rocchio``: ``alpha * q + beta * mean(hits)``.
@@ -117,7 +135,7 @@ class DenseSearcher:
         L2-normalized again so scores stay cosines.
         """
         fb_docs = int(prf.fb_docs or 1)
-        _, rows = self.index.search(vectors, fb_docs, self._view.bound, self._view.bitmap)
+        _, rows = self._search(vectors, fb_docs, allowed)
         found = rows >= 0
         stored = self.index.reconstruct(np.where(found, rows, 0).ravel()).reshape(*rows.shape, -1)
         stored *= found[..., None]

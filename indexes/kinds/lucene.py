@@ -44,7 +44,7 @@ class LuceneComponent(Component):
 
     @abstractmethod
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
-        """(id, what Lucene indexes) for each upserted document."""
+        """(id, what Lucene indexes, metadata) for each upserted document."""
 
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
         reader = self._writer.open_reader() if self._writer is not None else None

@@ -30,6 +30,7 @@ from indexes.storage import lucene_backend
 from indexes.storage.lucene_backend import ImpactIndex
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
+from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import PrfConfig, RetrieverSpec, SparseVector
 from retrieval.encoders.cache import shared_encoder
@@ -95,26 +96,28 @@ class SpladeSearcher:
         return out
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None) -> RetrieverRuns:
         started = time.perf_counter()
         vectors = self.given_vectors(given) if given is not None else self.encode_queries(queries, mode)
         encode_ms = elapsed_ms(started)
         started = time.perf_counter()
         if prf is not None:
-            vectors = self._feedback(vectors, prf, threads)
+            vectors = self._feedback(vectors, prf, threads, where)
         if len(vectors) == 1:
-            runs = [self._index.search(vectors[0], depth)]
+            runs = [self._index.search(vectors[0], depth, where)]
         else:
-            runs = self._index.batch_search(vectors, depth, threads)
+            runs = self._index.batch_search(vectors, depth, threads, where)
         return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
 
-    def _feedback(self, vectors: list[SparseVector], prf: PrfConfig, threads: int) -> list[SparseVector]:
+    def _feedback(self, vectors: list[SparseVector], prf: PrfConfig, threads: int, where: Filter | None
+                  ) -> list[SparseVector]:
         """Sparse Rocchio: ``alpha * q + beta * mean(top hits' impacts)``, keeping the query's own terms
         and the ``fb_terms`` heaviest new ones, rounded back to integer impacts.
 
-        The hits' impacts are their stored term vectors (exactly what was indexed), never re-encoded.
+        The hits' impacts are their stored term vectors (exactly what was indexed), never re-encoded. Under a
+        metadata filter the feedback hits are filtered too.
         """
-        first = self._index.batch_search(vectors, int(prf.fb_docs or 1), threads)
+        first = self._index.batch_search(vectors, int(prf.fb_docs or 1), threads, where)
         wanted = sorted({d.doc_id for run in first for d in run})
         stored = dict(zip(wanted, self._index.doc_vectors(wanted)))
         if wanted and all(v is None for v in stored.values()):
@@ -145,7 +148,7 @@ class SpladeComponent(LuceneComponent):
                               quantization(self.entry), batch_size, self.onnx_cache)
 
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
-        return zip((d.id for d in batch.docs), batch.payload)
+        return ((d.id, vector, d.metadata) for d, vector in zip(batch.docs, batch.payload))
 
 
 class SpladeKind(RetrieverKind):
@@ -217,15 +220,22 @@ class SpladeKind(RetrieverKind):
         terms = 0
         stream = self._stored(ctx) if ctx.vectors is not None else self._encoded(ctx, clock)
 
-        def counted() -> Iterator[tuple[str, SparseVector]]:
+        metadata = ctx.store.iter_metadata() if ctx.fields else None
+
+        def counted() -> Iterator[tuple[str, SparseVector, dict[str, Any]]]:
             nonlocal terms
             for doc_id, vector in stream:
                 terms += len(vector)
-                yield doc_id, vector
+                if metadata is None:
+                    yield doc_id, vector, {}
+                    continue
+                same_id, fields = next(metadata)
+                assert same_id == doc_id, f"metadata of {same_id!r} met the vector of {doc_id!r}"
+                yield doc_id, vector, fields
 
         started = time.perf_counter()
         lucene_backend.build_impact(counted(), ctx.work / name, ctx.out, o.threads, expected=total,
-                                    doc_vectors=o.splade_doc_vectors)
+                                    doc_vectors=o.splade_doc_vectors, with_metadata=metadata is not None)
         encode_seconds = clock.get("encode", 0.0)
         index_seconds = time.perf_counter() - started - encode_seconds
         ctx.stage(f"{name}-indexed")

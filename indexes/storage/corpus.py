@@ -109,7 +109,11 @@ def _parse_line(raw: bytes, where: str, seen: set[str]) -> tuple[str, Document |
             return "bad_field", f"{where}: field {name!r} must be a string, got {type(value).__name__}"
         fields[name] = value
     seen.add(doc_id)
-    metadata = {k: v for k, v in obj.items() if k not in ("_id", "title", "text")}
+    # BEIR's "metadata" object is the document's metadata, as the API's upserts send it; other keys join it.
+    nested = obj.get("metadata")
+    metadata = dict(nested) if isinstance(nested, dict) else {}
+    metadata.update((k, v) for k, v in obj.items()
+                    if k not in ("_id", "title", "text") and not (k == "metadata" and isinstance(v, dict)))
     return "", Document(doc_id, fields["title"], fields["text"], metadata)
 
 

@@ -14,10 +14,13 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from indexes.storage.corpus import Document
+from indexes.storage.metadata_columns import MetadataColumns
+from retrieval.core.filters import Filter
 
 SCHEMA = """
 CREATE TABLE docs (
@@ -49,6 +52,7 @@ class DocStore:
         self._conn = conn
         self._lock = threading.Lock()
         self._ids: list[str] | None = None  # docno -> id; append-only, so old readers keep their view
+        self._columns: MetadataColumns | None = None  # loaded by the first filter
 
     @classmethod
     def create(cls, folder: Path) -> DocStore:
@@ -136,6 +140,8 @@ class DocStore:
             except BaseException:
                 self._conn.rollback()
                 raise
+            if self._columns is not None:
+                self._columns.add((n, d.metadata) for n, d in added if d.metadata)
             if self._ids is not None:
                 for n, d in added:
                     while len(self._ids) < n:
@@ -198,6 +204,13 @@ class DocStore:
         for start in range(0, len(rows), batch_size):
             yield [Document(r[0], r[1], r[2], json.loads(r[3])) for r in rows[start : start + batch_size]]
 
+    def iter_metadata(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, metadata) of the live documents in docno order (the order of :meth:`iter_batches`)."""
+        with self._lock:
+            rows = self._conn.execute(f"SELECT id, metadata FROM docs WHERE {LIVE} ORDER BY docno").fetchall()
+        for doc_id, metadata in rows:
+            yield doc_id, json.loads(metadata)
+
     def live_ids(self) -> list[str]:
         """The ids of the live documents in docno order (the order of :meth:`iter_batches`), without their text."""
         with self._lock:
@@ -215,6 +228,18 @@ class DocStore:
                 self._ids = table
         ids = self._ids
         return [ids[n] or None if 0 <= n < len(ids) else None for n in docnos]
+
+    def filter_mask(self, node: Filter) -> np.ndarray:
+        """One bool per docno ever given out (every version, dead ones included: a view intersects it with what
+        it can see): whether the metadata filter ``node`` selects it. The first call loads every document's
+        metadata into memory (:class:`MetadataColumns`); later writes add theirs."""
+        with self._lock:
+            if self._columns is None:
+                columns = MetadataColumns()
+                rows = self._conn.execute("SELECT docno, metadata FROM docs WHERE metadata != '{}' ORDER BY docno")
+                columns.add((int(n), json.loads(m)) for n, m in rows)
+                self._columns = columns
+            return self._columns.mask(node, self._next_docno(self._conn.cursor()))
 
     def get(self, ids: Sequence[str], seq: int | None = None) -> dict[str, Document]:
         """The versions of ``ids`` visible at ``seq`` (default: the live ones)."""

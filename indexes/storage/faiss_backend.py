@@ -27,6 +27,7 @@ from indexes.storage.layout import fsync_path
 from retrieval.core.errors import HybridError, UnavailableError
 
 FILE = "index.faiss"
+EXACT_SCAN_LIMIT = 20_000  # filter matches scored exactly rather than through the index (see search_allowed)
 
 
 class FaissBuildError(HybridError, ValueError):
@@ -251,6 +252,42 @@ class FaissIndex:
             kept = np.flatnonzero(keep[q])[:k]
             out_scores[q, : len(kept)] = scores[q, kept]
             out_docnos[q, : len(kept)] = docnos[q, kept]
+        return out_scores, out_docnos
+
+    def search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray, exact_limit: int = EXACT_SCAN_LIMIT
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` among the docnos whose ``allowed`` bool is set (a metadata filter's matches in one view).
+
+        Few matches (up to ``exact_limit``) are scored exactly, against their stored vectors, as
+        Qdrant and Elasticsearch switch to an exact scan for selective filters: a graph or IVF search with a
+        selector finds too few of them. More matches go through the index with a selector (or over-fetching
+        where the type has none); if that still returns fewer than ``min(k, matches)`` hits, the matches are
+        scanned exactly after all, so a filter never costs hits that exist.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        docnos = np.flatnonzero(allowed)
+        if len(docnos) <= exact_limit:
+            return self._scan(queries, k, docnos)
+        scores, rows = self.search(queries, k, None, np.packbits(allowed, bitorder="little"))
+        if (rows[:, : min(k, len(docnos))] < 0).any():
+            return self._scan(queries, k, docnos)
+        return scores, rows
+
+    def _scan(self, queries: np.ndarray, k: int, docnos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner products with the stored vectors of ``docnos``; -1 pads, as :meth:`search`."""
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_docnos = np.full((len(queries), k), -1, np.int64)
+        if not len(docnos):
+            return out_scores, out_docnos
+        scores = queries @ self.reconstruct(docnos).T
+        width = min(k, len(docnos))
+        top = np.argpartition(-scores, width - 1, axis=1)[:, :width] if width < len(docnos) else \
+            np.broadcast_to(np.arange(len(docnos)), (len(queries), len(docnos)))
+        for q in range(len(queries)):
+            # Best first; equal scores by docno, as FAISS's flat search keeps the first-added.
+            order = sorted(top[q].tolist(), key=lambda i: (-scores[q, i], docnos[i]))
+            out_scores[q, :width] = scores[q, order]
+            out_docnos[q, :width] = docnos[order]
         return out_scores, out_docnos
 
     def reconstruct(self, docnos: np.ndarray) -> np.ndarray:

@@ -27,7 +27,10 @@ from indexes.storage.lucene_direct import (
     open_reader,
     read_postings,
 )
+from indexes.storage.lucene_filter import filtered
+from indexes.storage.lucene_writer import Kind, LuceneWriter
 from retrieval.core.errors import HybridError
+from retrieval.core.filters import Filter
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 from retrieval.core.types import PrfConfig, ScoredDoc, SparseVector
 
@@ -90,23 +93,47 @@ def lucene_doc_count(index_dir: Path) -> int:
         return int(reader.stats()["documents"])
 
 
-def build_bm25(docs: Iterable[tuple[str, str]], work_dir: Path, index_dir: Path, threads: int, expected: int) -> None:
-    """Index (id, contents) pairs with the default analyzer, as Pyserini's BEIR "flat" indexes."""
+def build_bm25(docs: Iterable[tuple[str, str, dict[str, Any]]], work_dir: Path, index_dir: Path, threads: int,
+               expected: int, with_metadata: bool = False) -> None:
+    """Index (id, contents, metadata) with the default analyzer, as Pyserini's BEIR "flat" indexes; with
+    ``with_metadata``, each document also gets its metadata's filterable fields."""
+    if with_metadata:
+        write_documents("bm25", docs, index_dir, expected)
+        return
     staged = work_dir / "bm25-input"
-    write_jsonl_shards(({"id": i, "contents": c} for i, c in docs), staged)
+    write_jsonl_shards(({"id": i, "contents": c} for i, c, _ in docs), staged)
     index_collection(
         "JsonCollection", staged, index_dir, threads, ["-storePositions", "-storeDocvectors", "-storeRaw"], expected
     )
 
 
-def build_impact(vectors: Iterable[tuple[str, dict[str, int]]], work_dir: Path, index_dir: Path, threads: int, expected: int,
-                 doc_vectors: bool = True) -> None:
+def build_impact(vectors: Iterable[tuple[str, dict[str, int], dict[str, Any]]], work_dir: Path, index_dir: Path,
+                 threads: int, expected: int, doc_vectors: bool = True, with_metadata: bool = False) -> None:
     """Index pre-tokenized integer impacts: Lucene stores each weight as the term's frequency, and (for
     learned-sparse PRF, with ``doc_vectors``) each document's vector as a term vector."""
+    if with_metadata:
+        write_documents("impact", vectors, index_dir, expected, doc_vectors)
+        return
     staged = work_dir / "splade-input"
-    write_jsonl_shards(({"id": i, "contents": "", "vector": v} for i, v in vectors), staged)
+    write_jsonl_shards(({"id": i, "contents": "", "vector": v} for i, v, _ in vectors), staged)
     flags = ["-impact", "-pretokenized"] + (["-storeDocvectors"] if doc_vectors else [])
     index_collection("JsonVectorCollection", staged, index_dir, threads, flags, expected)
+
+
+def write_documents(kind: Kind, docs: Iterable[tuple[str, Any, dict[str, Any]]], index_dir: Path, expected: int,
+                    doc_vectors: bool = True) -> None:
+    """A batch build through :class:`LuceneWriter`: the documents ``IndexCollection`` would make, plus their
+    metadata fields, which ``IndexCollection`` cannot add. One thread writes (Lucene analyzes on it)."""
+    writer = LuceneWriter(index_dir, kind, create=True, doc_vectors=doc_vectors, ram_buffer_mb=256.0)
+    try:
+        writer.add(docs)
+        writer.commit(0)
+    finally:
+        writer.close()
+    (index_dir / "write.lock").unlink(missing_ok=True)
+    indexed = lucene_doc_count(index_dir)
+    if indexed != expected:
+        raise LuceneBuildError(f"Lucene indexed {indexed} of {expected} documents in {index_dir}")
 
 
 class Bm25Index:
@@ -129,15 +156,19 @@ class Bm25Index:
                 reader.close()
             raise
 
-    def search(self, query: str, k: int, prf: PrfConfig | None = None) -> list[ScoredDoc]:
+    def search(self, query: str, k: int, prf: PrfConfig | None = None, where: Filter | None = None) -> list[ScoredDoc]:
+        """Top ``k`` for ``query``; ``where`` restricts the hits to the documents a metadata filter selects
+        (not with ``prf``: Anserini's feedback round would search without it)."""
         if prf is not None:
             return self.batch_search([query], k, 1, prf)[0]
-        return self._searcher.top(self._queries.build(query), k)
+        return self._searcher.top(filtered(self._queries.build(query), where), k)
 
-    def batch_search(self, queries: Sequence[str], k: int, threads: int, prf: PrfConfig | None = None
-                     ) -> list[list[ScoredDoc]]:
+    def batch_search(self, queries: Sequence[str], k: int, threads: int, prf: PrfConfig | None = None,
+                     where: Filter | None = None) -> list[list[ScoredDoc]]:
         if prf is None:
-            return [self.search(q, k) for q in queries]
+            return [self.search(q, k, where=where) for q in queries]
+        if where is not None:
+            raise ValueError("BM25 PRF runs inside Anserini, which cannot apply a metadata filter")
         qids = [str(i) for i in range(len(queries))]
         with JNI_LOCK, self._feedback(prf) as searcher:
             results = searcher.batch_search(list(queries), qids, k, threads)
@@ -211,13 +242,14 @@ class ImpactIndex:
                 reader.close()
             raise
 
-    def search(self, vector: dict[str, int], k: int) -> list[ScoredDoc]:
+    def search(self, vector: dict[str, int], k: int, where: Filter | None = None) -> list[ScoredDoc]:
         if not vector:
             return []
-        return self._searcher.top(self._queries.build(vector), k)
+        return self._searcher.top(filtered(self._queries.build(vector), where), k)
 
-    def batch_search(self, vectors: Sequence[dict[str, int]], k: int, threads: int) -> list[list[ScoredDoc]]:
-        return [self.search(v, k) for v in vectors]
+    def batch_search(self, vectors: Sequence[dict[str, int]], k: int, threads: int, where: Filter | None = None
+                     ) -> list[list[ScoredDoc]]:
+        return [self.search(v, k, where) for v in vectors]
 
     def close(self) -> None:
         self._searcher.close()

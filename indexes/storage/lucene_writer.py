@@ -5,6 +5,9 @@ classes ``IndexCollection`` reads (``JsonCollection`` for BM25, ``JsonVectorColl
 and the ``IndexWriter`` gets the analyzer and similarity ``IndexCollection`` would use; so a document
 written here is indexed exactly as a batch build would have indexed it, and scores stay comparable.
 
+Each document also gets its metadata's filterable fields (:mod:`indexes.storage.lucene_filter`), which
+``IndexCollection`` cannot add: batch builds of a corpus with metadata write through this class too.
+
 Searches go through Anserini's ``SimpleSearcher`` / ``SimpleImpactSearcher`` (same query generation,
 same score-tie breaking), pointed at a point-in-time NRT reader of the writer: each reader is one
 consistent snapshot that later writes never change.
@@ -14,10 +17,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from indexes.storage.lucene_filter import add_metadata
 from retrieval.core.errors import ConflictError
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 
@@ -93,11 +97,12 @@ _FORMATS: dict[str, tuple[Callable[[dict[str, Any], Any], tuple[Any, Any]], Call
 class LuceneWriter:
     """One open ``IndexWriter`` (it holds Lucene's ``write.lock``: one writer per index, across processes)."""
 
-    def __init__(self, index_dir: Path, kind: Kind, create: bool = False, doc_vectors: bool = True) -> None:
+    def __init__(self, index_dir: Path, kind: Kind, create: bool = False, doc_vectors: bool = True,
+                 ram_buffer_mb: float = 16.0) -> None:
         with JNI_LOCK:
-            self._setup(index_dir, kind, create, doc_vectors)
+            self._setup(index_dir, kind, create, doc_vectors, ram_buffer_mb)
 
-    def _setup(self, index_dir: Path, kind: Kind, create: bool, doc_vectors: bool) -> None:
+    def _setup(self, index_dir: Path, kind: Kind, create: bool, doc_vectors: bool, ram_buffer_mb: float) -> None:
         self.kind = kind
         self.index_dir = Path(index_dir)
         j = self._j = _jclasses()
@@ -111,6 +116,7 @@ class LuceneWriter:
         config.setSimilarity(similarity)
         config.setOpenMode(j["OpenMode"].CREATE if create else j["OpenMode"].APPEND)
         config.setUseCompoundFile(False)
+        config.setRAMBufferSizeMB(float(ram_buffer_mb))
         # Our checkpoint decides when deletes are worth a merge; once asked, merge every segment that has one.
         policy = j["TieredMergePolicy"]()
         policy.setForceMergeDeletesPctAllowed(0.0)
@@ -126,18 +132,29 @@ class LuceneWriter:
                 raise LuceneWriteError(f"{self.index_dir} is open for writing by another process") from None
             raise LuceneWriteError(f"{self.index_dir}: cannot open for writing ({message.splitlines()[0][:200]})") from None
 
-    def _document(self, doc_id: str, payload: str | dict[str, int]) -> Any:
-        return self._generator.createDocument(self._make_document(self, doc_id, payload))
+    def _document(self, doc_id: str, payload: str | dict[str, int], metadata: Mapping[str, Any]) -> Any:
+        document = self._generator.createDocument(self._make_document(self, doc_id, payload))
+        add_metadata(document, metadata)
+        return document
 
-    def upsert(self, docs: Iterable[tuple[str, str | dict[str, int]]]) -> None:
+    def upsert(self, docs: Iterable[tuple[str, str | dict[str, int], Mapping[str, Any]]]) -> None:
         """Replace (or add) each document by id; an empty payload only deletes (Lucene cannot index it)."""
         term = self._j["Term"]
-        for doc_id, payload in docs:  # the lock per document: searches get their turn during long batches
+        for doc_id, payload, metadata in docs:  # the lock per document: searches get their turn during long batches
             if not payload:
                 self.delete([doc_id])
             else:
                 with JNI_LOCK:
-                    self._writer.updateDocument(term("id", doc_id), self._document(doc_id, payload))
+                    self._writer.updateDocument(term("id", doc_id), self._document(doc_id, payload, metadata))
+
+    def add(self, docs: Iterable[tuple[str, str | dict[str, int], Mapping[str, Any]]]) -> int:
+        """Append documents to a new index (a batch build: no id can be present yet); returns how many."""
+        count = 0
+        for doc_id, payload, metadata in docs:
+            with JNI_LOCK:
+                self._writer.addDocument(self._document(doc_id, payload, metadata))
+            count += 1
+        return count
 
     def delete(self, ids: Sequence[str]) -> None:
         # updateDocuments(term, []) deletes by term; deleteDocuments(Term...) is ambiguous to pyjnius.

@@ -73,6 +73,9 @@ class Manifest:
     # The search engine that wrote the Lucene retrievers: lucene_version, pyserini_version, anserini_jar.
     # Empty for indexes without Lucene retrievers and for manifests written before it was recorded.
     engine: dict[str, str] = field(default_factory=dict)
+    # Metadata fields filters can use: name -> keyword, number, date or boolean (retrieval.core.fields).
+    # Empty for indexes without metadata and for manifests written before filters existed.
+    fields: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -19,11 +19,15 @@ from indexes.kinds.base import Component, KindError, RetrieverSearcher, ViewStat
 from indexes.storage.docstore import DocStore
 from indexes.storage.manifest import Manifest, verify_files
 from retrieval.core.errors import HybridError
+from retrieval.core.fields import FieldSchema
+from retrieval.core.filters import Filter, FilterError, parse_filter
 from retrieval.core.gc_tuning import freeze_loaded, thaw
 from retrieval.core.options import OpenOptions
 from retrieval.core.types import PrfConfig, RetrieverScore, ScoredDoc
 from retrieval.encoders.models import ModelError
 from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
+from retrieval.search.highlight import HighlightConfig, query_terms
+from retrieval.search.highlight import highlight as mark
 from retrieval.search.rerank import RerankConfig, RerankError, shared_reranker
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -52,6 +56,8 @@ class Hit:
     # With explain and rerank: the hit's rank and score in the fused list, before the cross-encoder (``score`` is
     # then the cross-encoder's, and the contributions add up to this fused score).
     before_rerank: RetrieverScore | None = None
+    # With highlight: the best-matching passage of the hit's text, the query's terms marked (None: no term matches).
+    highlight: str | None = None
 
 
 @dataclass
@@ -228,6 +234,8 @@ class Searcher:
         min_score: float | None = None,
         vectors: Mapping[str, Sequence[Any]] | None = None,
         rerank: RerankConfig | None = None,
+        filter: Mapping[str, Any] | Filter | None = None,
+        highlight: bool | HighlightConfig = False,
     ) -> list[SearchResult]:
         """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'.
 
@@ -243,6 +251,10 @@ class Searcher:
         weights, quantized as the index's queries are): those retrievers encode nothing, and where every
         retriever searched has vectors the query text may be empty. ``rerank`` re-scores the fused top
         ``rerank.depth`` with a cross-encoder (:mod:`retrieval.search.rerank`); the page must lie within them.
+        ``filter`` is a metadata filter (:mod:`retrieval.core.filters`, e.g. ``{"term": {"lang": "en"}}``), checked
+        against the index's field types; every retriever ranks only the documents it selects, before its top-k.
+        ``highlight`` adds each hit's best passage with the query's terms marked (:mod:`retrieval.search.highlight`;
+        ``True`` for ``<em>`` tags and 200-character passages).
         """
         depth = depth if depth is not None else self.options.depth
         fusion = fusion or FusionConfig(rrf_k=self.options.rrf_k)
@@ -256,12 +268,16 @@ class Searcher:
                 raise SearchError(str(exc)) from None
             if any(not q.strip() for q in queries):
                 raise SearchError("rerank reads the query text; send 'query' with the vectors")
+        marking = HighlightConfig() if highlight is True else highlight or None
+        if marking is not None and any(not q.strip() for q in queries):
+            raise SearchError("highlight marks the query's words; send 'query' with the vectors")
         if offset < 0:
             raise SearchError(f"offset must be >= 0, got {offset}")
         if min_score is not None and not math.isfinite(min_score):
             raise SearchError("min_score must be a finite number")
         feedback = self._feedback(prf or {}, names)
         modes = self._modes(query_modes or {}, names)
+        where = self.checked_filter(filter)
         started = time.perf_counter()
         fusing = len(names) > 1
         per_retriever_depth = max(depth, offset + k) if fusing else offset + k
@@ -270,7 +286,7 @@ class Searcher:
         for name in names:
             try:
                 result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads,
-                                                     feedback.get(name), modes.get(name), vectors.get(name))
+                                                     feedback.get(name), modes.get(name), vectors.get(name), where)
             except KindError as exc:  # a client vector that does not fit this retriever
                 raise SearchError(str(exc)) from None
             runs[name] = result.runs
@@ -287,7 +303,18 @@ class Searcher:
             fused_lists, before = self._rerank(queries, fused_lists, rerank)
             timings["rerank"] = (time.perf_counter() - rerank_started) * 1000.0 / len(queries)
         fused_lists = [fused[offset:] for fused in fused_lists]
-        docs = self.store.get(list({d.doc_id for fl in fused_lists for d in fl[:k]}), self.seq) if include_text else {}
+        wanted = include_text or marking is not None
+        docs = self.store.get(list({d.doc_id for fl in fused_lists for d in fl[:k]}), self.seq) if wanted else {}
+        marked: dict[tuple[int, str], str | None] = {}
+        if marking is not None:
+            highlight_started = time.perf_counter()
+            for q, fused in enumerate(fused_lists):
+                terms = query_terms(queries[q])
+                for doc in fused[:k]:
+                    stored = docs.get(doc.doc_id)
+                    if stored is not None:
+                        marked[q, doc.doc_id] = mark(stored.text or stored.title, terms, marking)
+            timings["highlight"] = (time.perf_counter() - highlight_started) * 1000.0 / len(queries)
         took = (time.perf_counter() - started) * 1000.0 / len(queries)
         results = []
         for q, fused in enumerate(fused_lists):
@@ -301,9 +328,19 @@ class Searcher:
                 if include_text and doc.doc_id in docs:
                     stored = docs[doc.doc_id]
                     hit.title, hit.text, hit.metadata = stored.title, stored.text, stored.metadata
+                hit.highlight = marked.get((q, doc.doc_id))
                 hits.append(hit)
             results.append(SearchResult(hits=hits, retrievers=names, took_ms=took, timings_ms=dict(timings)))
         return results
+
+    def checked_filter(self, given: Mapping[str, Any] | Filter | None) -> Filter | None:
+        """A filter object parsed and checked against this index's metadata fields (a parsed tree passes)."""
+        if given is None or not isinstance(given, Mapping):
+            return given
+        try:
+            return parse_filter(given, FieldSchema(self.manifest.fields))
+        except FilterError as exc:
+            raise SearchError(str(exc)) from None
 
     def _feedback(self, prf: Mapping[str, PrfConfig], names: Sequence[str]) -> dict[str, PrfConfig]:
         """Each requested PRF setting checked against its retriever's kind, with the kind's defaults filled in."""

@@ -76,7 +76,8 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
                                          depth=options.depth, explain=options.explain,
                                          include_text=options.include_text, prf=prf,
                                          query_modes=options.query_mode, offset=options.offset,
-                                         min_score=options.min_score, rerank=rerank)
+                                         min_score=options.min_score, rerank=rerank, filter=options.filter,
+                                         highlight=options.highlight)
 
     try:
         if len(queries) == 1 and settings.micro_batch_max > 1:
