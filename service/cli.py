@@ -82,12 +82,14 @@ def index() -> None:
               help="Bad corpus lines: stop with the line number, or skip them (counted in the manifest).")
 @click.option("--vectors", "vectors_dir", type=click.Path(path_type=Path), default=None,
               help="A folder from 'hybrid encode': retrievers with vectors there are indexed from them, not encoded.")
+@click.option("--shards", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Complete indexes, one per shard, documents assigned by a stable hash of _id; searched as one.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tuple[str, ...], index_root: Path | None,
                 device: str | None,
                 batch_size: int | None, faiss_factory: str | None, sparse_model: str | None, dense_model: str | None,
                 splade_scale: float | None, splade_top_k: int | None, splade_doc_vectors: bool | None,
-                threads: int | None, on_error: str, vectors_dir: Path | None, quiet: bool) -> None:
+                threads: int | None, on_error: str, vectors_dir: Path | None, shards: int, quiet: bool) -> None:
     """Index CORPUS (BEIR corpus.jsonl[.gz] or a BEIR dataset folder) as NAME."""
     from indexes.indexing.builder import build_index
 
@@ -95,9 +97,10 @@ def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tupl
                          sparse_model=sparse_model, dense_model=dense_model, splade_scale=splade_scale,
                          splade_doc_top_k=splade_top_k, splade_doc_vectors=splade_doc_vectors, threads=threads)
     options = BuildOptions.from_settings(settings, retrievers=_retrievers(retrievers, extra_retrievers),
-                                         progress=not quiet, on_error=on_error)
+                                         progress=not quiet, on_error=on_error, shards=shards)
     manifest = build_index(corpus, name, _root(settings), options, vectors=vectors_dir)
-    click.echo(f"built {name!r}: {manifest.doc_count} documents -> {_root(settings).path(name)}")
+    sharded = f" in {len(manifest.shards)} shards" if manifest.shards else ""
+    click.echo(f"built {name!r}: {manifest.doc_count} documents{sharded} -> {_root(settings).path(name)}")
     click.echo(f"{'retriever':<14}{'seconds':>10}{'docs/s':>10}{'encode s':>10}{'index s':>10}{'size MiB':>10}  kind")
     for r in manifest.retrievers.values():
         rate = manifest.doc_count / r.build_seconds if r.build_seconds else float("inf")
@@ -183,11 +186,11 @@ def index_delete(name: str, index_root: Path | None) -> None:
 
 
 def _open_live(settings: Settings, name: str, device: str | None = None):  # type: ignore[no-untyped-def]
-    from indexes.indexing.live import LiveIndex
+    from indexes.indexing.sharded import open_index
 
     root = _root(settings)
     options = OpenOptions.from_settings(settings, **({"device": device} if device else {}))
-    return LiveIndex.open(root.resolve(name), options, root=root)
+    return open_index(root.resolve(name), options, root=root)
 
 
 @index.command("create")
@@ -512,12 +515,14 @@ def eval_group() -> None:
 @click.option("--faiss", "faiss_factory", default=None, help="FAISS factory for indexes this run builds.")
 @click.option("--sparse-model", default=None)
 @click.option("--dense-model", default=None)
+@click.option("--shards", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Build and search the dataset's index in this many shards (an index with another count is rebuilt).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @index_root_option
 def eval_beir(datasets: tuple[Path, ...], retrievers: str, extra_retrievers: tuple[str, ...], hybrids: tuple[str, ...], split: str, metrics: str,
               out: Path, self_hits: str, tune: bool, folds: int, rerank_model: str | None, rerank_depth: int,
               device: str | None, batch_size: int | None,
-              faiss_factory: str | None, sparse_model: str | None, dense_model: str | None, quiet: bool,
+              faiss_factory: str | None, sparse_model: str | None, dense_model: str | None, shards: int, quiet: bool,
               index_root: Path | None) -> None:
     """Index each BEIR DATASET folder once, run every method, and write runs, metrics and a leaderboard."""
     import shlex
@@ -534,7 +539,7 @@ def eval_beir(datasets: tuple[Path, ...], retrievers: str, extra_retrievers: tup
         methods=parse_methods([s.name for s in specs], hybrids),
         metrics=parse_metrics(metrics), out=out, index_root=settings.index_root, split=split,
         self_hits=self_hits, tune=tune, folds=folds, rerank=rerank_model, rerank_depth=rerank_depth,  # type: ignore[arg-type]
-        build=BuildOptions.from_settings(settings, retrievers=specs, progress=not quiet),
+        build=BuildOptions.from_settings(settings, retrievers=specs, progress=not quiet, shards=shards),
         open=OpenOptions.from_settings(settings),
     )
     started = time.perf_counter()

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from indexes.indexing.live import LiveIndex
+from indexes.indexing.sharded import ServedIndex, open_index
 from indexes.storage.layout import IndexRoot
 from retrieval.core.options import OpenOptions
 from retrieval.core.settings import Settings
@@ -26,7 +26,7 @@ log = logging.getLogger("hybrid.service")
 @dataclass
 class Registry:
     settings: Settings
-    indexes: dict[str, LiveIndex] = field(default_factory=dict)
+    indexes: dict[str, ServedIndex] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     load_seconds: dict[str, float] = field(default_factory=dict)
     ready: bool = False
@@ -55,8 +55,8 @@ class Registry:
                 self.failed[name] = public_message(exc)
         self.ready = True
 
-    def _open(self, name: str) -> LiveIndex:
-        live = LiveIndex.open(self.root.resolve(name), self.options, root=self.root)
+    def _open(self, name: str) -> ServedIndex:
+        live = open_index(self.root.resolve(name), self.options, root=self.root)
         with live.view() as searcher:
             searcher.search("warm up", k=1)
         return live
@@ -74,7 +74,7 @@ class Registry:
         if old is not None:
             old.close(checkpoint=False)
 
-    def drop(self, name: str) -> LiveIndex | None:
+    def drop(self, name: str) -> ServedIndex | None:
         """Stop serving ``name`` (its files stay); returns the closed index."""
         live = self.indexes.pop(name, None)
         self.failed.pop(name, None)

@@ -11,7 +11,8 @@ from typing import Any
 
 from fastapi import Request
 
-from indexes.indexing.live import LiveIndex, WriteResult
+from indexes.indexing.live import WriteResult
+from indexes.indexing.sharded import ServedIndex
 from retrieval.core.errors import HybridError
 from retrieval.core.settings import Settings
 from service import metrics
@@ -29,7 +30,7 @@ class ServiceState:
     stats: metrics.Metrics
     batcher: MicroBatcher
 
-    def index_for(self, name: str) -> LiveIndex:
+    def index_for(self, name: str) -> ServedIndex:
         live = self.registry.indexes.get(name)
         if live is None:
             if name in self.registry.failed:
@@ -37,7 +38,7 @@ class ServiceState:
             raise ApiError(404, f"no index named {name!r}; GET /v1/indexes lists them")
         return live
 
-    def index_info(self, name: str, live: LiveIndex) -> IndexInfo:
+    def index_info(self, name: str, live: ServedIndex) -> IndexInfo:
         from indexes.kinds import get_kind
 
         m = live.manifest
@@ -55,7 +56,7 @@ class ServiceState:
             raise ApiError(409, f"{action} needs one worker process (each worker holds its own copy of the indexes); "
                                 "serve with --workers 1")
 
-    def writable(self, name: str) -> LiveIndex:
+    def writable(self, name: str) -> ServedIndex:
         self.single_worker("writing to an index")
         return self.index_for(name)
 
@@ -67,7 +68,7 @@ class ServiceState:
             raise api_error(exc) from None
 
     @staticmethod
-    def write_response(live: LiveIndex, result: WriteResult, started: float) -> WriteResponse:
+    def write_response(live: ServedIndex, result: WriteResult, started: float) -> WriteResponse:
         return WriteResponse(seq=result.seq, upserted=result.upserted, deleted=result.deleted, missing=result.missing,
                              documents=live.doc_count, took_ms=(time.perf_counter() - started) * 1000.0,
                              encode_ms=result.encode_ms, apply_ms=result.apply_ms)

@@ -12,6 +12,7 @@ build cost of filterable fields. Then, in the library, single queries (``k`` 10,
 and for the RRF hybrid, with no filter and with:
 
 * 100%: ``{"range": {"bucket": {"gte": 0}}}``
+* 50%: ``{"range": {"bucket": {"lt": 50}}}``
 * 10%: ``{"range": {"bucket": {"lt": 10}}}`` and ``{"term": {"group": "g0"}}`` (keyword)
 * 1%: ``{"term": {"bucket": 0}}``
 
@@ -45,15 +46,16 @@ from retrieval.search.pipeline import Searcher
 CASES: dict[str, dict[str, Any] | None] = {
     "none": None,
     "100%": {"range": {"bucket": {"gte": 0}}},
+    "50%": {"range": {"bucket": {"lt": 50}}},
     "10% range": {"range": {"bucket": {"lt": 10}}},
     "10% keyword": {"term": {"group": "g0"}},
     "1%": {"term": {"bucket": 0}},
 }
-SHARE = {"none": 1.0, "100%": 1.0, "10% range": 0.1, "10% keyword": 0.1, "1%": 0.01}
 
 
 def add_metadata(corpus: Path, out: Path, seed: int) -> np.ndarray:
-    """Copy ``corpus`` with bucket/group metadata; returns each document's bucket, in corpus order."""
+    """Copy ``corpus`` with bucket/group metadata (seeded: the same bytes every run); returns each document's
+    bucket, in corpus order."""
     rows = [obj for _, obj in read_jsonl_objects(corpus)]
     rng = np.random.default_rng(seed)
     buckets = rng.permutation(np.arange(len(rows)) % 100)
@@ -64,7 +66,13 @@ def add_metadata(corpus: Path, out: Path, seed: int) -> np.ndarray:
     return buckets
 
 
-def build(corpus: Path, vectors: Path, name: str, root: IndexRoot, factory: str) -> dict[str, Any]:
+def build(corpus: Path, vectors: Path, name: str, root: IndexRoot, factory: str, reuse: bool) -> dict[str, Any]:
+    if reuse and (root.path(name) / "manifest.json").exists():
+        from indexes.storage.manifest import Manifest
+
+        manifest = Manifest.read(root.resolve(name))
+        return {"wall_s": "reused", "stages_s": {n: round(r.index_seconds, 2) for n, r in manifest.retrievers.items()},
+                "fields": manifest.fields}
     started = time.perf_counter()
     manifest = build_index(corpus, name, root, BuildOptions(progress=False, faiss_factory=factory,
                                                             splade_doc_vectors=False), vectors=vectors)
@@ -89,7 +97,7 @@ def dense_recall(searcher: Searcher, queries: list[str], where: dict[str, Any], 
     return hits / (10 * len(queries))
 
 
-def measure(searcher: Searcher, queries: list[str], buckets: np.ndarray) -> dict[str, Any]:
+def measure(searcher: Searcher, queries: list[str]) -> dict[str, Any]:
     report: dict[str, Any] = {}
     methods = {"bm25": ["bm25"], "splade": ["splade"], "dense": ["dense"], "hybrid": None}
     for case, where in CASES.items():
@@ -144,7 +152,9 @@ def main() -> None:
     parser.add_argument("--faiss", default="HNSW32")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="Keep the indexes (for --reuse).")
+    parser.add_argument("--reuse", action="store_true", help="Search the indexes a --keep run left (their build "
+                                                             "stages come from their manifests).")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -152,15 +162,16 @@ def main() -> None:
     if not (corpus_dir / "corpus.jsonl").exists():
         generate(args.source, args.index, args.docs, corpus_dir, seed=args.seed)
     with_meta = args.work / "corpus-with-metadata.jsonl"
-    buckets = add_metadata(corpus_dir / "corpus.jsonl", with_meta, args.seed)
+    add_metadata(corpus_dir / "corpus.jsonl", with_meta, args.seed)
     root = IndexRoot(args.work / "indexes")
-    builds = {"with_metadata": build(with_meta, corpus_dir / "vectors", "filters", root, args.faiss),
-              "without_metadata": build(corpus_dir / "corpus.jsonl", corpus_dir / "vectors", "plain", root, args.faiss)}
+    builds = {"with_metadata": build(with_meta, corpus_dir / "vectors", "filters", root, args.faiss, args.reuse),
+              "without_metadata": build(corpus_dir / "corpus.jsonl", corpus_dir / "vectors", "plain", root, args.faiss,
+                                        args.reuse)}
     print("builds:", builds, flush=True)
     queries = [str(obj["text"]) for _, obj in read_jsonl_objects(corpus_dir / "queries.jsonl")][: args.queries]
     searcher = Searcher.open(root.resolve("filters"), OpenOptions(verify="off"))
     try:
-        results = measure(searcher, queries, buckets)
+        results = measure(searcher, queries)
     finally:
         searcher.close()
     report = {"command": "python -m eval.bench.filters " + " ".join(

@@ -6,9 +6,11 @@ Everything is written into a private build folder and published with one atomic 
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,9 +21,10 @@ from indexes.storage.docstore import DocStore
 from indexes.storage.engine import created_major, runtime_engine
 from indexes.storage.layout import IndexRoot, validate_name
 from indexes.storage.manifest import Manifest, checksum_files, folder_size
+from indexes.storage.shards import shard_folder, shard_of
 from indexes.storage.vector_files import VECTORS_MANIFEST, VectorSet, VectorsManifest
 from retrieval.core.errors import HybridError
-from retrieval.core.fields import FieldSchema
+from retrieval.core.fields import FieldSchema, FieldType, merged
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import RetrieverSpec
 from retrieval.encoders.models import ResolvedModel, resolve_model
@@ -111,9 +114,12 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
 
     ``vectors`` is a folder from ``hybrid encode`` (:func:`encode_corpus`): retrievers with vectors there are
     indexed from them instead of being encoded; they must cover exactly the corpus's documents.
+    ``options.shards`` > 1 builds one complete index per shard (:mod:`indexes.storage.shards`), published together.
     """
     validate_name(name)
     corpus_file = resolve_corpus_file(Path(corpus))
+    if options.shards < 1:
+        raise BuildError(f"shards must be at least 1, got {options.shards}")
     vector_manifest = VectorsManifest.read(Path(vectors)) if vectors is not None else None
     retrievers = _with_vectors(_resolve(options), vector_manifest)
     stage = BuildStage(options)
@@ -121,31 +127,11 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
     with root.lock(name):
         root.collect_garbage(name)
         building = root.new_build_folder(name)
-        work = building / ".work"
         try:
-            store, skipped, schema = fill_store(corpus_file, building, options, stage)
-            manifest = Manifest(
-                name=name,
-                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                corpus_path=str(corpus_file.resolve()),
-                corpus_sha256=file_sha256(corpus_file),
-                doc_count=len(store),
-                skipped=skipped.as_dict(),
-                fields=schema.as_dict(),
-            )
-            ids: list[str] | None = None
-            for spec, model, vector_set in retrievers:
-                kind = get_kind(spec.kind)
-                ctx = BuildContext(spec, model, store, work, building / spec.name, options, stage, fields=schema)
-                if vector_set is not None:
-                    assert vectors is not None
-                    ids = ids if ids is not None else store.live_ids()
-                    ctx.vector_set, ctx.vectors = vector_set, kind.read_vectors(Path(vectors), vector_set, ids)
-                manifest.retrievers[spec.name] = kind.build(ctx)
-            store.close()
-            shutil.rmtree(work, ignore_errors=True)
-            record_engine(manifest, building)
-            manifest.docstore_bytes = folder_size(building / DocStore.FILE)
+            if options.shards > 1:
+                manifest = _build_shards(corpus_file, name, building, options, stage, vectors)
+            else:
+                manifest = _build_folder(corpus_file, name, building, options, stage, retrievers, vectors)
             manifest.files = checksum_files(building)
             manifest.write(building)
             stage("manifest")
@@ -155,6 +141,118 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
+
+
+def _build_folder(corpus_file: Path, name: str, building: Path, options: BuildOptions, stage: BuildStage,
+                  retrievers: list[tuple[RetrieverSpec, ResolvedModel | None, VectorSet | None]],
+                  vectors: Path | None = None, corpus_sha256: str | None = None, partial: bool = False) -> Manifest:
+    """One complete index in ``building`` (its manifest without file checksums, not yet written); ``partial``: the
+    vectors cover more documents than this corpus (a shard's)."""
+    work = building / ".work"
+    store, skipped, schema = fill_store(corpus_file, building, options, stage)
+    manifest = Manifest(
+        name=name,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        corpus_path=str(corpus_file.resolve()),
+        corpus_sha256=corpus_sha256 or file_sha256(corpus_file),
+        doc_count=len(store),
+        skipped=skipped.as_dict(),
+        fields=schema.as_dict(),
+    )
+    try:
+        ids: list[str] | None = None
+        for spec, model, vector_set in retrievers:
+            kind = get_kind(spec.kind)
+            ctx = BuildContext(spec, model, store, work, building / spec.name, options, stage, fields=schema)
+            if vector_set is not None:
+                assert vectors is not None
+                ids = ids if ids is not None else store.live_ids()
+                ctx.vector_set, ctx.vectors = vector_set, kind.read_vectors(Path(vectors), vector_set, ids, partial)
+            manifest.retrievers[spec.name] = kind.build(ctx)
+    finally:
+        store.close()
+    shutil.rmtree(work, ignore_errors=True)
+    record_engine(manifest, building)
+    manifest.docstore_bytes = folder_size(building / DocStore.FILE)
+    return manifest
+
+
+def _build_shards(corpus_file: Path, name: str, building: Path, options: BuildOptions, stage: BuildStage,
+                  vectors: Path | None) -> Manifest:
+    """Split the corpus by :func:`shard_of` and build each shard as a complete index in ``building/shards/NNN``;
+    returns the index's manifest, listing the shards (each has its own, with its own checksums).
+
+    The documents are encoded once, in corpus order, exactly as an unsharded build encodes them (the same batches,
+    so bit-identical vectors; :func:`encode_corpus`), unless ``vectors`` already holds them; each shard is then
+    indexed from its part of the vectors. That is also the shape of a distributed build: encoders anywhere,
+    one writer per shard.
+    """
+    count = options.shards
+    work = building / ".work"
+    work.mkdir(parents=True)
+    parts = [work / f"shard-{i:03d}.jsonl" for i in range(count)]
+    skipped = Skipped()
+    handles = [p.open("w", encoding="utf-8") for p in parts]
+    try:
+        with stage.bar(None, "split corpus") as bar:
+            for doc in iter_documents(corpus_file, options.on_error, skipped):
+                row = {"_id": doc.id, "title": doc.title, "text": doc.text, "metadata": doc.metadata}
+                handles[shard_of(doc.id, count)].write(json.dumps(row, ensure_ascii=False) + "\n")
+                bar.update(1)
+    finally:
+        for handle in handles:
+            handle.close()
+    empty = [i for i, p in enumerate(parts) if p.stat().st_size == 0]
+    if empty:
+        raise BuildError(f"shard {empty[0]} of {count} got no documents; use fewer shards for this corpus")
+    if vectors is None and any(model is not None for _, model in _resolve(options)):
+        vectors = work / "vectors"
+        encode_corpus(corpus_file, vectors, options)
+    vector_manifest = VectorsManifest.read(vectors) if vectors is not None else None
+    retrievers = _with_vectors(_resolve(options), vector_manifest)
+    corpus_sha256 = file_sha256(corpus_file)
+    shards: list[Manifest] = []
+    folders: list[str] = []
+    for i, part in enumerate(parts):
+        folder = shard_folder(building, i)
+        folder.mkdir(parents=True)
+        shard = _build_folder(part, name, folder, options, stage, retrievers, vectors, corpus_sha256, partial=True)
+        shard.corpus_path = str(corpus_file.resolve())
+        shard.files = checksum_files(folder)
+        shard.write(folder)
+        shards.append(shard)
+        folders.append(str(folder.relative_to(building)))
+        stage(f"shard-{i}")
+    if vector_manifest is not None and sum(s.doc_count for s in shards) != vector_manifest.documents:
+        raise BuildError(f"{vectors}: vectors of {vector_manifest.documents} documents for a corpus of "
+                         f"{sum(s.doc_count for s in shards)}; encode this corpus with 'hybrid encode'")
+    shutil.rmtree(work, ignore_errors=True)
+    return merged_manifest(name, corpus_file, corpus_sha256, shards, folders, skipped)
+
+
+def merged_manifest(name: str, corpus_file: Path, corpus_sha256: str, shards: list[Manifest], folders: list[str],
+                    skipped: Skipped) -> Manifest:
+    """The manifest of a sharded index: counts and sizes summed, field types widened over the shards."""
+    schema = FieldSchema()
+    for shard in shards:
+        for field_name, ftype in shard.fields.items():
+            schema.types[field_name] = merged(schema.types.get(field_name), FieldType(ftype))
+    for shard in shards:
+        for reason, info in shard.skipped.items():  # empty documents are found per shard
+            for example in info["examples"]:
+                skipped.add(reason, example)
+            skipped.counts[reason] += info["count"] - len(info["examples"])
+    retrievers = {}
+    for retriever, first in shards[0].retrievers.items():
+        entries = [s.retrievers[retriever] for s in shards]
+        retrievers[retriever] = replace(
+            first, build_seconds=round(sum(e.build_seconds for e in entries), 3),
+            encode_seconds=round(sum(e.encode_seconds for e in entries), 3),
+            index_seconds=round(sum(e.index_seconds for e in entries), 3), size_bytes=sum(e.size_bytes for e in entries))
+    return Manifest(name=name, created=shards[0].created, corpus_path=str(corpus_file.resolve()),
+                    corpus_sha256=corpus_sha256, doc_count=sum(s.doc_count for s in shards), retrievers=retrievers,
+                    docstore_bytes=sum(s.docstore_bytes for s in shards), skipped=skipped.as_dict(),
+                    engine=shards[0].engine, fields=schema.as_dict(), shards=folders)
 
 
 def encode_corpus(corpus: Path, out: Path, options: BuildOptions) -> VectorsManifest:

@@ -67,6 +67,33 @@ class RetrieverSearcher(Protocol):
     def close(self) -> None: ...
 
 
+def merge_runs(runs: Sequence[Sequence[ScoredDoc]], depth: int) -> list[ScoredDoc]:
+    """The best ``depth`` of several shards' lists for one query: score descending, then id."""
+    merged = [d for run in runs for d in run]
+    merged.sort(key=lambda d: (-d.score, d.doc_id))
+    return merged[:depth]
+
+
+class FanOutSearcher:
+    """A retriever's shard searchers behind one :class:`RetrieverSearcher`: each shard searches (and encodes)
+    the queries itself, and each query's lists are merged by score."""
+
+    def __init__(self, shards: Sequence[RetrieverSearcher]) -> None:
+        self.shards = list(shards)
+        self.name = self.shards[0].name
+
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None
+               ) -> RetrieverRuns:
+        results = [s.search(queries, depth, threads, prf, mode, given, where) for s in self.shards]
+        runs = [merge_runs([r.runs[q] for r in results], depth) for q in range(len(queries))]
+        return RetrieverRuns(runs, sum(r.encode_ms for r in results), sum(r.search_ms for r in results))
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
+
 GPU_BUILD_CHUNK = 16384  # documents per chunk a build streams through the GPU pipeline
 
 
@@ -166,6 +193,15 @@ class Component(ABC):
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
         """A searcher over what this component holds now (a live one: including uncommitted writes)."""
 
+    @classmethod
+    def merged_searcher(cls, components: Sequence[Component], encoder: Any, stores: Sequence[DocStore],
+                        views: Sequence[ViewState], batch_size: int) -> RetrieverSearcher:
+        """One searcher over the same retriever in every shard of a sharded index. This default searches each
+        shard and merges the lists by score (:class:`FanOutSearcher`), which equals one index's ranking wherever a
+        document's score does not depend on the other documents; kinds whose scores do (BM25's collection
+        statistics) or that can encode a query once for all shards override it."""
+        return FanOutSearcher([c.searcher(encoder, s, v, batch_size) for c, s, v in zip(components, stores, views)])
+
     def open_writer(self) -> None:
         """Get ready for :meth:`apply`; takes the component's own write lock where it has one."""
 
@@ -243,8 +279,9 @@ class RetrieverKind(ABC):
         ``out`` (``hybrid encode``); None for kinds that index text, not vectors."""
         return None
 
-    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str]) -> Any:
-        """A reader over ``vector_set`` in ``folder`` for :meth:`build`, checked to cover exactly ``ids``."""
+    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str], partial: bool = False) -> Any:
+        """A reader over ``vector_set`` in ``folder`` for :meth:`build`, checked to cover exactly ``ids`` (``partial``:
+        at least them; a shard of a sharded build reads its part)."""
         raise KindError(f"a {self.name} retriever is built from text, not from pre-encoded vectors")
 
     @abstractmethod

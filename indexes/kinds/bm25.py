@@ -21,6 +21,7 @@ from indexes.kinds.base import (
 from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
 from indexes.storage import lucene_backend
 from indexes.storage.lucene_backend import Bm25Index
+from indexes.storage.lucene_direct import SegmentIds
 from indexes.storage.manifest import RetrieverManifest, folder_size
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions
@@ -52,10 +53,10 @@ class Bm25Searcher:
 class Bm25Component(LuceneComponent):
     writer_kind = "bm25"
 
-    def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
+    def _searcher(self, encoder: Any, reader: Any, batch_size: int, ids: SegmentIds | None = None) -> RetrieverSearcher:
         params = self.entry.parameters
         return Bm25Searcher(self.name, Bm25Index(self.folder, k1=params["k1"], b=params["b"], reader=reader,
-                                                      ids=self.segment_ids))
+                                                      ids=ids or self.segment_ids))
 
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
         return ((d.id, d.contents, d.metadata) for d in batch.docs)

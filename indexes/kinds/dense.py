@@ -98,18 +98,23 @@ class DenseSearcher:
         allowed = self._allowed(where) if where is not None else None
         if prf is not None:
             vectors = self._feedback(vectors, prf, allowed)
-        scores, rows = self._search(vectors, depth, allowed)
+        runs = [[ScoredDoc(doc_id, score) for score, doc_id, _ in run] for run in self.hits(vectors, depth, allowed)]
+        return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
+
+    def hits(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> list[list[tuple[float, str, int]]]:
+        """Each query's top ``k`` as (score, id, docno), among ``allowed`` docnos where given."""
+        scores, rows = self._search(vectors, k, allowed)
         ids = self._store.ids_by_docno(rows.ravel().tolist())
         width = rows.shape[1]
-        runs: list[list[ScoredDoc]] = []
-        for q in range(len(queries)):
+        out = []
+        for q in range(len(vectors)):
             run = []
             for j in range(width):
                 doc_id = ids[q * width + j]
                 if doc_id is not None and rows[q, j] >= 0:
-                    run.append(ScoredDoc(doc_id, float(scores[q, j])))
-            runs.append(run)
-        return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
+                    run.append((float(scores[q, j]), doc_id, int(rows[q, j])))
+            out.append(run)
+        return out
 
     def _allowed(self, where: Filter) -> np.ndarray:
         """The docnos this view holds that the filter selects, one bool each (the document store answers)."""
@@ -128,28 +133,74 @@ class DenseSearcher:
         return self.index.search(vectors, k, self._view.bound, self._view.bitmap)
 
     def _feedback(self, vectors: np.ndarray, prf: PrfConfig, allowed: np.ndarray | None) -> np.ndarray:
-        """Vector PRF (Li et al., 2021, as in Pyserini): the query moved towards its top ``fb_docs`` hits.
-
-        ``average``: mean of the query and the hits' vectors. ``rocchio``: ``alpha * q + beta * mean(hits)``.
-        The hits' vectors come back from FAISS (``reconstruct``), never re-encoded; the result is
-        L2-normalized again so scores stay cosines.
-        """
-        fb_docs = int(prf.fb_docs or 1)
-        _, rows = self._search(vectors, fb_docs, allowed)
-        found = rows >= 0
-        stored = self.index.reconstruct(np.where(found, rows, 0).ravel()).reshape(*rows.shape, -1)
-        stored *= found[..., None]
-        count = found.sum(axis=1, keepdims=True)
-        if prf.method == "average":
-            moved = (vectors + stored.sum(axis=1)) / (1 + count)
-        else:
-            centroid = stored.sum(axis=1) / np.maximum(count, 1)
-            moved = float(prf.alpha) * vectors + float(prf.beta) * centroid
-        norms = np.linalg.norm(moved, axis=1, keepdims=True)
-        return np.asarray(moved / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+        """Vector PRF from this index's own top hits (see :func:`moved_query`)."""
+        top = self.hits(vectors, int(prf.fb_docs or 1), allowed)
+        return moved_query(vectors, [self.index.reconstruct(np.asarray([d for _, _, d in run], np.int64)) for run in top],
+                           prf)
 
     def close(self) -> None:
         pass
+
+
+def moved_query(vectors: np.ndarray, stored: Sequence[np.ndarray], prf: PrfConfig) -> np.ndarray:
+    """Vector PRF (Li et al., 2021, as in Pyserini): each query moved towards its top hits' stored vectors.
+
+    ``average``: mean of the query and the hits' vectors. ``rocchio``: ``alpha * q + beta * mean(hits)``. The hits'
+    vectors come back from FAISS (``reconstruct``), never re-encoded; the result is L2-normalized again so
+    scores stay cosines.
+    """
+    moved = []
+    for vector, hits in zip(vectors, stored):
+        count = len(hits)
+        total = hits.sum(axis=0) if count else np.zeros_like(vector)  # float32 sums, divided in float64
+        if prf.method == "average":
+            moved.append((vector + total).astype(np.float64) / (1 + count))
+        else:
+            moved.append(float(prf.alpha) * vector + float(prf.beta) * (total.astype(np.float64) / max(count, 1)))
+    out = np.asarray(moved, dtype=np.float64)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.asarray(out / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+class ShardedDenseSearcher:
+    """Dense search over the shards of a sharded index: the query is encoded once, each shard's FAISS index is
+    searched with it, and the hits are merged by score (cosines do not depend on other documents, so the
+    merged list is an unsharded index's). PRF takes its feedback documents from the merged top hits."""
+
+    def __init__(self, shards: Sequence[DenseSearcher]) -> None:
+        self.shards = list(shards)
+        self.name = self.shards[0].name
+
+    def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None) -> RetrieverRuns:
+        first = self.shards[0]
+        started = time.perf_counter()
+        vectors = first.given_vectors(given) if given is not None else first.encode_queries(queries, mode)
+        encode_ms = elapsed_ms(started)
+        started = time.perf_counter()
+        allowed = [s._allowed(where) if where is not None else None for s in self.shards]
+        if prf is not None:
+            top = self._hits(vectors, int(prf.fb_docs or 1), allowed)
+            stored = [np.asarray([self.shards[i].index.reconstruct(np.asarray([d], np.int64))[0] for _, _, i, d in run],
+                                 dtype=np.float32).reshape(len(run), -1) for run in top]
+            vectors = moved_query(vectors, stored, prf)
+        runs = [[ScoredDoc(doc_id, score) for score, doc_id, _, _ in run] for run in self._hits(vectors, depth, allowed)]
+        return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
+
+    def _hits(self, vectors: np.ndarray, k: int, allowed: Sequence[np.ndarray | None]
+              ) -> list[list[tuple[float, str, int, int]]]:
+        """Each query's top ``k`` over every shard: (score, id, shard, docno), score descending, then id."""
+        per_shard = [s.hits(vectors, k, a) for s, a in zip(self.shards, allowed)]
+        out = []
+        for q in range(len(vectors)):
+            merged = [(score, doc_id, i, docno) for i, hits in enumerate(per_shard) for score, doc_id, docno in hits[q]]
+            merged.sort(key=lambda h: (-h[0], h[1]))
+            out.append(merged[:k])
+        return out
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
 
 
 class DenseComponent(Component):
@@ -159,6 +210,12 @@ class DenseComponent(Component):
 
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
         return DenseSearcher(self.name, self.faiss, encoder, store, batch_size, view, self.onnx_cache)
+
+    @classmethod
+    def merged_searcher(cls, components: Sequence[Component], encoder: Any, stores: Sequence[DocStore],
+                        views: Sequence[ViewState], batch_size: int) -> RetrieverSearcher:
+        shards = [c.searcher(encoder, s, v, batch_size) for c, s, v in zip(components, stores, views)]
+        return ShardedDenseSearcher(shards)  # type: ignore[arg-type]
 
     def apply(self, batch: WriteBatch) -> None:
         """Appends only vectors it does not hold yet (docnos above its largest): a replayed write is a no-op."""
@@ -273,8 +330,9 @@ class DenseKind(RetrieverKind):
         return VectorSet(ctx.spec.name, self.name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
                          writer.count, [writer.path.name, writer.path.with_suffix(".ids.jsonl").name])
 
-    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str]) -> DenseVectors:
-        return DenseVectors(folder / vector_set.files[0], ids, int(vector_set.parameters["dimension"]))
+    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str], partial: bool = False
+                     ) -> DenseVectors:
+        return DenseVectors(folder / vector_set.files[0], ids, int(vector_set.parameters["dimension"]), partial)
 
     def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,
                      options: BuildOptions) -> RetrieverManifest:

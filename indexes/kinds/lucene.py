@@ -8,14 +8,14 @@ writes. The component keeps the per-segment id tables, so a new view reads the i
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from indexes.kinds.base import Component, RetrieverSearcher, ViewState, WriteBatch
 from indexes.storage.docstore import DocStore
 from indexes.storage.engine import check_readable
-from indexes.storage.lucene_direct import SegmentIds
+from indexes.storage.lucene_direct import SegmentIds, multi_reader, open_reader
 from indexes.storage.lucene_writer import Kind, LuceneWriter, committed_seq
 from indexes.storage.manifest import RetrieverManifest
 from retrieval.core.jvm import JNI_LOCK
@@ -39,8 +39,9 @@ class LuceneComponent(Component):
         super().__init__(index_folder, name, entry, device)
 
     @abstractmethod
-    def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
-        """A searcher over ``reader`` (None: the committed index), taking the reader over."""
+    def _searcher(self, encoder: Any, reader: Any, batch_size: int, ids: SegmentIds | None = None) -> RetrieverSearcher:
+        """A searcher over ``reader`` (None: the committed index), taking the reader over; ``ids`` caches its
+        segments' id tables (default: this component's)."""
 
     @abstractmethod
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
@@ -55,6 +56,28 @@ class LuceneComponent(Component):
                 with JNI_LOCK:
                     reader.close()
             raise
+
+    @classmethod
+    def merged_searcher(cls, components: Sequence[Component], encoder: Any, stores: Sequence[DocStore],
+                        views: Sequence[ViewState], batch_size: int) -> RetrieverSearcher:
+        """Every shard's Lucene index under one ``MultiReader``, searched once: statistics are collection-wide, so
+        BM25 scores, ties and their order equal an unsharded index's (impacts need no statistics, but one search
+        also keeps Anserini's tie rounding identical)."""
+        readers: list[Any] = []
+        try:
+            for component in components:
+                assert isinstance(component, LuceneComponent)
+                writer = component._writer
+                readers.append(writer.open_reader() if writer is not None else open_reader(component.folder))
+            reader = multi_reader(readers)
+        except BaseException:
+            with JNI_LOCK:
+                for opened in readers:
+                    opened.close()
+            raise
+        first = components[0]
+        assert isinstance(first, LuceneComponent)
+        return first._searcher(encoder, reader, batch_size, ids=SegmentIds())
 
     def open_writer(self) -> None:
         if self._writer is None:

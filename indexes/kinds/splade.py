@@ -28,6 +28,7 @@ from indexes.kinds.base import (
 from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
 from indexes.storage import lucene_backend
 from indexes.storage.lucene_backend import ImpactIndex
+from indexes.storage.lucene_direct import SegmentIds
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
 from retrieval.core.filters import Filter
@@ -143,8 +144,8 @@ class SpladeSearcher:
 class SpladeComponent(LuceneComponent):
     writer_kind = "impact"
 
-    def _searcher(self, encoder: Any, reader: Any, batch_size: int) -> RetrieverSearcher:
-        return SpladeSearcher(self.name, ImpactIndex(self.folder, reader=reader, ids=self.segment_ids), encoder,
+    def _searcher(self, encoder: Any, reader: Any, batch_size: int, ids: SegmentIds | None = None) -> RetrieverSearcher:
+        return SpladeSearcher(self.name, ImpactIndex(self.folder, reader=reader, ids=ids or self.segment_ids), encoder,
                               quantization(self.entry), batch_size, self.onnx_cache)
 
     def _documents(self, batch: WriteBatch) -> Iterable[tuple[str, Any]]:
@@ -257,8 +258,9 @@ class SpladeKind(RetrieverKind):
         return VectorSet(ctx.spec.name, self.name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
                          writer.count, [writer.path.name])
 
-    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str]) -> SparseVectors:
-        return SparseVectors(folder / vector_set.files[0], ids)
+    def read_vectors(self, folder: Path, vector_set: VectorSet, ids: Sequence[str], partial: bool = False
+                     ) -> SparseVectors:
+        return SparseVectors(folder / vector_set.files[0], ids, partial)
 
     def create_empty(self, out: Path, spec: RetrieverSpec, model: ResolvedModel | None,
                      options: BuildOptions) -> RetrieverManifest:

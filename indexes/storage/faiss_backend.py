@@ -14,6 +14,7 @@ emptied copy of the index.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -27,7 +28,17 @@ from indexes.storage.layout import fsync_path
 from retrieval.core.errors import HybridError, UnavailableError
 
 FILE = "index.faiss"
-EXACT_SCAN_LIMIT = 20_000  # filter matches scored exactly rather than through the index (see search_allowed)
+
+
+def exact_scan_limit(total: int, ef_search: int) -> int:
+    """Up to how many filter matches an exact scan beats a graph search with a selector.
+
+    A scan costs one distance per match, ``s * N`` for a filter keeping a share ``s`` of ``N`` vectors; a
+    filtered HNSW search visits about ``efSearch / s`` vectors to find ``efSearch`` matches. They cross at
+    ``s * N = sqrt(efSearch * N)`` matches: 5,060 at 100k vectors and efSearch 256, 16,000 at 1M (measured
+    in ``eval/bench/filters.py``). Never below 1,000, where a scan takes well under a millisecond.
+    """
+    return max(1000, math.isqrt(max(total, 1) * max(ef_search, 1)))
 
 
 class FaissBuildError(HybridError, ValueError):
@@ -202,6 +213,7 @@ class FaissIndex:
         self._index = _to_gpu(cpu_index, device)
         self._on_gpu = self._index is not cpu_index
         self._selectors = not self._on_gpu  # turned off at the first type that refuses them (e.g. PQ)
+        self._reconstructs = True  # turned off at the first type that cannot return stored vectors
         self._lock = _ReadWriteLock()
 
     @property
@@ -254,7 +266,7 @@ class FaissIndex:
             out_docnos[q, : len(kept)] = docnos[q, kept]
         return out_scores, out_docnos
 
-    def search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray, exact_limit: int = EXACT_SCAN_LIMIT
+    def search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray, exact_limit: int | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` among the docnos whose ``allowed`` bool is set (a metadata filter's matches in one view).
 
@@ -262,32 +274,42 @@ class FaissIndex:
         Qdrant and Elasticsearch switch to an exact scan for selective filters: a graph or IVF search with a
         selector finds too few of them. More matches go through the index with a selector (or over-fetching
         where the type has none); if that still returns fewer than ``min(k, matches)`` hits, the matches are
-        scanned exactly after all, so a filter never costs hits that exist.
+        scanned exactly after all, so a filter never costs hits that exist. Types that cannot return their
+        stored vectors go through the index only.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         docnos = np.flatnonzero(allowed)
-        if len(docnos) <= exact_limit:
-            return self._scan(queries, k, docnos)
+        scannable = self._reconstructs
+        limit = exact_scan_limit(self.ntotal, self.ef_search) if exact_limit is None else exact_limit
+        if scannable and len(docnos) <= limit:
+            try:
+                return self._scan(queries, k, docnos)
+            except FaissBuildError:  # this index type keeps no vectors to return (e.g. PQ on the GPU)
+                self._reconstructs = scannable = False
         scores, rows = self.search(queries, k, None, np.packbits(allowed, bitorder="little"))
-        if (rows[:, : min(k, len(docnos))] < 0).any():
-            return self._scan(queries, k, docnos)
+        if scannable and (rows[:, : min(k, len(docnos))] < 0).any():
+            try:
+                return self._scan(queries, k, docnos)
+            except FaissBuildError:
+                self._reconstructs = False
         return scores, rows
 
     def _scan(self, queries: np.ndarray, k: int, docnos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact inner products with the stored vectors of ``docnos``; -1 pads, as :meth:`search`."""
+        """Exact inner products with the stored vectors of ``docnos``, by FAISS's own brute-force kernel (the flat
+        index's arithmetic, so the scores are the ones a flat index gives); -1 pads, as :meth:`search`."""
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_docnos = np.full((len(queries), k), -1, np.int64)
         if not len(docnos):
             return out_scores, out_docnos
-        scores = queries @ self.reconstruct(docnos).T
+        faiss = _faiss()
         width = min(k, len(docnos))
-        top = np.argpartition(-scores, width - 1, axis=1)[:, :width] if width < len(docnos) else \
-            np.broadcast_to(np.arange(len(docnos)), (len(queries), len(docnos)))
+        scores, rows = faiss.knn(queries, self.reconstruct(docnos), width, metric=faiss.METRIC_INNER_PRODUCT)
         for q in range(len(queries)):
-            # Best first; equal scores by docno, as FAISS's flat search keeps the first-added.
-            order = sorted(top[q].tolist(), key=lambda i: (-scores[q, i], docnos[i]))
-            out_scores[q, :width] = scores[q, order]
-            out_docnos[q, :width] = docnos[order]
+            found = rows[q] >= 0
+            # Best first; equal scores by docno, as the flat index keeps the first-added.
+            order = sorted(range(int(found.sum())), key=lambda i: (-scores[q, i], docnos[rows[q, i]]))
+            out_scores[q, : len(order)] = scores[q, order]
+            out_docnos[q, : len(order)] = docnos[rows[q, order]]
         return out_scores, out_docnos
 
     def reconstruct(self, docnos: np.ndarray) -> np.ndarray:

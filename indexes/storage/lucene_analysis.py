@@ -17,7 +17,6 @@ from typing import Any
 
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 
-
 CHAR_TERM = "org.apache.lucene.analysis.tokenattributes.CharTermAttribute"
 OFFSET = "org.apache.lucene.analysis.tokenattributes.OffsetAttribute"
 

@@ -27,7 +27,6 @@ from indexes.storage.lucene_direct import (
     open_reader,
     read_postings,
 )
-from indexes.storage.lucene_filter import filtered
 from indexes.storage.lucene_writer import Kind, LuceneWriter
 from retrieval.core.errors import HybridError
 from retrieval.core.filters import Filter
@@ -161,7 +160,7 @@ class Bm25Index:
         (not with ``prf``: Anserini's feedback round would search without it)."""
         if prf is not None:
             return self.batch_search([query], k, 1, prf)[0]
-        return self._searcher.top(filtered(self._queries.build(query), where), k)
+        return self._searcher.top(self._queries.build(query), k, where)
 
     def batch_search(self, queries: Sequence[str], k: int, threads: int, prf: PrfConfig | None = None,
                      where: Filter | None = None) -> list[list[ScoredDoc]]:
@@ -245,7 +244,7 @@ class ImpactIndex:
     def search(self, vector: dict[str, int], k: int, where: Filter | None = None) -> list[ScoredDoc]:
         if not vector:
             return []
-        return self._searcher.top(filtered(self._queries.build(vector), where), k)
+        return self._searcher.top(self._queries.build(vector), k, where)
 
     def batch_search(self, vectors: Sequence[dict[str, int]], k: int, threads: int, where: Filter | None = None
                      ) -> list[list[ScoredDoc]]:

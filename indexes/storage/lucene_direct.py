@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -27,12 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from indexes.storage.lucene_filter import filter_query, filtered
+from retrieval.core.filters import Filter
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 from retrieval.core.types import ScoredDoc
 
 ID_FIELD = "id"
 CONTENTS_FIELD = "contents"
 _HIT = re.compile(r'"score":([^,}]+),"doc":(-?\d+)')  # one ScoreDoc as Jackson writes it
+POST_FILTER_SHARE = 0.1  # filters matching at least this share of the documents post-filter a pruned search (see top)
 TIE_PAD = 16  # extra hits fetched so that a tie at the k-th score is usually resolved in one search
 _E4_GAP = 1e-4
 
@@ -51,6 +55,7 @@ class _Java:
         self.File = autoclass("java.io.File")
         self.FSDirectory = autoclass("org.apache.lucene.store.FSDirectory")
         self.DirectoryReader = autoclass("org.apache.lucene.index.DirectoryReader")
+        self.MultiReader = autoclass("org.apache.lucene.index.MultiReader")
         self.IndexSearcher = autoclass("org.apache.lucene.search.IndexSearcher")
         self.DocValues = autoclass("org.apache.lucene.index.DocValues")
         self.ImpactSimilarity = autoclass("io.anserini.search.similarity.ImpactSimilarity")
@@ -65,6 +70,8 @@ class _Java:
         self.MultiBits = autoclass("org.apache.lucene.index.MultiBits")
         self.PostingsEnum = autoclass("org.apache.lucene.index.PostingsEnum")
         self.Term = autoclass("org.apache.lucene.index.Term")
+        self.ScoreMode = autoclass("org.apache.lucene.search.ScoreMode")
+        self.FixedBitSet = autoclass("org.apache.lucene.util.FixedBitSet")
 
     @classmethod
     def get(cls) -> _Java:
@@ -79,6 +86,14 @@ def open_reader(index_dir: Path) -> Any:
     java = _Java.get()
     with JNI_LOCK:
         return java.DirectoryReader.open(java.FSDirectory.open(java.File(str(index_dir)).toPath()))
+
+
+def multi_reader(readers: list[Any]) -> Any:
+    """One reader over ``readers`` (shards), taking them over: closing it closes them."""
+    java = _Java.get()
+    with JNI_LOCK:
+        subs = [java.cast("org.apache.lucene.index.IndexReader", r) for r in readers]
+        return java.MultiReader(subs, True)
 
 
 class SegmentIds:
@@ -191,6 +206,7 @@ class DirectSearcher:
             self._searcher = java.IndexSearcher(java.cast("org.apache.lucene.index.IndexReader", reader))
             self._searcher.setSimilarity(similarity)
         self._mapper = java.ObjectMapper()
+        self._bits: dict[Filter, np.ndarray] = {}  # per filter: its matches in this reader
 
     def _fetch(self, query: Any, n: int) -> list[tuple[float, int]]:
         # The TopDocs go to Jackson whole: reading its scoreDocs field from Python would build one proxy per hit.
@@ -203,18 +219,91 @@ class DirectSearcher:
         scores = np.array([float(score) for score, _ in pairs], dtype=np.float32).tolist()
         return list(zip(scores, [int(doc) for _, doc in pairs]))
 
-    def top(self, query: Any, k: int) -> list[ScoredDoc]:
-        """The wrapper's top ``k``: (score desc, id asc), tie-adjusted scores."""
+    def top(self, query: Any, k: int, where: Filter | None = None) -> list[ScoredDoc]:
+        """The wrapper's top ``k``: (score desc, id asc), tie-adjusted scores; ``where`` keeps only the documents a
+        metadata filter selects, with the same hits and scores as ``BooleanQuery(MUST query, FILTER filter)``.
+
+        Lucene 9.9 gives up dynamic pruning (MaxScore/WAND) once a FILTER clause turns a disjunction into a
+        conjunction, so a broad filter can cost several times the plain search. The filter's share of the live
+        documents decides (one ``count``): none match, no search; all match, the plain search; at least
+        :data:`POST_FILTER_SHARE` match, the plain search, pruned, is fetched deep enough that the filter's
+        matches among its hits settle the top ``k`` (checked against the filter's bitset, read once per reader),
+        else, and for narrower filters, the FILTER clause.
+        """
+        if where is None:
+            return self._ranked(self._fetch_cut(query, k), k)
+        restriction = filter_query(where)
+        count, live = self._count(restriction)
+        if count == 0:
+            return []
+        if count >= live:
+            return self._ranked(self._fetch_cut(query, k), k)
+        if count >= POST_FILTER_SHARE * live:
+            kept = self._post_filtered(query, k, where, restriction, count / live)
+            if kept is not None:
+                return self._ranked(kept, k)
+        return self._ranked(self._fetch_cut(filtered(query, where), k), k)
+
+    def _fetch_cut(self, query: Any, k: int) -> list[tuple[float, int]]:
         n = k + TIE_PAD
         hits = self._fetch(query, n)
         # Lucene keeps the lowest doc numbers among equal scores; fetch more until the k-th score is cut.
         while len(hits) == n and hits[-1][0] == hits[k - 1][0]:
             n *= 4
             hits = self._fetch(query, n)
+        return hits
+
+    def _ranked(self, hits: list[tuple[float, int]], k: int) -> list[ScoredDoc]:
         ids = self._ids
         ranked = sorted(((-score, ids[doc]) for score, doc in hits))[:k]
         scores = tie_adjusted([-s for s, _ in ranked])
         return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, scores)]
+
+    def _post_filtered(self, query: Any, k: int, where: Filter, restriction: Any, share: float
+                       ) -> list[tuple[float, int]] | None:
+        """The filter's matches among the plain search's hits, fetched until every match that could rank in the top
+        ``k`` is among them (the k-th kept score above the last hit's); None when that needs too deep a fetch."""
+        bits = self._filter_bits(where, restriction)
+        n = math.ceil((k + TIE_PAD) / share * 2)
+        limit = max(n * 16, 4096)
+        while n <= limit:
+            hits = self._fetch(query, n)
+            kept = [(score, doc) for score, doc in hits if bits[doc]]
+            if len(hits) < n or (len(kept) >= k and kept[k - 1][0] > hits[-1][0]):
+                return kept
+            n *= 4
+        return None
+
+    def _count(self, restriction: Any) -> tuple[int, int]:
+        with JNI_LOCK:
+            return int(self._searcher.count(restriction)), int(self._searcher.getIndexReader().numDocs())
+
+    def _filter_bits(self, where: Filter, restriction: Any) -> np.ndarray:
+        """One bool per doc number of this reader: whether the filter matches it (deleted documents may be set;
+        searches never return them). Kept per filter for the reader's life."""
+        cached = self._bits.get(where)
+        if cached is not None:
+            return cached
+        java = _Java.get()
+        parts: list[np.ndarray] = []
+        with JNI_LOCK:
+            weight = self._searcher.createWeight(self._searcher.rewrite(restriction), java.ScoreMode.COMPLETE_NO_SCORES,
+                                                 1.0)
+            for leaf in self._searcher.getIndexReader().leaves().toArray():
+                size = leaf.reader().maxDoc()
+                scorer = weight.scorer(leaf)
+                if scorer is None:
+                    parts.append(np.zeros(size, dtype=bool))
+                    continue
+                fixed = java.FixedBitSet(size)
+                getattr(fixed, "or")(scorer.iterator())  # FixedBitSet.or(DocIdSetIterator): Java fills it
+                words = np.asarray(fixed.getBits(), dtype="<i8")
+                parts.append(np.unpackbits(words.view(np.uint8), bitorder="little")[:size].astype(bool))
+        bits = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+        if len(self._bits) >= 32:
+            self._bits.pop(next(iter(self._bits)))
+        self._bits[where] = bits
+        return bits
 
     def doc_freqs(self, terms: Sequence[str], field: str = CONTENTS_FIELD) -> tuple[int, list[int]]:
         """(documents in the index, each term's document frequency), as Lucene's statistics count them

@@ -76,6 +76,10 @@ class Manifest:
     # Metadata fields filters can use: name -> keyword, number, date or boolean (retrieval.core.fields).
     # Empty for indexes without metadata and for manifests written before filters existed.
     fields: dict[str, str] = field(default_factory=dict)
+    # A sharded index (indexes.storage.shards): its shard folders, each a complete index with its own manifest;
+    # empty for a single-folder index. Then ``retrievers`` describes the shards' retrievers with sizes and
+    # times summed, and ``files`` covers every shard's files.
+    shards: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -119,10 +119,11 @@ class DenseWriter:
         self._ids.close()
 
 
-def _check_ids(path: Path, found: Iterable[str], wanted: Sequence[str]) -> None:
+def _check_ids(path: Path, found: Iterable[str], wanted: Sequence[str], partial: bool = False) -> None:
+    """``found`` must hold exactly ``wanted`` (``partial``: at least; a shard reads its part of the corpus's vectors)."""
     have = set(found)
     missing = [i for i in wanted if i not in have]
-    extra = have.difference(wanted)
+    extra = set() if partial else have.difference(wanted)
     if missing or extra:
         parts = []
         if missing:
@@ -135,7 +136,7 @@ def _check_ids(path: Path, found: Iterable[str], wanted: Sequence[str]) -> None:
 class SparseVectors:
     """Random access by id into a sparse ``.jsonl``: one pass records each line's offset (and checks ids)."""
 
-    def __init__(self, path: Path, wanted: Sequence[str]) -> None:
+    def __init__(self, path: Path, wanted: Sequence[str], partial: bool = False) -> None:
         self.path = path
         self._offsets: dict[str, int] = {}
         with path.open("rb") as handle:
@@ -149,7 +150,7 @@ class SparseVectors:
                     raise VectorFileError(f"{path}, line {number}: id {doc_id!r} appears twice")
                 self._offsets[doc_id] = offset
                 offset += len(line)
-        _check_ids(path, self._offsets, wanted)
+        _check_ids(path, self._offsets, wanted, partial)
 
     def vectors(self, ids: Iterable[str]) -> Iterator[tuple[str, dict[str, int]]]:
         with self.path.open("rb") as handle:
@@ -168,7 +169,7 @@ class SparseVectors:
 class DenseVectors:
     """Rows of a dense ``.npy`` (memory-mapped) by id."""
 
-    def __init__(self, path: Path, wanted: Sequence[str], dimension: int) -> None:
+    def __init__(self, path: Path, wanted: Sequence[str], dimension: int, partial: bool = False) -> None:
         self.path = path
         ids_path = path.with_suffix(".ids.jsonl")
         if not path.is_file() or not ids_path.is_file():
@@ -187,7 +188,7 @@ class DenseVectors:
         self._rows = {doc_id: row for row, doc_id in enumerate(ids)}
         if len(self._rows) != len(ids):
             raise VectorFileError(f"{ids_path}: an id appears twice")
-        _check_ids(ids_path, self._rows, wanted)
+        _check_ids(ids_path, self._rows, wanted, partial)
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         return np.ascontiguousarray(self._array[[self._rows[i] for i in ids]], dtype=np.float32)

@@ -182,10 +182,3 @@ def _range(name: str, ftype: FieldType, bounds: Any, where: str) -> NumberRange:
         high = math.nextafter(_number(name, ftype, bounds["lt"], where), -math.inf)
     return NumberRange(name, low, high)
 
-
-def fields_used(node: Filter) -> set[str]:
-    if isinstance(node, (And, Or)):
-        return set().union(*(fields_used(c) for c in node.children))
-    if isinstance(node, Not):
-        return fields_used(node.child)
-    return {node.field}

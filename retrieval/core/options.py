@@ -45,6 +45,7 @@ class BuildOptions:
     threads: int = 2
     progress: bool = True
     on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest
+    shards: int = 1  # > 1: one complete index per shard, documents assigned by a stable hash of their _id
     # Test hook: called with a stage name as the build passes it (crash-safety tests kill there).
     on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     # Progress for background jobs: (stage, documents done in it, total or None).

@@ -18,6 +18,7 @@ from indexes.kinds import get_kind
 from indexes.kinds.base import Component, KindError, RetrieverSearcher, ViewState
 from indexes.storage.docstore import DocStore
 from indexes.storage.manifest import Manifest, verify_files
+from indexes.storage.shards import ShardedStore
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter, FilterError, parse_filter
@@ -150,6 +151,8 @@ class Searcher:
         verify_files(folder, manifest, options.verify)
         wanted = list(dict.fromkeys(retrievers)) if retrievers is not None else list(manifest.retrievers)
         check_retrievers(manifest, wanted)
+        if manifest.shards:
+            return cls._open_shards(folder, manifest, options, wanted)
         store = DocStore.open(folder)
         try:
             # After live writes, the files on disk hold the state of the last checkpoint (seq live_seq):
@@ -169,6 +172,48 @@ class Searcher:
             store.close()
             raise
         searcher = cls(folder, manifest, store, searchers, options, seq=seq, components=components)
+        try:
+            searcher.warm_modes()
+        except BaseException:
+            searcher.close()
+            raise
+        freeze_loaded()
+        return searcher
+
+    @classmethod
+    def _open_shards(cls, folder: Path, manifest: Manifest, options: OpenOptions, wanted: list[str]) -> Searcher:
+        """A sharded index (:mod:`indexes.storage.shards`): each retriever gets one searcher over all shards
+        (``Component.merged_searcher``: one Lucene ``MultiReader``, dense hits merged by score), and the shards'
+        document stores are read as one. Rankings equal an unsharded index's of the same documents."""
+        stores: list[DocStore] = []
+        views: list[ViewState] = []
+        components: dict[str, Component] = {}
+        searchers: dict[str, RetrieverSearcher] = {}
+        try:
+            encoders = load_encoders(manifest, wanted, options.device)
+            per_shard: list[dict[str, Component]] = []
+            for i, rel in enumerate(manifest.shards):
+                shard = folder / rel
+                shard_manifest = Manifest.read(shard)
+                store = DocStore.open(shard)
+                stores.append(store)
+                views.append(ViewState(bitmap=store.live_bitmap(shard_manifest.live_seq) if store.has_versions() else None))
+                opened = open_components(shard, shard_manifest, wanted, options.device)
+                per_shard.append(opened)
+                components.update({f"{name}@{i}": c for name, c in opened.items()})
+            for name in wanted:
+                shard_components = [opened[name] for opened in per_shard]
+                searchers[name] = type(shard_components[0]).merged_searcher(shard_components, encoders[name], stores,
+                                                                             views, options.batch_size)
+        except BaseException:
+            for searcher in searchers.values():
+                searcher.close()
+            for component in components.values():
+                component.close()
+            for store in stores:
+                store.close()
+            raise
+        searcher = cls(folder, manifest, ShardedStore(stores), searchers, options, components=components)  # type: ignore[arg-type]
         try:
             searcher.warm_modes()
         except BaseException:
