@@ -29,3 +29,25 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "## Qdrant Edge on the same vectors" in (out / "bench.md").read_text()
     assert report["http"]["load"]["2"]["errors"] == 0 and report["http"]["load"]["2"]["requests"] > 0
     assert "## Baselines on the same inputs" in (out / "bench.md").read_text()
+
+
+def test_filter_and_shard_benchmarks_smoke(small_index: Path, tmp_path: Path) -> None:
+    """``eval/bench/filters.py`` and ``eval/bench/shards.py`` on 400 resampled documents: reports written, every
+    filter case measured, every shard count ranking like one shard."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "queries.jsonl").write_text("".join(json.dumps({"_id": str(i), "text": q}) + "\n" for i, q in enumerate(
+        ["boundary layer transition", "heat transfer to a flat plate", "wing flutter at transonic speeds"])))
+    common = ["--source", str(source), "--index", str(small_index), "--docs", "400", "--queries", "3"]
+    for module, extra, report in (("filters", ["--faiss", "Flat"], "filters.json"), ("shards", ["--shards", "1,2"], "shards.json")):
+        out = tmp_path / module
+        proc = subprocess.run([sys.executable, "-m", f"eval.bench.{module}", *common, *extra, "--work", str(tmp_path / "w"),
+                               "--out", str(out)], capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        data = json.loads((out / report).read_text())
+        if module == "filters":
+            assert set(data["results"]) == {"none", "100%", "50%", "10% range", "10% keyword", "1%"}
+            assert data["results"]["100%"]["matches"] == 400 and data["results"]["1%"]["matches"] == 4
+            assert data["results"]["10% range"]["dense"]["mean_hits"] == 10.0
+        else:
+            assert all(r["equal_to_one"] for r in data["results"].values()), data["results"]
