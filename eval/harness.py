@@ -84,7 +84,7 @@ def slug(name: str) -> str:
 
 
 def _index_matches(manifest: Manifest, sha: str, specs: Sequence[RetrieverSpec], build: BuildOptions) -> bool:
-    if not manifest.files or manifest.corpus_sha256 != sha or max(1, len(manifest.shards)) != build.shards:
+    if not (manifest.files or manifest.shards) or manifest.corpus_sha256 != sha or max(1, len(manifest.shards)) != build.shards:
         return False
     for spec in specs:
         entry = manifest.retrievers.get(spec.name)

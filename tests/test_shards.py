@@ -4,6 +4,7 @@ fusion; it is served over HTTP read-only and survives a restart; bad shard count
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import httpx
 import pytest
 
 from indexes.indexing.builder import BuildError, BuildOptions, build_index
+from indexes.indexing.sharded import ShardedLiveIndex, open_index
+from indexes.storage.corpus import Document
 from indexes.storage.layout import IndexRoot
 from indexes.storage.manifest import Manifest
 from indexes.storage.shards import shard_folder, shard_of
@@ -95,19 +98,93 @@ def test_filters_on_shards_keep_the_unfiltered_order(sharded_searcher) -> None: 
             assert [(h.id, h.score) for h in got] == expected, (retriever, value)
 
 
-def test_served_over_http_read_only_and_after_a_restart(sharded: Path) -> None:
-    for _ in range(2):  # the second server opens the same files again: a restart
-        server = Server(sharded)
-        try:
-            url = f"{server.url}/v1/indexes/sharded"
-            info = httpx.get(url, timeout=30).json()
-            assert info["documents"] == 60
-            r = httpx.post(f"{url}/search", json={"query": QUERIES[0], "k": 5}, timeout=60)
-            assert r.status_code == 200 and len(r.json()["hits"]) == 5
-            w = httpx.put(f"{url}/documents", timeout=60, json={"documents": [{"_id": "x", "text": "new"}]})
-            assert w.status_code == 409 and "sharded" in w.json()["error"]["message"]
-        finally:
-            server.stop()
+NEW_DOCS = [Document(f"new-{i}", "Shock waves", f"Shock wave boundary layer interaction, case {i}.", {"lang": lang(i)})
+            for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def unsharded_meta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sharded fixture's documents in one folder, to compare live writes against."""
+    folder = tmp_path_factory.mktemp("unsharded")
+    rows = cranfield_docs(60)
+    for i, row in enumerate(rows):
+        row["metadata"] = {"lang": lang(i)}
+    root = IndexRoot(folder / "root")
+    build_index(write_jsonl(folder / "corpus.jsonl", rows), "one", root, BuildOptions(progress=False, batch_size=16))
+    return root.resolve("one")
+
+
+def test_live_writes_reach_the_owning_shard_and_rank_as_unsharded(sharded: Path, unsharded_meta: Path,
+                                                                  tmp_path: Path) -> None:
+    shutil.copytree(IndexRoot(sharded).resolve("sharded"), tmp_path / "s")
+    shutil.copytree(unsharded_meta, tmp_path / "u")
+    many, one = open_index(tmp_path / "s"), open_index(tmp_path / "u")
+    try:
+        assert isinstance(many, ShardedLiveIndex)
+        query = "shock wave boundary layer interaction"
+
+        def same(retrievers: tuple[str, ...]) -> None:
+            with many.view() as a, one.view() as b:
+                for retriever in retrievers:
+                    for where in (None, {"term": {"lang": "fr"}}):
+                        got = a.search(query, k=20, retrievers=[retriever], filter=where).hits
+                        want = b.search(query, k=20, retrievers=[retriever], filter=where).hits
+                        assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want], (retriever, where)
+
+        for index in (many, one):
+            index.upsert(NEW_DOCS)
+        same(("bm25", "splade", "dense"))
+        for index in (many, one):
+            assert index.delete(["new-1", "nope", cranfield_docs(1)[0]["_id"]]).missing == ["nope"]
+        # BM25 statistics count a deleted document until Lucene merges its segment away, and a segment whose
+        # documents are all deleted goes at once: after deletes they depend on the segments, sharded or not.
+        same(("splade", "dense"))
+        with many.view() as a:
+            hits = a.search(query, k=20, retrievers=["bm25"]).hits
+            assert "new-1" not in {h.id for h in hits} and {f"new-{i}" for i in (0, 2, 3, 4, 5)} <= {h.id for h in hits}
+        assert many.doc_count == one.doc_count == 60 + 6 - 2
+        assert sum(s.doc_count for s in many.shards) == 64 and sum(s.seq > 0 for s in many.shards) >= 2
+        bad = [Document("x1", "t", "text", {"lang": 5})]
+        assert many.upsert(bad).upserted == 1  # lang is a keyword field: numbers fit
+    finally:
+        many.close()
+        one.close()
+
+    reopened = open_index(tmp_path / "s")  # checkpointed at close: the writes are in the shards' files
+    try:
+        assert reopened.doc_count == 65
+        with reopened.view() as searcher:
+            assert {h.id for h in searcher.search("shock wave boundary layer", k=10, retrievers=["bm25"]).hits} >= {
+                f"new-{i}" for i in (0, 2, 3, 4, 5)}
+    finally:
+        reopened.close()
+    assert Searcher.open(tmp_path / "s").manifest.shards  # the read-only path verifies each shard's own files
+
+
+def test_sharded_service_writes_and_survives_kill_9(sharded: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(IndexRoot(sharded).resolve("sharded"), root / "news")
+    server = Server(root)
+    url = f"{server.url}/v1/indexes/news"
+    try:
+        docs = [{"_id": f"w{i}", "title": "Ablation", "text": f"Charring ablators on reentry vehicles, test {i}.",
+                 "metadata": {"lang": "fr"}} for i in range(5)]
+        r = httpx.put(f"{url}/documents", json={"documents": docs}, timeout=120)
+        assert r.status_code == 200 and r.json()["upserted"] == 5 and r.json()["documents"] == 65, r.text
+        server.kill()  # acknowledged: in the shards' write-ahead logs, not yet checkpointed
+        server = Server(root)
+        url = f"{server.url}/v1/indexes/news"
+        hits = httpx.post(f"{url}/search", timeout=60, json={"query": "charring ablators reentry", "k": 5,
+                                                              "filter": {"term": {"lang": "fr"}}}).json()["hits"]
+        assert {h["id"] for h in hits} == {f"w{i}" for i in range(5)}
+        r = httpx.request("DELETE", f"{url}/documents", json={"ids": ["w0", "w1"]}, timeout=60)
+        assert r.status_code == 200 and r.json()["deleted"] == 2
+        assert httpx.get(url, timeout=30).json()["documents"] == 63
+        snap = httpx.post(f"{url}/snapshot", timeout=60)
+        assert snap.status_code == 409 and "sharded" in snap.json()["error"]["message"]
+    finally:
+        server.stop()
 
 
 def test_bad_shard_counts_are_refused(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
                 manifest = _build_shards(corpus_file, name, building, options, stage, vectors)
             else:
                 manifest = _build_folder(corpus_file, name, building, options, stage, retrievers, vectors)
-            manifest.files = checksum_files(building)
+            manifest.files = {} if manifest.shards else checksum_files(building)  # shards record their own
             manifest.write(building)
             stage("manifest")
             root.publish(name, building, on_renamed=lambda: stage("renamed"))
@@ -313,7 +313,7 @@ def create_empty_index(name: str, root: IndexRoot, options: BuildOptions) -> Man
                 manifest.retrievers[spec.name] = get_kind(spec.kind).create_empty(building / spec.name, spec, model, options)
             record_engine(manifest, building)
             manifest.docstore_bytes = folder_size(building / DocStore.FILE)
-            manifest.files = checksum_files(building)
+            manifest.files = {} if manifest.shards else checksum_files(building)  # shards record their own
             manifest.write(building)
             root.publish(name, building)
             return manifest

@@ -1,125 +1,252 @@
-"""A sharded index open for serving: every shard searched as one, read-only for now.
+"""A sharded index open for searching and writing: one :class:`LiveIndex` per shard, searched as one.
 
-Searches go through :meth:`Searcher.open`'s sharded path (one ``MultiReader`` per Lucene retriever, dense
-merged by score), so the REST API, ``hybrid search`` and the harness answer exactly as for an unsharded
-index of the same documents. Live upserts and deletes are refused with a 409 that says so: routing them to
-the owning shard's write-ahead log, and a view that spans the shards' latest readers, are the next step of
-the scale-out work. :func:`open_index` picks this class or :class:`LiveIndex` from the manifest.
+Writes: an upsert or a delete is split by :func:`shard_of` and each part goes to its shard's
+:class:`LiveIndex`, which keeps every guarantee it has alone (write-ahead log fsynced before the
+acknowledgement, replay after a crash, checkpoints, compaction). Shards are written one after another
+under the index's write lock, and the request is acknowledged when every part is durable; a crash in
+between keeps the parts already logged (each shard replays its own log), as Elasticsearch keeps the
+shards a bulk request reached.
+
+Reads: after each write, one merged view is published over the shards' current state (each Lucene
+retriever's shard readers under one ``MultiReader``, dense merged by score, the stores read at each
+shard's ``seq``), so a search sees all of a write or none of it, across shards too, and ranks exactly
+as an unsharded index of the same documents would. Views are reference counted as :class:`LiveIndex`
+does it. :func:`open_index` picks this class or :class:`LiveIndex` from the manifest.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
 from indexes.indexing.live import IndexFailedError, LiveIndex, WriteResult
+from indexes.kinds.base import ViewState
 from indexes.storage.corpus import Document
-from indexes.storage.layout import IndexRoot
+from indexes.storage.layout import IndexBusyError, IndexRoot
 from indexes.storage.manifest import Manifest
+from indexes.storage.shards import ShardedStore, shard_of
 from retrieval.core.errors import ConflictError
+from retrieval.core.fields import FieldSchema, FieldType, merged
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher
 
 
 class ShardedWriteError(ConflictError, RuntimeError):
-    """A live write sent to a sharded index."""
+    """A write a sharded index cannot take (yet); the message says what to do instead."""
 
 
-class ShardedIndex:
-    """Duck-types the reading side of :class:`LiveIndex` for a sharded index; writes raise :class:`ShardedWriteError`."""
+@dataclass
+class _View:
+    searcher: Searcher
+    refs: int = 1
 
-    def __init__(self, folder: Path, searcher: Searcher, name: str) -> None:
+
+class ShardedLiveIndex:
+    """The duck-typed twin of :class:`LiveIndex` for a sharded index; see the module docstring."""
+
+    def __init__(self, folder: Path, manifest: Manifest, shards: list[LiveIndex], options: OpenOptions,
+                 root: IndexRoot | None, name: str) -> None:
         self.folder = folder
         self.name = name
-        self._searcher = searcher
-        self.manifest = searcher.manifest
-        self.options = searcher.options
-        self._lock = threading.Lock()
-        self._refs = 1  # one for being open; each search in flight holds another
+        self.options = options
+        self.shards = shards
+        self._base = manifest
+        self._root = root
+        self._write_lock = threading.RLock()
+        self._views_lock = threading.Lock()
+        self._current: _View | None = None
+        self._held = ExitStack()
+        self._locked = False
         self._closed = False
 
     @classmethod
-    def open(cls, folder: Path, options: OpenOptions | None = None, **overrides: Any) -> ShardedIndex:
+    def open(cls, folder: Path, options: OpenOptions | None = None, *, root: IndexRoot | None = None,
+             **overrides: Any) -> ShardedLiveIndex:
+        options = replace(options or OpenOptions(), **overrides)
         folder = Path(folder).resolve()
-        searcher = Searcher.open(folder, replace(options or OpenOptions(), **overrides))
+        manifest = Manifest.read(folder)
         name = folder.name.split("@", 1)[0] if "@" in folder.name else folder.name
-        return cls(folder, searcher, name)
+        shards: list[LiveIndex] = []
+        try:
+            for i, rel in enumerate(manifest.shards):
+                shard = LiveIndex.open(folder / rel, options)  # verifies its files, replays its own log
+                shard.name = f"{name}/shard-{i}"
+                shards.append(shard)
+            live = cls(folder, manifest, shards, options, root, name)
+            live._publish()
+        except BaseException:
+            for shard in shards:
+                shard.close(checkpoint=False)
+            raise
+        return live
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        """The index's manifest with what the shards hold now: documents, fields, the last checkpoint."""
+        schema = FieldSchema()
+        for shard in self.shards:
+            for field_name, ftype in shard.manifest.fields.items():
+                schema.types[field_name] = merged(schema.types.get(field_name), FieldType(ftype))
+        updates = [s.manifest.updated for s in self.shards if s.manifest.updated]
+        return replace(self._base, doc_count=sum(s.doc_count for s in self.shards), fields=schema.as_dict(),
+                       updated=max(updates) if updates else self._base.updated)
 
     @property
     def seq(self) -> int:
-        return 0
+        """Write batches applied over all shards (a write that reaches two shards counts twice)."""
+        return sum(s.seq for s in self.shards)
 
     @property
     def doc_count(self) -> int:
-        return self.manifest.doc_count
+        return sum(s.doc_count for s in self.shards)
 
     @property
     def retrievers(self) -> list[str]:
-        return list(self.manifest.retrievers)
+        return list(self._base.retrievers)
 
     @contextmanager
     def view(self) -> Iterator[Searcher]:
-        """The searcher (one point in time for the index's life: nothing writes to it), held for the block so that
-        a reload's ``close`` waits for the searches in flight."""
-        with self._lock:
-            if self._refs == 0:
+        with self._views_lock:
+            view = self._current
+            if view is None:
                 raise IndexFailedError(f"index {self.name!r} is closed")
-            self._refs += 1
+            view.refs += 1
         try:
-            yield self._searcher
+            yield view.searcher
         finally:
-            self._release()
+            self._release(view)
 
-    def _release(self) -> None:
-        with self._lock:
-            self._refs -= 1
-            done = self._refs == 0
+    def _release(self, view: _View) -> None:
+        with self._views_lock:
+            view.refs -= 1
+            done = view.refs == 0
         if done:
-            self._searcher.close()
+            view.searcher.close()
+
+    def _publish(self) -> None:
+        """One searcher over every shard's current state (their writers' near-real-time readers, the docnos
+        their views hold, their stores at their seq), swapped in at once."""
+        manifest = self.manifest
+        names = list(manifest.retrievers)
+        stores = [s.store for s in self.shards]
+        views = [ViewState(s._bound, s._bitmap) for s in self.shards]
+        searchers: dict[str, Any] = {}
+        try:
+            for retriever in names:
+                components = [s._components[retriever] for s in self.shards]
+                searchers[retriever] = type(components[0]).merged_searcher(
+                    components, self.shards[0].encoders[retriever], stores, views, self.options.batch_size)
+        except BaseException:
+            for searcher in searchers.values():
+                searcher.close()
+            raise
+        store = ShardedStore(stores, [s.seq for s in self.shards])
+        view = _View(Searcher(self.folder, manifest, store, searchers, self.options, owns_store=False))
+        with self._views_lock:
+            previous, self._current = self._current, view
+        if previous is not None:
+            self._release(previous)
+
+    # --- writing -------------------------------------------------------------------------------------
 
     check_documents = staticmethod(LiveIndex.check_documents)
 
-    def _refuse(self) -> ShardedWriteError:
-        return ShardedWriteError(f"index {self.name!r} is sharded ({len(self.manifest.shards)} shards), and sharded "
-                                 "indexes take no live writes yet; rebuild it (hybrid index build --shards) to change "
-                                 "its documents")
+    def _lock_for_writes(self) -> None:
+        """The index's write lock across processes (shards are opened without it), as :class:`LiveIndex` takes it."""
+        if self._closed:
+            raise IndexFailedError(f"index {self.name!r} is closed")
+        if self._locked or self._root is None:
+            return
+        self._held.enter_context(self._root.lock(self.name))
+        if self._root.path(self.name).resolve() != self.folder:
+            self._held.close()
+            raise IndexBusyError(f"index {self.name!r} was rebuilt or replaced on disk since it was opened; reload it")
+        self._locked = True
+
+    def _parts(self, ids: Sequence[str]) -> dict[int, list[int]]:
+        """Positions of ``ids`` by owning shard."""
+        out: dict[int, list[int]] = {}
+        for position, doc_id in enumerate(ids):
+            out.setdefault(shard_of(doc_id, len(self.shards)), []).append(position)
+        return out
 
     def upsert(self, docs: Sequence[Document]) -> WriteResult:
-        raise self._refuse()
+        """Each document to its shard; durable everywhere when it returns, visible to searches at once."""
+        self.check_documents(docs)
+        with self._write_lock:
+            self._lock_for_writes()
+            parts = {i: [docs[p] for p in positions] for i, positions in sorted(self._parts([d.id for d in docs]).items())}
+            # Every part is checked against its shard's field types first, so that no shard takes a part of a batch
+            # another shard refuses.
+            for i, part in parts.items():
+                FieldSchema(self.shards[i].manifest.fields).accept((d.id, d.metadata) for d in part)
+            results = [self.shards[i].upsert(part) for i, part in parts.items()]
+            self._publish()
+        return WriteResult(seq=self.seq, upserted=sum(r.upserted for r in results),
+                           encode_ms=sum(r.encode_ms for r in results), apply_ms=sum(r.apply_ms for r in results))
 
     def delete(self, ids: Sequence[str]) -> WriteResult:
-        raise self._refuse()
+        unique = list(dict.fromkeys(ids))
+        with self._write_lock:
+            self._lock_for_writes()
+            results = [self.shards[i].delete([unique[p] for p in positions])
+                       for i, positions in sorted(self._parts(unique).items())]
+            self._publish()
+        missing = set().union(*(r.missing for r in results)) if results else set()
+        return WriteResult(seq=self.seq, deleted=sum(r.deleted for r in results),
+                           missing=[i for i in unique if i in missing], apply_ms=sum(r.apply_ms for r in results))
 
     def checkpoint(self) -> None:
-        pass  # nothing is written, so there is nothing to make durable
+        with self._write_lock:
+            for shard in self.shards:
+                shard.checkpoint()
 
     def compact(self) -> None:
-        raise self._refuse()
+        with self._write_lock:
+            self._lock_for_writes()
+            for shard in self.shards:
+                shard.compact()
+            self._publish()
 
     def snapshot(self, root: Path) -> Path:
-        raise self._refuse()
+        raise ShardedWriteError(f"index {self.name!r} is sharded: snapshots of sharded indexes are not supported yet; "
+                                "copy the index folder while the server is stopped")
+
+    # --- closing -------------------------------------------------------------------------------------
 
     def stop_writes(self, checkpoint: bool = True) -> None:
-        pass
+        with self._write_lock:
+            try:
+                for shard in self.shards:
+                    shard.stop_writes(checkpoint)
+            finally:
+                self._closed = True
+                self._held.close()
 
     def close(self, checkpoint: bool = True) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._release()
+        try:
+            self.stop_writes(checkpoint)
+        finally:
+            with self._views_lock:
+                current, self._current = self._current, None
+            if current is not None:
+                self._release(current)
+            for shard in self.shards:
+                shard.close(checkpoint=False)
 
 
-ServedIndex = Union[LiveIndex, ShardedIndex]
+ServedIndex = Union[LiveIndex, ShardedLiveIndex]
 
 
 def open_index(folder: Path, options: OpenOptions | None = None, *, root: IndexRoot | None = None,
                **overrides: Any) -> ServedIndex:
-    """The index in ``folder`` open for serving: live (writes and views) or, if sharded, read-only."""
+    """The index in ``folder`` open for searching and live writes, sharded or not."""
     if Manifest.read(Path(folder)).shards:
-        return ShardedIndex.open(folder, options, **overrides)
+        return ShardedLiveIndex.open(folder, options, root=root, **overrides)
     return LiveIndex.open(folder, options, root=root, **overrides)

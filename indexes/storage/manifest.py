@@ -76,9 +76,9 @@ class Manifest:
     # Metadata fields filters can use: name -> keyword, number, date or boolean (retrieval.core.fields).
     # Empty for indexes without metadata and for manifests written before filters existed.
     fields: dict[str, str] = field(default_factory=dict)
-    # A sharded index (indexes.storage.shards): its shard folders, each a complete index with its own manifest;
-    # empty for a single-folder index. Then ``retrievers`` describes the shards' retrievers with sizes and
-    # times summed, and ``files`` covers every shard's files.
+    # A sharded index (indexes.storage.shards): its shard folders, each a complete index with its own manifest
+    # and file checksums; empty for a single-folder index. Then ``retrievers`` describes the shards' retrievers
+    # with sizes and times summed, and ``files`` is empty.
     shards: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -143,6 +143,10 @@ def checksum_files(folder: Path, only: list[str] | None = None, previous: dict[s
 def verify_files(folder: Path, manifest: Manifest, mode: str = "full") -> None:
     """Refuse an index whose files differ from what its build recorded (``full``: sizes and sha256)."""
     if mode == "off":
+        return
+    if manifest.shards:  # each shard records and checks its own files (live writes change them shard by shard)
+        for rel in manifest.shards:
+            verify_files(folder / rel, Manifest.read(folder / rel), mode)
         return
     if not manifest.files:
         raise ManifestError(f"index {manifest.name!r} records no file checksums; rebuild it")

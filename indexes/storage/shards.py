@@ -1,7 +1,7 @@
 """Sharded indexes on disk: which shard owns a document, where shards live, and their documents as one store.
 
-    NAME@STAMP/manifest.json          the index's manifest: ``shards`` lists the shard folders; its
-                                      ``files`` cover every shard's files, so one check verifies all
+    NAME@STAMP/manifest.json          the index's manifest: ``shards`` lists the shard folders (each
+                                      shard's manifest records and checks its own files)
     NAME@STAMP/shards/000/ ...        one complete index per shard (manifest, docs.sqlite, bm25/, ...)
 
 A document belongs to shard ``blake2b-64(_id) mod S``: stable across processes, platforms and Python

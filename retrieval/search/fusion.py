@@ -192,7 +192,11 @@ def weighted_fusion(
         value = values[name][rank - 1]
         return RetrieverScore(rank, doc.score, normalized=value, contribution=w[name] * value)
 
-    return _fused(runs, explained, {name: w[name] * floor[name] for name in runs})
+    fused = _fused(runs, explained, {name: w[name] * floor[name] for name in runs})
+    if any(not math.isfinite(d.score) for d in fused):
+        raise FusionError("the weighted sum overflows: the weights are too large; weights are relative, so scale "
+                          "them all down")
+    return fused
 
 
 def list_features(runs: Mapping[str, Sequence[ScoredDoc]]) -> dict[str, dict[str, float]]:
