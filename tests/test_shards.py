@@ -31,17 +31,20 @@ def lang(i: int) -> str:
     return ["en", "fr", "de"][i % 3]
 
 
-@pytest.fixture(scope="module")
-def sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small corpus (the ``searcher`` fixture's documents) with a metadata field, in 3 shards."""
-    folder = tmp_path_factory.mktemp("sharded")
+def build_with_lang(folder: Path, name: str, shards: int) -> IndexRoot:
+    """The small corpus (the ``searcher`` fixture's documents) with a metadata field, built in ``shards`` shards."""
     rows = cranfield_docs(60)
     for i, row in enumerate(rows):
         row["metadata"] = {"lang": lang(i)}
-    corpus = write_jsonl(folder / "corpus.jsonl", rows)
     root = IndexRoot(folder / "root")
-    build_index(corpus, "sharded", root, BuildOptions(progress=False, batch_size=16, shards=SHARDS))
-    return root.root
+    build_index(write_jsonl(folder / "corpus.jsonl", rows), name, root,
+                BuildOptions(progress=False, batch_size=16, shards=shards))
+    return root
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_with_lang(tmp_path_factory.mktemp("sharded"), "sharded", SHARDS).root
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +108,7 @@ NEW_DOCS = [Document(f"new-{i}", "Shock waves", f"Shock wave boundary layer inte
 @pytest.fixture(scope="module")
 def unsharded_meta(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sharded fixture's documents in one folder, to compare live writes against."""
-    folder = tmp_path_factory.mktemp("unsharded")
-    rows = cranfield_docs(60)
-    for i, row in enumerate(rows):
-        row["metadata"] = {"lang": lang(i)}
-    root = IndexRoot(folder / "root")
-    build_index(write_jsonl(folder / "corpus.jsonl", rows), "one", root, BuildOptions(progress=False, batch_size=16))
-    return root.resolve("one")
+    return build_with_lang(tmp_path_factory.mktemp("unsharded"), "one", 1).resolve("one")
 
 
 def test_live_writes_reach_the_owning_shard_and_rank_as_unsharded(sharded: Path, unsharded_meta: Path,

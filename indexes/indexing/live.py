@@ -23,8 +23,8 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from indexes.indexing.views import IndexFailedError, Views
 from indexes.kinds import get_kind
 from indexes.kinds.base import Component, ViewState, WriteBatch
 from indexes.storage.corpus import Document
@@ -39,7 +40,7 @@ from indexes.storage.docstore import DocStore
 from indexes.storage.layout import IndexBusyError, IndexRoot, fsync_path
 from indexes.storage.manifest import MANIFEST, Manifest, checksum_files, folder_size, verify_files
 from indexes.storage.wal import WriteAheadLog
-from retrieval.core.errors import HybridError, UnavailableError
+from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.gc_tuning import freeze_loaded, thaw
 from retrieval.core.options import OpenOptions
@@ -54,10 +55,6 @@ class LiveWriteError(HybridError, ValueError):
     """A write the index cannot take as sent; the message says what to fix."""
 
 
-class IndexFailedError(UnavailableError, RuntimeError):
-    """A write failed half-way; the index keeps serving its last view and refuses writes until reopened."""
-
-
 @dataclass
 class WriteResult:
     seq: int
@@ -66,13 +63,6 @@ class WriteResult:
     missing: list[str] = field(default_factory=list)
     encode_ms: float = 0.0
     apply_ms: float = 0.0
-
-
-@dataclass
-class _View:
-    searcher: Searcher
-    seq: int
-    refs: int = 1  # one for being the current view
 
 
 class LiveIndex:
@@ -91,9 +81,7 @@ class LiveIndex:
         self._root = root
         self._wal = WriteAheadLog(folder)
         self._write_lock = threading.RLock()
-        self._views_lock = threading.Lock()
-        self._views: list[_View] = []
-        self._current: _View | None = None
+        self._views = Views(name)
         self._writing = False  # the components' writers are open
         self._held = ExitStack()
         self._seq = store.seq
@@ -152,39 +140,16 @@ class LiveIndex:
     def retrievers(self) -> list[str]:
         return list(self.manifest.retrievers)
 
-    @contextmanager
-    def view(self) -> Iterator[Searcher]:
+    def view(self) -> AbstractContextManager[Searcher]:
         """The current point-in-time searcher, held for the duration of the block."""
-        with self._views_lock:
-            view = self._current
-            if view is None:
-                raise IndexFailedError(f"index {self.name!r} is closed")
-            view.refs += 1
-        try:
-            yield view.searcher
-        finally:
-            self._release(view)
-
-    def _release(self, view: _View) -> None:
-        with self._views_lock:
-            view.refs -= 1
-            done = view.refs == 0
-            if done:
-                self._views.remove(view)
-        if done:
-            view.searcher.close()
+        return self._views.hold()
 
     def _publish(self) -> None:
         """Make everything written so far visible to new searches, in one step."""
         searchers = open_searchers(self._components, self.encoders, self.store, ViewState(self._bound, self._bitmap),
                                    self.options.batch_size)
-        view = _View(Searcher(self.folder, self.manifest, self.store, searchers, self.options, seq=self._seq,
-                              owns_store=False), self._seq)
-        with self._views_lock:
-            previous, self._current = self._current, view
-            self._views.append(view)
-        if previous is not None:
-            self._release(previous)
+        self._views.publish(Searcher(self.folder, self.manifest, self.store, searchers, self.options, seq=self._seq,
+                                     owns_store=False), self._seq)
 
     # --- writing -------------------------------------------------------------------------------------
 
@@ -370,8 +335,7 @@ class LiveIndex:
             self._checkpoint_locked(force_compact=True)
 
     def _oldest_view_seq(self) -> int:
-        with self._views_lock:
-            return min([v.seq for v in self._views] + [self._seq])
+        return self._views.oldest_seq(self._seq)
 
     def _checkpoint_locked(self, force_compact: bool = False) -> None:
         if not self._writing:
@@ -453,10 +417,7 @@ class LiveIndex:
         try:
             self.stop_writes(checkpoint)
         finally:
-            with self._views_lock:
-                current, self._current = self._current, None
-            if current is not None:
-                self._release(current)
+            self._views.close()
             thaw()
 
 

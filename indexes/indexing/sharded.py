@@ -17,13 +17,14 @@ does it. :func:`open_index` picks this class or :class:`LiveIndex` from the mani
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Union
 
-from indexes.indexing.live import IndexFailedError, LiveIndex, WriteResult
+from indexes.indexing.live import LiveIndex, WriteResult
+from indexes.indexing.views import IndexFailedError, Views
 from indexes.kinds.base import ViewState
 from indexes.storage.corpus import Document
 from indexes.storage.layout import IndexBusyError, IndexRoot
@@ -39,12 +40,6 @@ class ShardedWriteError(ConflictError, RuntimeError):
     """A write a sharded index cannot take (yet); the message says what to do instead."""
 
 
-@dataclass
-class _View:
-    searcher: Searcher
-    refs: int = 1
-
-
 class ShardedLiveIndex:
     """The duck-typed twin of :class:`LiveIndex` for a sharded index; see the module docstring."""
 
@@ -57,8 +52,7 @@ class ShardedLiveIndex:
         self._base = manifest
         self._root = root
         self._write_lock = threading.RLock()
-        self._views_lock = threading.Lock()
-        self._current: _View | None = None
+        self._views = Views(name)
         self._held = ExitStack()
         self._locked = False
         self._closed = False
@@ -110,24 +104,8 @@ class ShardedLiveIndex:
     def retrievers(self) -> list[str]:
         return list(self._base.retrievers)
 
-    @contextmanager
-    def view(self) -> Iterator[Searcher]:
-        with self._views_lock:
-            view = self._current
-            if view is None:
-                raise IndexFailedError(f"index {self.name!r} is closed")
-            view.refs += 1
-        try:
-            yield view.searcher
-        finally:
-            self._release(view)
-
-    def _release(self, view: _View) -> None:
-        with self._views_lock:
-            view.refs -= 1
-            done = view.refs == 0
-        if done:
-            view.searcher.close()
+    def view(self) -> AbstractContextManager[Searcher]:
+        return self._views.hold()
 
     def _publish(self) -> None:
         """One searcher over every shard's current state (their writers' near-real-time readers, the docnos
@@ -147,11 +125,7 @@ class ShardedLiveIndex:
                 searcher.close()
             raise
         store = ShardedStore(stores, [s.seq for s in self.shards])
-        view = _View(Searcher(self.folder, manifest, store, searchers, self.options, owns_store=False))
-        with self._views_lock:
-            previous, self._current = self._current, view
-        if previous is not None:
-            self._release(previous)
+        self._views.publish(Searcher(self.folder, manifest, store, searchers, self.options, owns_store=False), self.seq)
 
     # --- writing -------------------------------------------------------------------------------------
 
@@ -233,10 +207,7 @@ class ShardedLiveIndex:
         try:
             self.stop_writes(checkpoint)
         finally:
-            with self._views_lock:
-                current, self._current = self._current, None
-            if current is not None:
-                self._release(current)
+            self._views.close()
             for shard in self.shards:
                 shard.close(checkpoint=False)
 

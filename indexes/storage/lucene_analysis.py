@@ -11,7 +11,6 @@ that are query terms cross into Python: three JNI calls per match instead of per
 from __future__ import annotations
 
 import functools
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +28,7 @@ class Token:
 
 
 class _Java:
-    _lock = threading.Lock()
-    _loaded: _Java | None = None
+    """Java classes, loaded once (the JVM must be up first)."""
 
     def __init__(self) -> None:
         ensure_pyserini()
@@ -44,13 +42,10 @@ class _Java:
         self.CharTerm = autoclass(CHAR_TERM)
         self.Offset = autoclass(OFFSET)
 
-    @classmethod
-    def get(cls) -> _Java:
-        if cls._loaded is None:
-            with cls._lock:
-                if cls._loaded is None:
-                    cls._loaded = _Java()
-        return cls._loaded
+    @staticmethod
+    @functools.cache
+    def get() -> _Java:
+        return _Java()
 
 
 def analyze(text: str) -> list[Token]:

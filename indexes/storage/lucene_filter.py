@@ -16,7 +16,6 @@ are the unfiltered query's, restricted before top-k. Filter queries are immutabl
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +35,7 @@ def numeric_field(name: str) -> str:
 
 
 class _Java:
-    _lock = threading.Lock()
-    _loaded: _Java | None = None
+    """Java classes, loaded once (the JVM must be up first)."""
 
     def __init__(self) -> None:
         ensure_pyserini()
@@ -56,13 +54,10 @@ class _Java:
         self.MatchNone = autoclass("org.apache.lucene.search.MatchNoDocsQuery")
         self.Double = autoclass("java.lang.Double")
 
-    @classmethod
-    def get(cls) -> _Java:
-        if cls._loaded is None:
-            with cls._lock:
-                if cls._loaded is None:
-                    cls._loaded = _Java()
-        return cls._loaded
+    @staticmethod
+    @functools.cache
+    def get() -> _Java:
+        return _Java()
 
 
 def add_metadata(document: Any, metadata: Mapping[str, Any]) -> None:

@@ -171,14 +171,7 @@ class Searcher:
                 component.close()
             store.close()
             raise
-        searcher = cls(folder, manifest, store, searchers, options, seq=seq, components=components)
-        try:
-            searcher.warm_modes()
-        except BaseException:
-            searcher.close()
-            raise
-        freeze_loaded()
-        return searcher
+        return cls(folder, manifest, store, searchers, options, seq=seq, components=components)._warmed()
 
     @classmethod
     def _open_shards(cls, folder: Path, manifest: Manifest, options: OpenOptions, wanted: list[str]) -> Searcher:
@@ -213,14 +206,18 @@ class Searcher:
             for store in stores:
                 store.close()
             raise
-        searcher = cls(folder, manifest, ShardedStore(stores), searchers, options, components=components)  # type: ignore[arg-type]
+        return cls(folder, manifest, ShardedStore(stores), searchers, options,  # type: ignore[arg-type]
+                   components=components)._warmed()
+
+    def _warmed(self) -> Searcher:
+        """This searcher once its default query modes are warmed (closed if that fails), with what it loaded frozen."""
         try:
-            searcher.warm_modes()
+            self.warm_modes()
         except BaseException:
-            searcher.close()
+            self.close()
             raise
         freeze_loaded()
-        return searcher
+        return self
 
     def warm_modes(self) -> None:
         """Check the default query modes and prepare them (an ONNX graph is exported and loaded once, here

@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from indexes.indexing.live import IndexFailedError
+from indexes.indexing.views import IndexFailedError
 from retrieval.core.types import PrfConfig
 from retrieval.search.fusion import Adaptive, FusionConfig, FusionError
 from retrieval.search.pipeline import SearchError, SearchResult, clean_query
