@@ -158,7 +158,7 @@ def test_live_writes_reach_the_owning_shard_and_rank_as_unsharded(sharded: Path,
     assert Searcher.open(tmp_path / "s").manifest.shards  # the read-only path verifies each shard's own files
 
 
-def test_sharded_service_writes_and_survives_kill_9(sharded: Path, tmp_path: Path) -> None:
+def test_sharded_service_writes_survives_kill_9_and_snapshots(sharded: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     shutil.copytree(IndexRoot(sharded).resolve("sharded"), root / "news")
@@ -179,9 +179,17 @@ def test_sharded_service_writes_and_survives_kill_9(sharded: Path, tmp_path: Pat
         assert r.status_code == 200 and r.json()["deleted"] == 2
         assert httpx.get(url, timeout=30).json()["documents"] == 63
         snap = httpx.post(f"{url}/snapshot", timeout=60)
-        assert snap.status_code == 409 and "sharded" in snap.json()["error"]["message"]
+        assert snap.status_code == 201 and snap.json()["documents"] == 63, snap.text
     finally:
         server.stop()
+    copy = open_index(IndexRoot(root / snap.json()["path"]).resolve("news"))  # a snapshot is an index root
+    try:
+        assert isinstance(copy, ShardedLiveIndex) and copy.doc_count == 63
+        with copy.view() as searcher:
+            hits = {h.id for h in searcher.search("charring ablators reentry", k=10, filter={"term": {"lang": "fr"}}).hits}
+            assert {"w2", "w3", "w4"} <= hits and not {"w0", "w1"} & hits  # w0 and w1 were deleted
+    finally:
+        copy.close()
 
 
 def test_bad_shard_counts_are_refused(tmp_path: Path) -> None:

@@ -376,24 +376,30 @@ class LiveIndex:
             partial = target.with_name(self.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             try:
-                for rel in self.manifest.files:
-                    source, copy = self.folder / rel, partial / rel
-                    copy.parent.mkdir(parents=True, exist_ok=True)
-                    if rel == DocStore.FILE:
-                        self.store.backup(copy)
-                        continue
-                    try:
-                        os.link(source, copy)  # Lucene files and the FAISS file are never changed in place
-                    except OSError:
-                        shutil.copy2(source, copy)
-                manifest = replace(self.manifest, files=checksum_files(partial, sorted(self.manifest.files),
-                                                                        previous=self.manifest.files))
-                manifest.write(partial)
+                self.copy_to(partial)
                 os.rename(partial, target)
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
             return target
+
+    def copy_to(self, folder: Path) -> None:
+        """Copy the index as of its last checkpoint into the new ``folder``, with a manifest checksumming the copy
+        (Lucene and FAISS files are hard links where the file system allows: they never change in place)."""
+        with self._write_lock:
+            for rel in self.manifest.files:
+                source, copy = self.folder / rel, folder / rel
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                if rel == DocStore.FILE:
+                    self.store.backup(copy)
+                    continue
+                try:
+                    os.link(source, copy)
+                except OSError:
+                    shutil.copy2(source, copy)
+            manifest = replace(self.manifest, files=checksum_files(folder, sorted(self.manifest.files),
+                                                                    previous=self.manifest.files))
+            manifest.write(folder)
 
     # --- closing -------------------------------------------------------------------------------------
 

@@ -16,7 +16,10 @@ does it. :func:`open_index` picks this class or :class:`LiveIndex` from the mani
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
@@ -30,14 +33,9 @@ from indexes.storage.corpus import Document
 from indexes.storage.layout import IndexBusyError, IndexRoot
 from indexes.storage.manifest import Manifest
 from indexes.storage.shards import ShardedStore, shard_of
-from retrieval.core.errors import ConflictError
 from retrieval.core.fields import FieldSchema, FieldType, merged
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher
-
-
-class ShardedWriteError(ConflictError, RuntimeError):
-    """A write a sharded index cannot take (yet); the message says what to do instead."""
 
 
 class ShardedLiveIndex:
@@ -189,8 +187,23 @@ class ShardedLiveIndex:
             self._publish()
 
     def snapshot(self, root: Path) -> Path:
-        raise ShardedWriteError(f"index {self.name!r} is sharded: snapshots of sharded indexes are not supported yet; "
-                                "copy the index folder while the server is stopped")
+        """Write a point-in-time copy as ``root/NAME@STAMP/NAME``, every shard checkpointed and copied under the
+        index's write lock (so no write falls between two shards' copies): an index root ``hybrid serve`` loads."""
+        with self._write_lock:
+            self.checkpoint()
+            stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{self.seq}"
+            target = Path(root) / f"{self.name}@{stamp}" / self.name
+            partial = target.with_name(self.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                for shard, rel in zip(self.shards, self._base.shards):
+                    shard.copy_to(partial / rel)
+                replace(self.manifest, files={}).write(partial)
+                os.rename(partial, target)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            return target
 
     # --- closing -------------------------------------------------------------------------------------
 
