@@ -23,7 +23,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -371,17 +371,7 @@ class LiveIndex:
         """Write a point-in-time copy as ``root/NAME@STAMP/NAME``: an index root ``hybrid serve`` can load."""
         with self._write_lock:
             self._checkpoint_locked()
-            stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{self._seq}"
-            target = Path(root) / f"{self.name}@{stamp}" / self.name
-            partial = target.with_name(self.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            try:
-                self.copy_to(partial)
-                os.rename(partial, target)
-            except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-            return target
+            return write_snapshot(root, self.name, self._seq, self.copy_to)
 
     def copy_to(self, folder: Path) -> None:
         """Copy the index as of its last checkpoint into the new ``folder``, with a manifest checksumming the copy
@@ -425,6 +415,22 @@ class LiveIndex:
         finally:
             self._views.close()
             thaw()
+
+
+def write_snapshot(root: Path, name: str, seq: int, fill: Callable[[Path], None]) -> Path:
+    """``root/NAME@STAMP/NAME``, written by ``fill`` into a ``.partial`` folder and renamed when complete, so a
+    snapshot that exists is whole."""
+    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{seq}"
+    target = Path(root) / f"{name}@{stamp}" / name
+    partial = target.with_name(name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        fill(partial)
+        os.rename(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target
 
 
 def snapshot_root(index_root: Path) -> Path:

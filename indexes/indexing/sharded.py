@@ -16,17 +16,14 @@ does it. :func:`open_index` picks this class or :class:`LiveIndex` from the mani
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
-import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Union
 
-from indexes.indexing.live import LiveIndex, WriteResult
+from indexes.indexing.live import LiveIndex, WriteResult, write_snapshot
 from indexes.indexing.views import IndexFailedError, Views
 from indexes.kinds.base import ViewState
 from indexes.storage.corpus import Document
@@ -189,21 +186,14 @@ class ShardedLiveIndex:
     def snapshot(self, root: Path) -> Path:
         """Write a point-in-time copy as ``root/NAME@STAMP/NAME``, every shard checkpointed and copied under the
         index's write lock (so no write falls between two shards' copies): an index root ``hybrid serve`` loads."""
+        def fill(folder: Path) -> None:
+            for shard, rel in zip(self.shards, self._base.shards):
+                shard.copy_to(folder / rel)
+            replace(self.manifest, files={}).write(folder)
+
         with self._write_lock:
             self.checkpoint()
-            stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{self.seq}"
-            target = Path(root) / f"{self.name}@{stamp}" / self.name
-            partial = target.with_name(self.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            try:
-                for shard, rel in zip(self.shards, self._base.shards):
-                    shard.copy_to(partial / rel)
-                replace(self.manifest, files={}).write(partial)
-                os.rename(partial, target)
-            except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-            return target
+            return write_snapshot(root, self.name, self.seq, fill)
 
     # --- closing -------------------------------------------------------------------------------------
 
