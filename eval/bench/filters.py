@@ -53,9 +53,8 @@ CASES: dict[str, dict[str, Any] | None] = {
 }
 
 
-def add_metadata(corpus: Path, out: Path, seed: int) -> np.ndarray:
-    """Copy ``corpus`` with bucket/group metadata (seeded: the same bytes every run); returns each document's
-    bucket, in corpus order."""
+def add_metadata(corpus: Path, out: Path, seed: int) -> None:
+    """Copy ``corpus`` with bucket/group metadata (seeded: the same bytes every run)."""
     rows = [obj for _, obj in read_jsonl_objects(corpus)]
     rng = np.random.default_rng(seed)
     buckets = rng.permutation(np.arange(len(rows)) % 100)
@@ -63,7 +62,6 @@ def add_metadata(corpus: Path, out: Path, seed: int) -> np.ndarray:
         for row, bucket in zip(rows, buckets):
             row["metadata"] = {"bucket": int(bucket), "group": f"g{int(bucket) // 10}"}
             handle.write(json.dumps(row) + "\n")
-    return buckets
 
 
 def build(corpus: Path, vectors: Path, name: str, root: IndexRoot, factory: str, reuse: bool) -> dict[str, Any]:

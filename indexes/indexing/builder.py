@@ -24,7 +24,7 @@ from indexes.storage.manifest import Manifest, checksum_files, folder_size
 from indexes.storage.shards import shard_folder, shard_of
 from indexes.storage.vector_files import VECTORS_MANIFEST, VectorSet, VectorsManifest
 from retrieval.core.errors import HybridError
-from retrieval.core.fields import FieldSchema, FieldType, merged
+from retrieval.core.fields import FieldSchema
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import RetrieverSpec
 from retrieval.encoders.models import ResolvedModel, resolve_model
@@ -233,10 +233,7 @@ def _build_shards(corpus_file: Path, name: str, building: Path, options: BuildOp
 def merged_manifest(name: str, corpus_file: Path, corpus_sha256: str, shards: list[Manifest], folders: list[str],
                     skipped: Skipped) -> Manifest:
     """The manifest of a sharded index: counts and sizes summed, field types widened over the shards."""
-    schema = FieldSchema()
-    for shard in shards:
-        for field_name, ftype in shard.fields.items():
-            schema.types[field_name] = merged(schema.types.get(field_name), FieldType(ftype))
+    schema = FieldSchema.union(shard.fields for shard in shards)
     for shard in shards:
         for reason, info in shard.skipped.items():  # empty documents are found per shard
             for example in info["examples"]:

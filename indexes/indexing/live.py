@@ -37,7 +37,7 @@ from indexes.kinds import get_kind
 from indexes.kinds.base import Component, ViewState, WriteBatch
 from indexes.storage.corpus import Document
 from indexes.storage.docstore import DocStore
-from indexes.storage.layout import IndexBusyError, IndexRoot, fsync_path
+from indexes.storage.layout import IndexRoot, fsync_path
 from indexes.storage.manifest import MANIFEST, Manifest, checksum_files, folder_size, verify_files
 from indexes.storage.wal import WriteAheadLog
 from retrieval.core.errors import HybridError
@@ -163,10 +163,7 @@ class LiveIndex:
         if self._writing:
             return
         if self._root is not None:
-            self._held.enter_context(self._root.lock(self.name))
-            if self._root.path(self.name).resolve() != self.folder:
-                self._held.close()
-                raise IndexBusyError(f"index {self.name!r} was rebuilt or replaced on disk since it was opened; reload it")
+            self._held.enter_context(self._root.writer_lock(self.name, self.folder))
         try:
             for component in self._components.values():
                 component.open_writer()

@@ -27,10 +27,10 @@ from indexes.indexing.live import LiveIndex, WriteResult, write_snapshot
 from indexes.indexing.views import IndexFailedError, Views
 from indexes.kinds.base import ViewState
 from indexes.storage.corpus import Document
-from indexes.storage.layout import IndexBusyError, IndexRoot
+from indexes.storage.layout import IndexRoot
 from indexes.storage.manifest import Manifest
 from indexes.storage.shards import ShardedStore, shard_of
-from retrieval.core.fields import FieldSchema, FieldType, merged
+from retrieval.core.fields import FieldSchema
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher
 
@@ -78,10 +78,7 @@ class ShardedLiveIndex:
     @property
     def manifest(self) -> Manifest:
         """The index's manifest with what the shards hold now: documents, fields, the last checkpoint."""
-        schema = FieldSchema()
-        for shard in self.shards:
-            for field_name, ftype in shard.manifest.fields.items():
-                schema.types[field_name] = merged(schema.types.get(field_name), FieldType(ftype))
+        schema = FieldSchema.union(shard.manifest.fields for shard in self.shards)
         updates = [s.manifest.updated for s in self.shards if s.manifest.updated]
         return replace(self._base, doc_count=sum(s.doc_count for s in self.shards), fields=schema.as_dict(),
                        updated=max(updates) if updates else self._base.updated)
@@ -132,10 +129,7 @@ class ShardedLiveIndex:
             raise IndexFailedError(f"index {self.name!r} is closed")
         if self._locked or self._root is None:
             return
-        self._held.enter_context(self._root.lock(self.name))
-        if self._root.path(self.name).resolve() != self.folder:
-            self._held.close()
-            raise IndexBusyError(f"index {self.name!r} was rebuilt or replaced on disk since it was opened; reload it")
+        self._held.enter_context(self._root.writer_lock(self.name, self.folder))
         self._locked = True
 
     def _parts(self, ids: Sequence[str]) -> dict[int, list[int]]:

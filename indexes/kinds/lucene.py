@@ -16,7 +16,7 @@ from indexes.kinds.base import Component, RetrieverSearcher, ViewState, WriteBat
 from indexes.storage.docstore import DocStore
 from indexes.storage.engine import check_readable
 from indexes.storage.lucene_direct import SegmentIds, multi_reader, open_reader
-from indexes.storage.lucene_writer import Kind, LuceneWriter, committed_seq
+from indexes.storage.lucene_writer import Kind, LuceneWriter, committed_seq, write_new_index
 from indexes.storage.manifest import RetrieverManifest
 from retrieval.core.jvm import JNI_LOCK
 
@@ -114,7 +114,4 @@ class LuceneComponent(Component):
 
 def create_empty_lucene(out: Path, kind: Kind, doc_vectors: bool = True) -> None:
     """An empty committed Lucene index, set up as a batch build would set it up."""
-    writer = LuceneWriter(out, kind, create=True, doc_vectors=doc_vectors)
-    writer.commit(0)
-    writer.close()
-    (out / "write.lock").unlink(missing_ok=True)
+    write_new_index(out, kind, (), doc_vectors)

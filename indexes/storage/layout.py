@@ -87,6 +87,15 @@ class IndexRoot:
         finally:
             handle.close()
 
+    @contextmanager
+    def writer_lock(self, name: str, folder: Path) -> Iterator[None]:
+        """:meth:`lock` for live writes to the open index ``folder``, refused if ``name`` now points elsewhere (a
+        rebuild published since the index was opened: its writes would land in a version nobody reads)."""
+        with self.lock(name):
+            if self.path(name).resolve() != folder:
+                raise IndexBusyError(f"index {name!r} was rebuilt or replaced on disk since it was opened; reload it")
+            yield
+
     def new_build_folder(self, name: str) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         folder = self.root / VERSIONS / f"{validate_name(name)}@{stamp}{BUILDING}"

@@ -27,7 +27,7 @@ from indexes.storage.lucene_direct import (
     open_reader,
     read_postings,
 )
-from indexes.storage.lucene_writer import Kind, LuceneWriter
+from indexes.storage.lucene_writer import Kind, write_new_index
 from retrieval.core.errors import HybridError
 from retrieval.core.filters import Filter
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
@@ -123,13 +123,7 @@ def write_documents(kind: Kind, docs: Iterable[tuple[str, Any, dict[str, Any]]],
                     doc_vectors: bool = True) -> None:
     """A batch build through :class:`LuceneWriter`: the documents ``IndexCollection`` would make, plus their
     metadata fields, which ``IndexCollection`` cannot add. One thread writes (Lucene analyzes on it)."""
-    writer = LuceneWriter(index_dir, kind, create=True, doc_vectors=doc_vectors, ram_buffer_mb=256.0)
-    try:
-        writer.add(docs)
-        writer.commit(0)
-    finally:
-        writer.close()
-    (index_dir / "write.lock").unlink(missing_ok=True)
+    write_new_index(index_dir, kind, docs, doc_vectors, ram_buffer_mb=256.0)
     indexed = lucene_doc_count(index_dir)
     if indexed != expected:
         raise LuceneBuildError(f"Lucene indexed {indexed} of {expected} documents in {index_dir}")

@@ -210,6 +210,20 @@ class LuceneWriter:
                 self._directory.close()
 
 
+def write_new_index(index_dir: Path, kind: Kind, docs: Iterable[tuple[str, Any, Mapping[str, Any]]],
+                    doc_vectors: bool = True, ram_buffer_mb: float = 16.0) -> int:
+    """A new committed index (seq 0) in ``index_dir`` holding ``docs``, set up as a batch build sets it up and
+    left unlocked; returns how many documents it holds."""
+    writer = LuceneWriter(index_dir, kind, create=True, doc_vectors=doc_vectors, ram_buffer_mb=ram_buffer_mb)
+    try:
+        count = writer.add(docs)
+        writer.commit(0)
+    finally:
+        writer.close()
+    (index_dir / "write.lock").unlink(missing_ok=True)
+    return count
+
+
 def committed_seq(index_dir: Path) -> int:
     """The ``seq`` recorded by the last commit (0 for a batch-built index)."""
     j = _jclasses()

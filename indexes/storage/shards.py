@@ -52,12 +52,6 @@ class ShardedStore:
             out.update(self.stores[shard].get(wanted, self.seqs[shard]))
         return out
 
-    def count(self, seq: int | None = None) -> int:
-        return sum(store.count(s) for store, s in zip(self.stores, self.seqs))
-
-    def __len__(self) -> int:
-        return self.count()
-
     def close(self) -> None:
         for store in self.stores:
             store.close()

@@ -128,6 +128,15 @@ class FieldSchema:
     def __init__(self, types: Mapping[str, str] | None = None) -> None:
         self.types: dict[str, FieldType] = {name: FieldType(t) for name, t in (types or {}).items()}
 
+    @classmethod
+    def union(cls, recorded: Iterable[Mapping[str, str]]) -> FieldSchema:
+        """The types of an index made of parts (shards) that recorded ``recorded``: a field's type widened over them."""
+        out = cls()
+        for types in recorded:
+            for name, ftype in types.items():
+                out.types[name] = merged(out.types.get(name), FieldType(ftype))
+        return out
+
     def as_dict(self) -> dict[str, str]:
         return {name: t.value for name, t in sorted(self.types.items())}
 
