@@ -84,12 +84,18 @@ def index() -> None:
               help="A folder from 'hybrid encode': retrievers with vectors there are indexed from them, not encoded.")
 @click.option("--shards", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="Complete indexes, one per shard, documents assigned by a stable hash of _id; searched as one.")
+@click.option("--ray", "ray_address", default=None, metavar="local|auto|ADDRESS",
+              help="Encode on a Ray cluster (Ray Data actor pool) and write each shard in a Ray task: 'local' starts "
+                   "one here, 'auto' joins the one 'ray start' runs here, or a cluster address. Needs the [ray] extra.")
+@click.option("--ray-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Encoder actors on the Ray cluster (0: one per GPU with --device cuda, else one per CPU).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tuple[str, ...], index_root: Path | None,
                 device: str | None,
                 batch_size: int | None, faiss_factory: str | None, sparse_model: str | None, dense_model: str | None,
                 splade_scale: float | None, splade_top_k: int | None, splade_doc_vectors: bool | None,
-                threads: int | None, on_error: str, vectors_dir: Path | None, shards: int, quiet: bool) -> None:
+                threads: int | None, on_error: str, vectors_dir: Path | None, shards: int, ray_address: str | None,
+                ray_workers: int, quiet: bool) -> None:
     """Index CORPUS (BEIR corpus.jsonl[.gz] or a BEIR dataset folder) as NAME."""
     from indexes.indexing.builder import build_index
 
@@ -97,7 +103,8 @@ def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tupl
                          sparse_model=sparse_model, dense_model=dense_model, splade_scale=splade_scale,
                          splade_doc_top_k=splade_top_k, splade_doc_vectors=splade_doc_vectors, threads=threads)
     options = BuildOptions.from_settings(settings, retrievers=_retrievers(retrievers, extra_retrievers),
-                                         progress=not quiet, on_error=on_error, shards=shards)
+                                         progress=not quiet, on_error=on_error, shards=shards, ray=ray_address,
+                                         ray_workers=ray_workers)
     manifest = build_index(corpus, name, _root(settings), options, vectors=vectors_dir)
     sharded = f" in {len(manifest.shards)} shards" if manifest.shards else ""
     click.echo(f"built {name!r}: {manifest.doc_count} documents{sharded} -> {_root(settings).path(name)}")
@@ -460,8 +467,16 @@ def search(name: str, query: str, k: int, retrievers: str | None, fusion: str, r
                    + QUERY_MODE_HELP.split(", repeatable: ")[1])
 @click.option("--access-log/--no-access-log", default=None,
               help="Log every request (default: the access_log setting, off; /metrics counts requests either way).")
+@click.option("--ray", "ray_address", default=None, metavar="local|auto|ADDRESS",
+              help="Serve as a Ray Serve application: one deployment per shard, one of query encoders, an ingress "
+                   "(--workers replicas). Needs the [ray] extra; README 'Scale-out'.")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: replicas per shard (more than 1: read-only, as of each shard's last checkpoint).")
+@click.option("--encoder-replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: replicas of each index's query encoders (one GPU each with --device cuda).")
 def serve(index_root: Path | None, host: str | None, port: int | None, workers: int | None, device: str | None,
-          mode_specs: tuple[str, ...], access_log: bool | None) -> None:
+          mode_specs: tuple[str, ...], access_log: bool | None, ray_address: str | None, replicas: int,
+          encoder_replicas: int) -> None:
     """Serve every index under the index root over HTTP (REST API under /v1, docs at /docs)."""
     import uvicorn
 
@@ -482,6 +497,13 @@ def serve(index_root: Path | None, host: str | None, port: int | None, workers: 
     click.echo("try:")
     click.echo(f"  curl -s {base}/v1/indexes/{example}/search{auth} -H 'Content-Type: application/json' "
                "-d '{\"query\": \"heat transfer in laminar boundary layers\", \"k\": 5, \"explain\": true}'")
+    if ray_address:
+        from service.ray_serve import serve_on_ray
+
+        click.echo(f"on Ray ({ray_address}): {replicas} replica(s) per shard, {encoder_replicas} encoder replica(s), "
+                   f"{settings.workers} ingress replica(s); Ctrl-C stops the application")
+        serve_on_ray(settings, ray_address, replicas, encoder_replicas)
+        return
     uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level="info", access_log=settings.access_log)
 

@@ -10,7 +10,7 @@ import json
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -131,6 +131,11 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
             if options.shards > 1:
                 manifest = _build_shards(corpus_file, name, building, options, stage, vectors)
             else:
+                if options.ray and vectors is None and any(model is not None for _, model in retrievers):
+                    from indexes.indexing.ray_build import encode_on_ray
+
+                    vectors = building / ".work" / "vectors"
+                    retrievers = _with_vectors(_resolve(options), encode_on_ray(corpus_file, vectors, options))
                 manifest = _build_folder(corpus_file, name, building, options, stage, retrievers, vectors)
             manifest.files = {} if manifest.shards else checksum_files(building)  # shards record their own
             manifest.write(building)
@@ -207,27 +212,58 @@ def _build_shards(corpus_file: Path, name: str, building: Path, options: BuildOp
         raise BuildError(f"shard {empty[0]} of {count} got no documents; use fewer shards for this corpus")
     if vectors is None and any(model is not None for _, model in _resolve(options)):
         vectors = work / "vectors"
-        encode_corpus(corpus_file, vectors, options)
+        if options.ray:
+            from indexes.indexing.ray_build import encode_on_ray
+
+            encode_on_ray(corpus_file, vectors, options)
+        else:
+            encode_corpus(corpus_file, vectors, options)
     vector_manifest = VectorsManifest.read(vectors) if vectors is not None else None
     retrievers = _with_vectors(_resolve(options), vector_manifest)
     corpus_sha256 = file_sha256(corpus_file)
+    jobs = [ShardJob(part, name, shard_folder(building, i), corpus_file.resolve(), corpus_sha256, retrievers, vectors)
+            for i, part in enumerate(parts)]
     shards: list[Manifest] = []
-    folders: list[str] = []
-    for i, part in enumerate(parts):
-        folder = shard_folder(building, i)
-        folder.mkdir(parents=True)
-        shard = _build_folder(part, name, folder, options, stage, retrievers, vectors, corpus_sha256, partial=True)
-        shard.corpus_path = str(corpus_file.resolve())
-        shard.files = checksum_files(folder)
-        shard.write(folder)
-        shards.append(shard)
-        folders.append(str(folder.relative_to(building)))
-        stage(f"shard-{i}")
+    if options.ray:
+        from indexes.indexing.ray_build import build_shards_on_ray
+
+        shards = build_shards_on_ray(jobs, options)
+    else:
+        for i, job in enumerate(jobs):
+            shards.append(build_shard(job, options, stage))
+            stage(f"shard-{i}")
+    folders = [str(job.folder.relative_to(building)) for job in jobs]
     if vector_manifest is not None and sum(s.doc_count for s in shards) != vector_manifest.documents:
         raise BuildError(f"{vectors}: vectors of {vector_manifest.documents} documents for a corpus of "
                          f"{sum(s.doc_count for s in shards)}; encode this corpus with 'hybrid encode'")
     shutil.rmtree(work, ignore_errors=True)
     return merged_manifest(name, corpus_file, corpus_sha256, shards, folders, skipped)
+
+
+@dataclass
+class ShardJob:
+    """What one shard's build needs: plain data, so that it can be sent to a Ray worker."""
+
+    part: Path  # the shard's documents, a corpus file
+    name: str
+    folder: Path
+    corpus_file: Path
+    corpus_sha256: str
+    retrievers: list[tuple[RetrieverSpec, ResolvedModel | None, VectorSet | None]]
+    vectors: Path | None
+
+
+def build_shard(job: ShardJob, options: BuildOptions, stage: BuildStage) -> Manifest:
+    """Build one shard as a complete index in ``job.folder`` (emptied first: a retried shard starts over) and write
+    its manifest with its own checksums."""
+    shutil.rmtree(job.folder, ignore_errors=True)
+    job.folder.mkdir(parents=True)
+    shard = _build_folder(job.part, job.name, job.folder, options, stage, job.retrievers, job.vectors,
+                          job.corpus_sha256, partial=True)
+    shard.corpus_path = str(job.corpus_file)
+    shard.files = checksum_files(job.folder)
+    shard.write(job.folder)
+    return shard
 
 
 def merged_manifest(name: str, corpus_file: Path, corpus_sha256: str, shards: list[Manifest], folders: list[str],

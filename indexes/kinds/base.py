@@ -27,12 +27,13 @@ from indexes.storage.corpus import Document
 from indexes.storage.docstore import DocStore
 from indexes.storage.layout import VERSIONS
 from indexes.storage.manifest import Manifest, RetrieverManifest
+from indexes.storage.shards import SHARDS_DIR
 from indexes.storage.vector_files import VectorSet
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions
-from retrieval.core.types import PRF_FIELDS, PrfConfig, RetrieverSpec, ScoredDoc
+from retrieval.core.types import PRF_FIELDS, Encoded, PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.models import ModelError, ResolvedModel, resolve_model
 from retrieval.encoders.onnx_query import CACHE_DIR as ONNX_CACHE_DIR
 
@@ -94,12 +95,27 @@ class FanOutSearcher:
             shard.close()
 
 
+def onnx_cache_for(index_folder: Path) -> Path:
+    """Where ONNX query graphs are cached: beside the index, under its index root (shared by its indexes)."""
+    parent = index_folder.parent
+    if parent.name == SHARDS_DIR:  # a shard of a sharded index: its index's root
+        parent = parent.parent.parent
+    root = parent.parent if parent.name == VERSIONS else parent  # a published index lives in ROOT/.versions
+    return root / ONNX_CACHE_DIR
+
+
 GPU_BUILD_CHUNK = 16384  # documents per chunk a build streams through the GPU pipeline
 
 
 def build_chunk(encoder: Any, batch_size: int) -> int:
     """Documents per chunk a build hands its encoder: large ones for the GPU pipeline, which plans its own batches."""
     return GPU_BUILD_CHUNK if getattr(encoder, "use_pipeline", False) else batch_size * 8
+
+
+def build_chunk_for(device: str, batch_size: int) -> int:
+    """:func:`build_chunk` known before any encoder is loaded (the pipeline runs wherever the device is CUDA): a
+    distributed build cuts the corpus at these boundaries, so every chunk is encoded in the batches of one build."""
+    return GPU_BUILD_CHUNK if device.startswith("cuda") else batch_size * 8
 
 
 def elapsed_ms(since: float) -> float:
@@ -149,6 +165,9 @@ class BuildContext:
     vectors: Any = None
     # The corpus's metadata fields: where there are any, Lucene kinds index them for filters.
     fields: FieldSchema = field(default_factory=FieldSchema)
+    # A document encoder to reuse (:meth:`RetrieverKind.document_encoder`), owned by the caller: a distributed
+    # build's encoder actor loads its model once for many chunks. None: the kind loads one and closes it.
+    encoder: Any = None
 
 
 @dataclass(frozen=True)
@@ -184,10 +203,7 @@ class Component(ABC):
 
     @property
     def onnx_cache(self) -> Path:
-        """Where ONNX query graphs are cached: beside the index, under its index root (shared by its indexes)."""
-        parent = self.index_folder.parent
-        root = parent.parent if parent.name == VERSIONS else parent  # a published index lives in ROOT/.versions
-        return root / ONNX_CACHE_DIR
+        return onnx_cache_for(self.index_folder)
 
     @abstractmethod
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
@@ -264,7 +280,17 @@ class RetrieverKind(ABC):
         """The encoder searches (role "query") or live writes (role "document") use; None without a model."""
         return None
 
+    def encode_queries(self, encoder: Any, entry: RetrieverManifest, queries: Sequence[str], mode: str | None,
+                       batch_size: int, onnx_cache: Path) -> Encoded | None:
+        """``queries`` encoded as this kind's searcher encodes them in query ``mode``, or None where that needs
+        the index itself (BM25's text, SPLADE's IDF-weighted ``tokens``): then each shard encodes its own."""
+        return None
+
     # --- building ----------------------------------------------------------------------------------
+
+    def document_encoder(self, model: ResolvedModel | None, options: BuildOptions) -> Any:
+        """The encoder a batch build encodes documents with (None: the kind encodes nothing, as BM25)."""
+        return None
 
     @abstractmethod
     def parameters(self, options: BuildOptions) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import DenseVectors, DenseWriter, VectorSet
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions
-from retrieval.core.types import PrfConfig, RetrieverSpec, ScoredDoc
+from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.dense import DenseEncoder
 from retrieval.encoders.models import ResolvedModel
@@ -50,6 +50,11 @@ def encode_vectors(vectors: np.ndarray) -> str:
 
 def decode_vectors(text: str, dimension: int) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dimension)
+
+
+def query_vectors(encoder: DenseEncoder, queries: Sequence[str], mode: str | None, batch_size: int,
+                  onnx_cache: Path | None) -> np.ndarray:
+    return encoder.encode_queries(queries, batch_size=batch_size, runtime=mode or "torch", cache=onnx_cache)
 
 
 class DenseSearcher:
@@ -68,11 +73,13 @@ class DenseSearcher:
         self._onnx_cache = onnx_cache
 
     def encode_queries(self, queries: Sequence[str], mode: str | None = None) -> np.ndarray:
-        return self.encoder.encode_queries(queries, batch_size=self._batch_size, runtime=mode or "torch",
-                                           cache=self._onnx_cache)
+        return query_vectors(self.encoder, queries, mode, self._batch_size, self._onnx_cache)
 
     def given_vectors(self, given: Sequence[Any]) -> np.ndarray:
-        """Client vectors, checked against the index's dimension and scaled to unit length (scores stay cosines)."""
+        """Client vectors, checked against the index's dimension and scaled to unit length (scores stay cosines);
+        :class:`Encoded` ones (this kind's own encoding, done elsewhere) as they are."""
+        if isinstance(given, Encoded):
+            return np.asarray(given[0], dtype=np.float32)
         try:
             vectors = np.asarray([np.asarray(v, dtype=np.float32) for v in given], dtype=np.float32)
         except (TypeError, ValueError):
@@ -262,6 +269,10 @@ class DenseKind(RetrieverKind):
     def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> DenseEncoder:
         return shared_encoder(DenseEncoder, checked_model(manifest, name), device, role)
 
+    def encode_queries(self, encoder: Any, entry: RetrieverManifest, queries: Sequence[str], mode: str | None,
+                       batch_size: int, onnx_cache: Path) -> Encoded:
+        return Encoded([query_vectors(encoder, queries, mode, batch_size, onnx_cache)])
+
     def encode(self, encoder: Any, entry: RetrieverManifest, texts: Sequence[str], batch_size: int) -> str:
         return encode_vectors(encoder.encode_documents(texts, batch_size=batch_size))
 
@@ -316,16 +327,21 @@ class DenseKind(RetrieverKind):
                                  round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),
                                  round(index_seconds, 3), folder_size(ctx.out), kind=self.name)
 
+    def document_encoder(self, model: ResolvedModel | None, options: BuildOptions) -> DenseEncoder:
+        assert model is not None
+        return DenseEncoder(model, device=options.device)
+
     def export(self, ctx: BuildContext, out: Path) -> VectorSet:
         assert ctx.model is not None
-        encoder = DenseEncoder(ctx.model, device=ctx.options.device)
+        encoder = ctx.encoder or DenseEncoder(ctx.model, device=ctx.options.device)
         writer = DenseWriter(out / f"{ctx.spec.name}.npy", len(ctx.store), encoder.dimension)
         try:
             for ids, vectors in self._encoded(ctx, encoder):
                 writer.write(ids, vectors)
         finally:
             writer.close()
-            encoder.close()
+            if ctx.encoder is None:
+                encoder.close()
         parameters = {"metric": "inner_product", "normalized": True, "dimension": encoder.dimension}
         return VectorSet(ctx.spec.name, self.name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
                          writer.count, [writer.path.name, writer.path.with_suffix(".ids.jsonl").name])

@@ -33,7 +33,7 @@ from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions
-from retrieval.core.types import PrfConfig, RetrieverSpec, SparseVector
+from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, SparseVector
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.sparse import Quantization, SpladeEncoder, quantize
@@ -44,6 +44,12 @@ MAX_SPARSE_WEIGHT = 1e4  # far above any model's weights; keeps quantized impact
 def quantization(entry: RetrieverManifest) -> Quantization:
     top_k = entry.parameters.get("doc_top_k")
     return Quantization(scale=float(entry.parameters["scale"]), top_k=int(top_k) if top_k else None)
+
+
+def query_vectors(encoder: SpladeEncoder, queries: Sequence[str], quant: Quantization, mode: str | None,
+                  batch_size: int, onnx_cache: Path | None) -> list[SparseVector]:
+    return encoder.encode_queries(queries, quant, batch_size=batch_size,  # type: ignore[no-any-return]
+                                  runtime=mode or "torch", cache=onnx_cache)
 
 
 class SpladeSearcher:
@@ -61,8 +67,7 @@ class SpladeSearcher:
     def encode_queries(self, queries: Sequence[str], mode: str | None = None) -> list[SparseVector]:
         if mode == "tokens":
             return [self.token_query(q) for q in queries]
-        return self.encoder.encode_queries(queries, self.quantization, batch_size=self._batch_size,
-                                           runtime=mode or "torch", cache=self._onnx_cache)
+        return query_vectors(self.encoder, queries, self.quantization, mode, self._batch_size, self._onnx_cache)
 
     def token_query(self, query: str) -> SparseVector:
         """Inference-free: the query's word pieces, each weighted by its IDF in this index (times the
@@ -77,6 +82,8 @@ class SpladeSearcher:
     def given_vectors(self, given: Sequence[Any]) -> list[SparseVector]:
         """Client ``{token: weight}`` maps (the model's float weights), checked against the model's vocabulary and
         quantized with the index's scale, as encoded queries are."""
+        if isinstance(given, Encoded):
+            return list(given)
         vocabulary = self.encoder.vocabulary
         out = []
         for vector in given:
@@ -171,6 +178,12 @@ class SpladeKind(RetrieverKind):
     def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> SpladeEncoder:
         return shared_encoder(SpladeEncoder, checked_model(manifest, name), device, role)
 
+    def encode_queries(self, encoder: Any, entry: RetrieverManifest, queries: Sequence[str], mode: str | None,
+                       batch_size: int, onnx_cache: Path) -> Encoded | None:
+        if mode == "tokens":  # weighted by this index's IDF: each shard weighs with its own
+            return None
+        return Encoded(query_vectors(encoder, queries, quantization(entry), mode, batch_size, onnx_cache))
+
     def encode(self, encoder: Any, entry: RetrieverManifest, texts: Sequence[str], batch_size: int) -> list[SparseVector]:
         return encoder.encode_documents(texts, quantization(entry), batch_size=batch_size)  # type: ignore[no-any-return]
 
@@ -180,7 +193,7 @@ class SpladeKind(RetrieverKind):
         assert ctx.model is not None
         o, name = ctx.options, ctx.spec.name
         quant = Quantization(scale=o.splade_scale, top_k=o.splade_doc_top_k)
-        encoder = SpladeEncoder(ctx.model, device=o.device)
+        encoder = ctx.encoder or SpladeEncoder(ctx.model, device=o.device)
         batches: list[list[Any]] = []
 
         def texts() -> Iterator[list[str]]:
@@ -203,7 +216,8 @@ class SpladeKind(RetrieverKind):
                     bar.update(len(batch))
             finally:
                 stream.close()
-                encoder.close()
+                if ctx.encoder is None:
+                    encoder.close()
 
     def _stored(self, ctx: BuildContext) -> Iterator[tuple[str, SparseVector]]:
         """Every document's impacts from the pre-encoded vectors (``--vectors``), in store order."""
@@ -246,6 +260,10 @@ class SpladeKind(RetrieverKind):
         return RetrieverManifest(name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
                                  round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),
                                  round(index_seconds, 3), folder_size(ctx.out), kind=self.name)
+
+    def document_encoder(self, model: ResolvedModel | None, options: BuildOptions) -> SpladeEncoder:
+        assert model is not None
+        return SpladeEncoder(model, device=options.device)
 
     def export(self, ctx: BuildContext, out: Path) -> VectorSet:
         assert ctx.model is not None

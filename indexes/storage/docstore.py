@@ -204,6 +204,13 @@ class DocStore:
         for start in range(0, len(rows), batch_size):
             yield [Document(r[0], r[1], r[2], json.loads(r[3])) for r in rows[start : start + batch_size]]
 
+    def read_range(self, start: int, count: int) -> list[Document]:
+        """``count`` live documents from position ``start`` in docno order (a chunk of :meth:`iter_batches`)."""
+        with self._lock:
+            rows = self._conn.execute(f"SELECT id, title, text, metadata FROM docs WHERE {LIVE} ORDER BY docno "
+                                      "LIMIT ? OFFSET ?", (count, start)).fetchall()
+        return [Document(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
     def iter_metadata(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(id, metadata) of the live documents in docno order (the order of :meth:`iter_batches`)."""
         with self._lock:

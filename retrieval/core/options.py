@@ -46,6 +46,10 @@ class BuildOptions:
     progress: bool = True
     on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest
     shards: int = 1  # > 1: one complete index per shard, documents assigned by a stable hash of their _id
+    # A Ray cluster to build on ("local", "auto" or an address; None: in this process) and its encoder actors
+    # (0: one per GPU when the device is CUDA, else one per CPU of the cluster). See indexes/indexing/ray_build.py.
+    ray: str | None = None
+    ray_workers: int = 0
     # Test hook: called with a stage name as the build passes it (crash-safety tests kill there).
     on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     # Progress for background jobs: (stage, documents done in it, total or None).

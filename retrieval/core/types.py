@@ -7,6 +7,11 @@ from dataclasses import dataclass
 SparseVector = dict[str, int]
 
 
+class Encoded(list):  # type: ignore[type-arg]
+    """Query vectors already in a retriever's own encoded form (what its kind's ``encode_queries`` returns),
+    passed to a searcher as ``given``: encoded once (a query-encoder service) for many shards, searched as is."""
+
+
 @dataclass(frozen=True)
 class ScoredDoc:
     doc_id: str

@@ -10,12 +10,13 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from indexes.kinds import get_kind
-from indexes.kinds.base import Component, KindError, RetrieverSearcher, ViewState
+from indexes.kinds.base import Component, KindError, RetrieverRuns, RetrieverSearcher, ViewState
 from indexes.storage.docstore import DocStore
 from indexes.storage.manifest import Manifest, verify_files
 from indexes.storage.shards import ShardedStore
@@ -32,6 +33,9 @@ from retrieval.search.highlight import highlight as mark
 from retrieval.search.rerank import RerankConfig, RerankError, shared_reranker
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+# Threads that only wait: remote retrievers of one request, searched at once (see batch_search).
+_REMOTE_CALLS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remote-retriever")
 
 
 def clean_query(text: str) -> str:
@@ -325,12 +329,20 @@ class Searcher:
         per_retriever_depth = max(depth, offset + k) if fusing else offset + k
         runs: dict[str, list[list[ScoredDoc]]] = {}
         timings: dict[str, float] = {}
-        for name in names:
+        def retrieve(name: str) -> RetrieverRuns:
             try:
-                result = self.searchers[name].search(queries, per_retriever_depth, self.options.threads,
-                                                     feedback.get(name), modes.get(name), vectors.get(name), where)
+                return self.searchers[name].search(queries, per_retriever_depth, self.options.threads,
+                                                   feedback.get(name), modes.get(name), vectors.get(name), where)
             except KindError as exc:  # a client vector that does not fit this retriever
                 raise SearchError(str(exc)) from None
+
+        if fusing and all(getattr(self.searchers[name], "remote", False) for name in names):
+            # Retrievers in other processes (shards on Ray Serve) wait on the network, not on this CPU: all at once.
+            results = dict(zip(names, _REMOTE_CALLS.map(retrieve, names)))
+        else:
+            results = {name: retrieve(name) for name in names}
+        for name in names:
+            result = results[name]
             runs[name] = result.runs
             timings[f"{name}_encode"] = result.encode_ms / len(queries)
             timings[f"{name}_search"] = result.search_ms / len(queries)
