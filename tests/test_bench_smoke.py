@@ -26,6 +26,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert {"splade", "dense (exact)", "rrf(splade, dense)", "dbsf(splade, dense)"} <= set(qdrant)
     assert all(r["overlap_at_k_ties"] >= 0.99 and r["qdrant_ms"]["p50"] > 0 for n, r in qdrant.items() if "HNSW" not in n), qdrant
     assert qdrant["splade"]["max_score_gap_top_k"] < 1e-3  # the same dot products
+    assert all(r["ours_batch_qps"] > 0 and r["qdrant_batch_qps"] > 0 for r in qdrant.values())
     assert "## Qdrant Edge on the same vectors" in (out / "bench.md").read_text()
     assert report["http"]["load"]["2"]["errors"] == 0 and report["http"]["load"]["2"]["requests"] > 0
     assert "## Baselines on the same inputs" in (out / "bench.md").read_text()

@@ -212,3 +212,15 @@ def test_a_killed_shard_replica_comes_back(served: RayService, built: IndexRoot)
             assert service.search("onray", query, k=10).status_code == 200
     assert service.client.put("/v1/indexes/onray/documents", json={"documents": [
         {"_id": "x", "title": "t", "text": "t"}]}).status_code == 409  # several replicas: read-only
+
+
+def test_an_unreachable_cluster_is_one_line(tmp_path: Path) -> None:
+    from tests.test_cli_build import assert_one_line_error, hybrid
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", cranfield_docs(5))
+    root = tmp_path / "root"
+    proc = hybrid("index", "build", str(corpus), "--name", "x", "--shards", "2", "--ray", "127.0.0.1:1", "--quiet",
+                  root=root, timeout=120)
+    assert_one_line_error(proc, "cannot reach the Ray cluster at 127.0.0.1:1")
+    assert not IndexRoot(root).path("x").exists()
+    assert_one_line_error(hybrid("serve", "--ray", "not-an-address", root=root, timeout=120), "is not HOST:PORT")

@@ -25,16 +25,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from indexes.indexing.live import LiveIndex, WriteResult
+from indexes.indexing.sharded import current_manifest
 from indexes.kinds import get_kind
 from indexes.kinds.base import RetrieverRuns, merge_runs
 from indexes.storage.corpus import Document
 from indexes.storage.manifest import Manifest
-from indexes.storage.shards import ShardedStore, shard_of
+from indexes.storage.shards import ShardedStore, positions_by_shard
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter
@@ -162,11 +163,9 @@ class RemoteShardedIndex:
 
     @property
     def manifest(self) -> Manifest:
-        states = self._states
-        schema = FieldSchema.union(s.manifest.fields for s in states)
-        updates = [s.manifest.updated for s in states if s.manifest.updated]
-        return replace(self._base, doc_count=sum(s.doc_count for s in states), fields=schema.as_dict(),
-                       updated=max(updates) if updates else self._base.updated)
+        """As the shards reported it after this process's last write or reload (another ingress replica's writes
+        show in searches at once, in these counts at the next write or reload here)."""
+        return current_manifest(self._base, [(s.manifest, s.doc_count) for s in self._states])
 
     @property
     def seq(self) -> int:
@@ -189,10 +188,7 @@ class RemoteShardedIndex:
     # --- writing -------------------------------------------------------------------------------------
 
     def _parts(self, ids: Sequence[str]) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for position, doc_id in enumerate(ids):
-            out.setdefault(shard_of(doc_id, len(self.shards)), []).append(position)
-        return out
+        return positions_by_shard(ids, len(self.shards))
 
     def upsert(self, docs: Sequence[Document]) -> WriteResult:
         """Each document to its shard, every part checked against its shard's field types first; durable on

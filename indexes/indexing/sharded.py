@@ -29,10 +29,19 @@ from indexes.kinds.base import ViewState
 from indexes.storage.corpus import Document
 from indexes.storage.layout import IndexRoot
 from indexes.storage.manifest import Manifest
-from indexes.storage.shards import ShardedStore, shard_of
+from indexes.storage.shards import ShardedStore, positions_by_shard
 from retrieval.core.fields import FieldSchema
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher
+
+
+def current_manifest(base: Manifest, shards: Sequence[tuple[Manifest, int]]) -> Manifest:
+    """A sharded index's manifest with its shards' current (manifest, documents): counts summed, field types
+    widened, the latest checkpoint."""
+    schema = FieldSchema.union(manifest.fields for manifest, _ in shards)
+    updates = [manifest.updated for manifest, _ in shards if manifest.updated]
+    return replace(base, doc_count=sum(count for _, count in shards), fields=schema.as_dict(),
+                   updated=max(updates) if updates else base.updated)
 
 
 class ShardedLiveIndex:
@@ -78,10 +87,7 @@ class ShardedLiveIndex:
     @property
     def manifest(self) -> Manifest:
         """The index's manifest with what the shards hold now: documents, fields, the last checkpoint."""
-        schema = FieldSchema.union(shard.manifest.fields for shard in self.shards)
-        updates = [s.manifest.updated for s in self.shards if s.manifest.updated]
-        return replace(self._base, doc_count=sum(s.doc_count for s in self.shards), fields=schema.as_dict(),
-                       updated=max(updates) if updates else self._base.updated)
+        return current_manifest(self._base, [(s.manifest, s.doc_count) for s in self.shards])
 
     @property
     def seq(self) -> int:
@@ -133,11 +139,7 @@ class ShardedLiveIndex:
         self._locked = True
 
     def _parts(self, ids: Sequence[str]) -> dict[int, list[int]]:
-        """Positions of ``ids`` by owning shard."""
-        out: dict[int, list[int]] = {}
-        for position, doc_id in enumerate(ids):
-            out.setdefault(shard_of(doc_id, len(self.shards)), []).append(position)
-        return out
+        return positions_by_shard(ids, len(self.shards))
 
     def upsert(self, docs: Sequence[Document]) -> WriteResult:
         """Each document to its shard; durable everywhere when it returns, visible to searches at once."""

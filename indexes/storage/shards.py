@@ -29,6 +29,14 @@ def shard_of(doc_id: str, count: int) -> int:
     return int.from_bytes(digest, "big") % count
 
 
+def positions_by_shard(ids: Sequence[str], count: int) -> dict[int, list[int]]:
+    """The positions of ``ids`` grouped by the shard that owns each (a write split across shards)."""
+    out: dict[int, list[int]] = {}
+    for position, doc_id in enumerate(ids):
+        out.setdefault(shard_of(doc_id, count), []).append(position)
+    return out
+
+
 def shard_folder(index_folder: Path, shard: int) -> Path:
     return index_folder / SHARDS_DIR / f"{shard:03d}"
 
