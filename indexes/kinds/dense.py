@@ -188,11 +188,20 @@ class ShardedDenseSearcher:
         allowed = [s._allowed(where) if where is not None else None for s in self.shards]
         if prf is not None:
             top = self._hits(vectors, int(prf.fb_docs or 1), allowed)
-            stored = [np.asarray([self.shards[i].index.reconstruct(np.asarray([d], np.int64))[0] for _, _, i, d in run],
-                                 dtype=np.float32).reshape(len(run), -1) for run in top]
+            stored = [self._stored(run) for run in top]
             vectors = moved_query(vectors, stored, prf)
         runs = [[ScoredDoc(doc_id, score) for score, doc_id, _, _ in run] for run in self._hits(vectors, depth, allowed)]
         return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
+
+    def _stored(self, run: Sequence[tuple[float, str, int, int]]) -> np.ndarray:
+        """The stored vectors of one query's hits, in hit order: one ``reconstruct`` per shard they come from."""
+        out = np.zeros((len(run), self.shards[0].index.dimension), np.float32)
+        by_shard: dict[int, list[int]] = {}
+        for position, (_, _, shard, _) in enumerate(run):
+            by_shard.setdefault(shard, []).append(position)
+        for shard, positions in by_shard.items():
+            out[positions] = self.shards[shard].index.reconstruct(np.asarray([run[p][3] for p in positions], np.int64))
+        return out
 
     def _hits(self, vectors: np.ndarray, k: int, allowed: Sequence[np.ndarray | None]
               ) -> list[list[tuple[float, str, int, int]]]:
