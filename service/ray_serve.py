@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from indexes.indexing.live import LiveIndex, WriteResult
-from indexes.indexing.ray_cluster import ClusterError, connect
+from indexes.indexing.ray_cluster import ClusterError, connect, root_cause
 from indexes.indexing.remote import RemoteIndexError, RemoteShardedIndex, ShardState
 from indexes.kinds import get_kind
 from indexes.kinds.base import RetrieverRuns, onnx_cache_for
@@ -142,12 +142,10 @@ class HandleCall:
         self.response = response
 
     def result(self) -> Any:
-        import ray
-
         try:
             return self.response.result()
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause
+        except Exception as exc:
+            cause = root_cause(exc)
             if isinstance(cause, HybridError):
                 raise cause from None
             raise

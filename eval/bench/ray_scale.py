@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from eval.bench.http_latency import percentiles
+from eval.bench.http_latency import free_port, percentiles
 from indexes.indexing.builder import build_index, encode_corpus
 from indexes.storage.corpus import read_jsonl_objects, resolve_corpus_file
 from indexes.storage.layout import IndexRoot
@@ -114,14 +114,6 @@ def timed_queries(client: httpx.Client, index: str, queries: list[str], retrieve
         response.raise_for_status()
         tops.append([h["id"] for h in response.json()["hits"]])
     return times, tops
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:

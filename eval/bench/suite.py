@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from eval.beir_data import load_dataset
-from eval.bench.http_latency import RawClient, percentiles
+from eval.bench.http_latency import RawClient, free_port, percentiles
 from eval.bench.soak import rss_kib, soak
 from eval.harness import EvalOptions, ensure_index
 from eval.metrics import parse_metrics
@@ -198,19 +198,11 @@ def qdrant_baseline(searcher: Searcher, queries: Sequence[str], k: int) -> dict[
     return bench.compare(searcher, queries, k=k, depth=searcher.options.depth, rounds=1, warmup=1)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_bench(index_root: Path, name: str, queries: Sequence[str], clients: Sequence[int], seconds: float, k: int
                ) -> dict[str, Any]:
     import httpx
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HYBRID_INDEX_ROOT": str(index_root), "HYBRID_VERIFY": "size"}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -132,10 +132,8 @@ def build_index(corpus: Path, name: str, root: IndexRoot, options: BuildOptions,
                 manifest = _build_shards(corpus_file, name, building, options, stage, vectors)
             else:
                 if options.ray and vectors is None and any(model is not None for _, model in retrievers):
-                    from indexes.indexing.ray_build import encode_on_ray
-
                     vectors = building / ".work" / "vectors"
-                    retrievers = _with_vectors(_resolve(options), encode_on_ray(corpus_file, vectors, options))
+                    retrievers = _with_vectors(_resolve(options), _encode(corpus_file, vectors, options))
                 manifest = _build_folder(corpus_file, name, building, options, stage, retrievers, vectors)
             manifest.files = {} if manifest.shards else checksum_files(building)  # shards record their own
             manifest.write(building)
@@ -212,12 +210,7 @@ def _build_shards(corpus_file: Path, name: str, building: Path, options: BuildOp
         raise BuildError(f"shard {empty[0]} of {count} got no documents; use fewer shards for this corpus")
     if vectors is None and any(model is not None for _, model in _resolve(options)):
         vectors = work / "vectors"
-        if options.ray:
-            from indexes.indexing.ray_build import encode_on_ray
-
-            encode_on_ray(corpus_file, vectors, options)
-        else:
-            encode_corpus(corpus_file, vectors, options)
+        _encode(corpus_file, vectors, options)
     vector_manifest = VectorsManifest.read(vectors) if vectors is not None else None
     retrievers = _with_vectors(_resolve(options), vector_manifest)
     corpus_sha256 = file_sha256(corpus_file)
@@ -238,6 +231,15 @@ def _build_shards(corpus_file: Path, name: str, building: Path, options: BuildOp
                          f"{sum(s.doc_count for s in shards)}; encode this corpus with 'hybrid encode'")
     shutil.rmtree(work, ignore_errors=True)
     return merged_manifest(name, corpus_file, corpus_sha256, shards, folders, skipped)
+
+
+def _encode(corpus_file: Path, out: Path, options: BuildOptions) -> VectorsManifest:
+    """The corpus's vectors into ``out``: on the Ray cluster of ``options.ray``, else in this process."""
+    if options.ray:
+        from indexes.indexing.ray_build import encode_on_ray
+
+        return encode_on_ray(corpus_file, out, options)
+    return encode_corpus(corpus_file, out, options)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from indexes.indexing.builder import BuildError, ShardJob, build_shard, fill_store
-from indexes.indexing.ray_cluster import connect
+from indexes.indexing.ray_cluster import connect, root_cause
 from indexes.kinds import get_kind, parse_retrievers
 from indexes.kinds.base import BuildContext, BuildStage, RetrieverKind, build_chunk_for
 from indexes.storage.corpus import Document, file_sha256
@@ -57,9 +57,7 @@ def unwrapped(ray: Any, call: Any, what: str) -> Any:
     try:
         return call()
     except Exception as exc:
-        cause = exc
-        while isinstance(cause, ray.exceptions.RayError) and getattr(cause, "cause", None) is not None:
-            cause = cause.cause
+        cause = root_cause(exc)
         if isinstance(cause, HybridError):
             raise cause from None
         if isinstance(exc, ray.exceptions.RayError) or cause is not exc:

@@ -47,3 +47,15 @@ def connect(address: str) -> Any:
             raise ClusterError(f"cannot reach the Ray cluster {address!r} ({exc}); start one with 'ray start --head' "
                                "or use --ray local") from None
     return ray
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error a Ray worker or replica raised, out of the Ray errors wrapped around it (a user error such as a bad
+    document or a missing model comes back as itself, with its HTTP status and exit code)."""
+    import ray
+
+    cause = exc
+    while isinstance(cause, ray.exceptions.RayError) and getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    return cause
+

@@ -23,6 +23,7 @@ How remote shards differ from one process (stated in README "Scale-out", as Elas
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,8 +114,6 @@ class RemoteRetrieverSearcher:
                ) -> RetrieverRuns:
         encode_ms = 0.0
         if given is None and self.encoder is not None:
-            import time
-
             started = time.perf_counter()
             encoded: Encoded | None = self.encoder.encode(self.name, list(queries), mode).result()
             encode_ms = (time.perf_counter() - started) * 1000.0

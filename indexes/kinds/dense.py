@@ -317,7 +317,7 @@ class DenseKind(RetrieverKind):
                     bar.update(len(parts[-1]))
             encode_seconds = 0.0
         else:
-            encoder = DenseEncoder(ctx.model, device=o.device)
+            encoder = self.document_encoder(ctx.model, o)
             dimension = encoder.dimension
             faiss_backend.check_factory(o.faiss_factory, dimension, len(ctx.store))
             try:
@@ -342,7 +342,7 @@ class DenseKind(RetrieverKind):
 
     def export(self, ctx: BuildContext, out: Path) -> VectorSet:
         assert ctx.model is not None
-        encoder = ctx.encoder or DenseEncoder(ctx.model, device=ctx.options.device)
+        encoder = ctx.encoder or self.document_encoder(ctx.model, ctx.options)
         writer = DenseWriter(out / f"{ctx.spec.name}.npy", len(ctx.store), encoder.dimension)
         try:
             for ids, vectors in self._encoded(ctx, encoder):

@@ -193,7 +193,7 @@ class SpladeKind(RetrieverKind):
         assert ctx.model is not None
         o, name = ctx.options, ctx.spec.name
         quant = Quantization(scale=o.splade_scale, top_k=o.splade_doc_top_k)
-        encoder = ctx.encoder or SpladeEncoder(ctx.model, device=o.device)
+        encoder = ctx.encoder or self.document_encoder(ctx.model, o)
         batches: list[list[Any]] = []
 
         def texts() -> Iterator[list[str]]:
