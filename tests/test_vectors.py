@@ -177,3 +177,22 @@ def test_an_index_without_splade_term_vectors(small_corpus: Path, small_index: P
             assert "fresh" in [h.id for h in searcher.search("swept wing flutter transonic", k=5).hits]
     finally:
         live.close()
+
+
+def test_vector_diff_against_the_index_that_encoded_the_same_corpus(vectors: Path, small_index: Path) -> None:
+    """eval/bench/vector_diff.py: the exported vectors equal the index's own, and a changed row shows."""
+    import numpy as np
+
+    from eval.bench.vector_diff import compare
+
+    report = compare(small_index, vectors)
+    assert report["docs"] == 60 and report["cosine_min"] > 0.9999 and report["share_at_least_0.999"] == 1.0
+    rows = np.load(vectors / "dense.npy", mmap_mode="r+")
+    saved = np.array(rows[0])
+    rows[0] = -rows[0]
+    rows.flush()
+    try:
+        assert compare(small_index, vectors)["cosine_min"] < -0.99
+    finally:
+        rows[0] = saved
+        rows.flush()
