@@ -17,6 +17,7 @@ from indexes.storage.corpus import Document
 from indexes.storage.layout import IndexRoot
 from indexes.storage.manifest import Manifest
 from indexes.storage.shards import shard_folder, shard_of
+from retrieval.core.options import OpenOptions
 from retrieval.core.types import PrfConfig
 from retrieval.search.pipeline import Searcher
 from tests.conftest import cranfield_docs, write_jsonl
@@ -211,7 +212,7 @@ def test_the_default_fan_out_merges_like_the_dense_override(sharded: Path, searc
     folder = IndexRoot(sharded).resolve("sharded")
     kind = get_kind("dense")
     shards = [shard_folder(folder, i) for i in range(SHARDS)]
-    components = [kind.open(f, "dense", Manifest.read(f).retrievers["dense"], "cpu") for f in shards]
+    components = [kind.open(f, "dense", Manifest.read(f).retrievers["dense"], OpenOptions()) for f in shards]
     stores = [DocStore.open(f) for f in shards]
     encoder = searcher.searchers["dense"].encoder
     fan_out = Component.merged_searcher.__func__(type(components[0]), components, encoder, stores,  # type: ignore[attr-defined]

@@ -48,6 +48,20 @@ DONOR_WEIGHT = (0.05, 0.3)
 NOISE = 0.02
 
 
+def split_sentences(title: str, text: str) -> list[str]:
+    """A document's sentences, the unit the resampler keeps or drops (the title alone for an empty text)."""
+    return _SENTENCE.split(text.strip()) if text.strip() else [title]
+
+
+def resample_text(sentences: list[str], donor: list[str], rng: np.random.Generator) -> str:
+    """A template's sentences, each kept with probability ``KEEP_SENTENCE`` (at least one), plus one sentence of
+    the donor at a random place (the module docstring's rule; the order of ``rng`` draws is part of the seed's
+    promise)."""
+    own = [s for s in sentences if rng.random() < KEEP_SENTENCE] or sentences[:1]
+    own.insert(int(rng.integers(0, len(own) + 1)), donor[int(rng.integers(0, len(donor)))])
+    return " ".join(own)
+
+
 def _real(index: Path) -> tuple[list[Any], dict[str, dict[str, int]], np.ndarray, Manifest]:
     """The source index's documents (docno order), their stored impacts and their dense vectors."""
     import faiss
@@ -75,7 +89,7 @@ def generate(source: Path, index: Path, docs: int, out: Path, seed: int = 13, en
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     real, impacts, dense, manifest = _real(index)
-    sentences = [_SENTENCE.split(d.text.strip()) if d.text.strip() else [d.title] for d in real]
+    sentences = [split_sentences(d.title, d.text) for d in real]
     n_real = len(real)
     if out.exists():
         shutil.rmtree(out)
@@ -94,10 +108,8 @@ def generate(source: Path, index: Path, docs: int, out: Path, seed: int = 13, en
             rows = []
             for j in range(start, stop):
                 t, d = int(templates[j]), int(donors[j])
-                own = [s for s in sentences[t] if rng.random() < KEEP_SENTENCE] or sentences[t][:1]
-                donor_sentences = sentences[d]
-                own.insert(int(rng.integers(0, len(own) + 1)), donor_sentences[int(rng.integers(0, len(donor_sentences)))])
-                corpus.write(json.dumps({"_id": ids[j], "title": real[t].title, "text": " ".join(own)},
+                text = resample_text(sentences[t], sentences[d], rng)
+                corpus.write(json.dumps({"_id": ids[j], "title": real[t].title, "text": text},
                                         ensure_ascii=False) + "\n")
                 if sparse is not None:
                     template = impacts.get(real[t].id, {})

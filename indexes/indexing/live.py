@@ -108,7 +108,7 @@ class LiveIndex:
         store = DocStore.open(folder, writable=True)
         try:
             encoders = load_encoders(manifest, list(manifest.retrievers), options.device)
-            components = open_components(folder, manifest, list(manifest.retrievers), options.device)
+            components = open_components(folder, manifest, list(manifest.retrievers), options)
         except BaseException:
             store.close()
             raise

@@ -32,7 +32,7 @@ from indexes.storage.vector_files import VectorSet
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter
-from retrieval.core.options import BuildOptions
+from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.types import PRF_FIELDS, Encoded, PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.models import ModelError, ResolvedModel, resolve_model
 from retrieval.encoders.onnx_query import CACHE_DIR as ONNX_CACHE_DIR
@@ -328,7 +328,7 @@ class RetrieverKind(ABC):
     # --- searching and live writes -----------------------------------------------------------------
 
     @abstractmethod
-    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> Component:
+    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> Component:
         ...
 
     def encode(self, encoder: Any, entry: RetrieverManifest, texts: Sequence[str], batch_size: int) -> Any:

@@ -24,7 +24,7 @@ from indexes.storage.lucene_backend import Bm25Index
 from indexes.storage.lucene_direct import SegmentIds
 from indexes.storage.manifest import RetrieverManifest, folder_size
 from retrieval.core.filters import Filter
-from retrieval.core.options import BuildOptions
+from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.types import PrfConfig, RetrieverSpec
 from retrieval.encoders.models import ResolvedModel
 
@@ -98,8 +98,8 @@ class Bm25Kind(RetrieverKind):
         return RetrieverManifest(spec.name, None, None, self.parameters(options), 0.0, 0.0, 0.0, folder_size(out),
                                  kind=self.name)
 
-    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> Component:
-        return Bm25Component(index_folder, name, entry, device)
+    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> Component:
+        return Bm25Component(index_folder, name, entry, options.device)
 
     def describe(self, entry: RetrieverManifest) -> str:
         return f"bm25 k1={entry.parameters.get('k1')} b={entry.parameters.get('b')}"

@@ -35,7 +35,7 @@ from indexes.storage.faiss_backend import FaissIndex
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import DenseVectors, DenseWriter, VectorSet
 from retrieval.core.filters import Filter
-from retrieval.core.options import BuildOptions
+from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.dense import DenseEncoder
@@ -220,9 +220,10 @@ class ShardedDenseSearcher:
 
 
 class DenseComponent(Component):
-    def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> None:
-        super().__init__(index_folder, name, entry, device)
-        self.faiss = FaissIndex(self.folder, device=device)
+    def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> None:
+        super().__init__(index_folder, name, entry, options.device)
+        self.faiss = FaissIndex(self.folder, device=options.device, flat=options.dense_flat_search,
+                                flat_dtype=options.dense_flat_dtype)
 
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
         return DenseSearcher(self.name, self.faiss, encoder, store, batch_size, view, self.onnx_cache)
@@ -368,8 +369,8 @@ class DenseKind(RetrieverKind):
                                  {**self.parameters(options), "dimension": dimension}, 0.0, 0.0, 0.0, folder_size(out),
                                  kind=self.name)
 
-    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> Component:
-        return DenseComponent(index_folder, name, entry, device)
+    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> Component:
+        return DenseComponent(index_folder, name, entry, options)
 
     def describe(self, entry: RetrieverManifest) -> str:
         return f"dense {entry.model_id} {entry.parameters.get('factory')} d={entry.parameters.get('dimension')}"

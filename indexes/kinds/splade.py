@@ -32,7 +32,7 @@ from indexes.storage.lucene_direct import SegmentIds
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
 from retrieval.core.filters import Filter
-from retrieval.core.options import BuildOptions
+from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, SparseVector
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.models import ResolvedModel
@@ -288,8 +288,8 @@ class SpladeKind(RetrieverKind):
                                  {**self.parameters(options), "avg_terms_per_doc": 0}, 0.0, 0.0, 0.0, folder_size(out),
                                  kind=self.name)
 
-    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, device: str) -> Component:
-        return SpladeComponent(index_folder, name, entry, device)
+    def open(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> Component:
+        return SpladeComponent(index_folder, name, entry, options.device)
 
     def describe(self, entry: RetrieverManifest) -> str:
         return f"splade {entry.model_id} scale={entry.parameters.get('scale')}"

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from indexes.storage.layout import fsync_path
+from indexes.storage.torch_flat import TorchFlat
 from retrieval.core.errors import HybridError, UnavailableError
 
 FILE = "index.faiss"
@@ -149,6 +150,32 @@ def save(index: object, folder: Path) -> Path:
     return path
 
 
+def _flat_contents(index) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """An ID-mapped flat index's vectors and docnos, in row order."""
+    faiss = _faiss()
+    inner = faiss.downcast_index(index.index)
+    return inner.reconstruct_n(0, inner.ntotal), faiss.vector_to_array(index.id_map).astype(np.int64)
+
+
+def _torch_mirror(index, device: str, flat: str, dtype: str) -> TorchFlat | None:  # type: ignore[no-untyped-def]
+    """The torch mirror a flat index gets under ``flat`` (see :class:`FaissIndex`), or None."""
+    faiss = _faiss()
+    if flat not in FLAT_ENGINES:
+        raise ValueError(f"unknown dense flat search engine {flat!r}; use one of {', '.join(FLAT_ENGINES)}")
+    inner = faiss.downcast_index(index.index)
+    if flat == "faiss" or not isinstance(inner, faiss.IndexFlat) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
+        return None
+    if flat == "auto" and device != "cuda":
+        return None  # FAISS's CPU flat kernel is as fast as a torch matmul on the CPU
+    import torch
+
+    on = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+    if flat == "auto" and on == "cpu":
+        return None
+    vectors, docnos = _flat_contents(index)
+    return TorchFlat(vectors, docnos, on, dtype)
+
+
 class _ReadWriteLock:
     """Many searches at once, or one writer: FAISS reads are thread-safe, adds and removals are not."""
 
@@ -188,14 +215,24 @@ class _ReadWriteLock:
                 self._cond.notify_all()
 
 
+FLAT_ENGINES = ("auto", "faiss", "torch")
+
+
 class FaissIndex:
     """A loaded index: concurrent searches, serialized appends and compactions.
 
     Search parameters (nprobe, efSearch) are fixed at load time; a search can be limited to the
     docnos a reader's point-in-time view holds (``bound`` and ``bitmap``).
+
+    A flat index can be searched by a torch mirror of its vectors (:mod:`indexes.storage.torch_flat`) instead
+    of FAISS: ``flat="auto"`` does so on CUDA, where it runs near the memory-bandwidth bound and FAISS's
+    flat kernel does not; ``"torch"`` on any device, ``"faiss"`` never. ``flat_dtype`` is the mirror's storage
+    (fp32, fp16, bf16). Other index types (HNSW, IVF, PQ) always go through FAISS. With a mirror the FAISS
+    index stays on the CPU, as the file's source for saves, ``reconstruct`` and compaction.
     """
 
-    def __init__(self, folder: Path, device: str = "cpu", nprobe: int = 32, ef_search: int = 256) -> None:
+    def __init__(self, folder: Path, device: str = "cpu", nprobe: int = 32, ef_search: int = 256,
+                 flat: str = "auto", flat_dtype: str = "fp32") -> None:
         faiss = _faiss()
         cpu_index = faiss.read_index(str(folder / FILE))
         if not isinstance(cpu_index, faiss.IndexIDMap2):
@@ -210,7 +247,8 @@ class FaissIndex:
                 pass  # parameter does not apply to this index type
         ids = faiss.vector_to_array(cpu_index.id_map)
         self.max_docno = int(ids[-1]) if len(ids) else -1  # ids only ever grow: the last is the largest
-        self._index = _to_gpu(cpu_index, device)
+        self._mirror = _torch_mirror(cpu_index, device, flat, flat_dtype)
+        self._index = cpu_index if self._mirror is not None else _to_gpu(cpu_index, device)
         self._on_gpu = self._index is not cpu_index
         self._selectors = not self._on_gpu  # turned off at the first type that refuses them (e.g. PQ)
         self._reconstructs = True  # turned off at the first type that cannot return stored vectors
@@ -219,6 +257,13 @@ class FaissIndex:
     @property
     def ntotal(self) -> int:
         return int(self._index.ntotal)
+
+    @property
+    def engine(self) -> str:
+        """What searches run on: ``faiss-cpu``, ``faiss-gpu`` or ``torch-<dtype>-<device>``."""
+        if self._mirror is not None:
+            return f"torch-{self._mirror.dtype_name}-{self._mirror.device.type}"
+        return "faiss-gpu" if self._on_gpu else "faiss-cpu"
 
     def _params(self, bitmap: np.ndarray):  # type: ignore[no-untyped-def]
         faiss = _faiss()
@@ -242,6 +287,8 @@ class FaissIndex:
             k = max(1, min(k, max(total, 1)))
             if total == 0:
                 return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+            if self._mirror is not None:
+                return self._mirror.search(queries, k, bound, bitmap)
             if bitmap is None and (bound is None or self.max_docno < bound):
                 return self._index.search(queries, k)
             if bitmap is not None and self._selectors:
@@ -278,6 +325,8 @@ class FaissIndex:
         stored vectors go through the index only.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._mirror is not None:  # exact over the matches already, at any selectivity
+            return self.search(queries, k, None, np.packbits(allowed, bitorder="little"))
         docnos = np.flatnonzero(allowed)
         scannable = self._reconstructs
         limit = exact_scan_limit(self.ntotal, self.ef_search) if exact_limit is None else exact_limit
@@ -347,6 +396,8 @@ class FaissIndex:
             raise ValueError(f"docno {int(docnos[0])} is not above the index's largest, {self.max_docno}")
         with self._lock.write():
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(docnos, dtype=np.int64))
+            if self._mirror is not None:
+                self._mirror.append(vectors, docnos)
             self.max_docno = int(docnos[-1])
 
     def compact(self, dead: np.ndarray) -> bool:
@@ -358,9 +409,12 @@ class FaissIndex:
         with self._lock.write():
             try:
                 self._index.remove_ids(faiss.IDSelectorBatch(dead))
-                return True
             except RuntimeError:
                 pass
+            else:
+                if self._mirror is not None:
+                    self._mirror.rebuild(*_flat_contents(self._index))
+                return True
             cpu = _to_cpu(self._index)
             ids = faiss.vector_to_array(cpu.id_map)
             try:

@@ -77,6 +77,8 @@ class OpenOptions:
     compact_fraction: float = 0.2
     # Default query mode per retriever name or kind ({"splade": "onnx-int8"}); a request may choose another.
     query_modes: dict[str, str] = field(default_factory=dict)
+    dense_flat_search: str = "auto"  # flat dense indexes: "auto" (torch on CUDA), "faiss" or "torch"
+    dense_flat_dtype: str = "fp32"  # the torch flat search's storage: fp32, fp16, bf16
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> OpenOptions:

@@ -78,12 +78,12 @@ def load_encoders(manifest: Manifest, names: Sequence[str], device: str, role: s
     return {name: get_kind(manifest.retrievers[name].kind).load_encoder(manifest, name, device, role) for name in names}
 
 
-def open_components(folder: Path, manifest: Manifest, names: Sequence[str], device: str) -> dict[str, Component]:
+def open_components(folder: Path, manifest: Manifest, names: Sequence[str], options: OpenOptions) -> dict[str, Component]:
     components: dict[str, Component] = {}
     try:
         for name in names:
             entry = manifest.retrievers[name]
-            components[name] = get_kind(entry.kind).open(folder, name, entry, device)
+            components[name] = get_kind(entry.kind).open(folder, name, entry, options)
     except BaseException:
         for component in components.values():
             component.close()
@@ -164,7 +164,7 @@ class Searcher:
             seq = manifest.live_seq if manifest.live_seq else None
             view = ViewState(bitmap=store.live_bitmap(manifest.live_seq) if store.has_versions() else None)
             encoders = load_encoders(manifest, wanted, options.device)
-            components = open_components(folder, manifest, wanted, options.device)
+            components = open_components(folder, manifest, wanted, options)
         except BaseException:
             store.close()
             raise
@@ -195,7 +195,7 @@ class Searcher:
                 store = DocStore.open(shard)
                 stores.append(store)
                 views.append(ViewState(bitmap=store.live_bitmap(shard_manifest.live_seq) if store.has_versions() else None))
-                opened = open_components(shard, shard_manifest, wanted, options.device)
+                opened = open_components(shard, shard_manifest, wanted, options)
                 per_shard.append(opened)
                 components.update({f"{name}@{i}": c for name, c in opened.items()})
             for name in wanted:
