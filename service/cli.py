@@ -77,6 +77,8 @@ def index() -> None:
 @click.option("--splade-top-k", type=click.IntRange(min=1), default=None, help="Keep the top-k terms per document.")
 @click.option("--splade-doc-vectors/--no-splade-doc-vectors", default=None,
               help="Store SPLADE term vectors, which SPLADE PRF reads (default on; off: smaller, faster builds).")
+@click.option("--splade-matrix/--no-splade-matrix", default=None,
+              help="Write SPLADE impacts beside the Lucene index for in-memory search (default on).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Lucene indexing threads.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Bad corpus lines: stop with the line number, or skip them (counted in the manifest).")
@@ -94,14 +96,15 @@ def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tupl
                 device: str | None,
                 batch_size: int | None, faiss_factory: str | None, sparse_model: str | None, dense_model: str | None,
                 splade_scale: float | None, splade_top_k: int | None, splade_doc_vectors: bool | None,
-                threads: int | None, on_error: str, vectors_dir: Path | None, shards: int, ray_address: str | None,
+                splade_matrix: bool | None, threads: int | None, on_error: str, vectors_dir: Path | None, shards: int, ray_address: str | None,
                 ray_workers: int, quiet: bool) -> None:
     """Index CORPUS (BEIR corpus.jsonl[.gz] or a BEIR dataset folder) as NAME."""
     from indexes.indexing.builder import build_index
 
     settings = _settings(index_root, device=device, batch_size=batch_size, faiss_factory=faiss_factory,
                          sparse_model=sparse_model, dense_model=dense_model, splade_scale=splade_scale,
-                         splade_doc_top_k=splade_top_k, splade_doc_vectors=splade_doc_vectors, threads=threads)
+                         splade_doc_top_k=splade_top_k, splade_doc_vectors=splade_doc_vectors,
+                         splade_matrix=splade_matrix, threads=threads)
     options = BuildOptions.from_settings(settings, retrievers=_retrievers(retrievers, extra_retrievers),
                                          progress=not quiet, on_error=on_error, shards=shards, ray=ray_address,
                                          ray_workers=ray_workers)

@@ -21,7 +21,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,38 +64,82 @@ def _dense_vectors(searcher: Searcher, name: str) -> tuple[list[str], np.ndarray
     return [ids[i] for i in keep], vectors[keep]  # type: ignore[misc]
 
 
-class QdrantShard:
-    """A temporary Qdrant Edge shard holding this index's SPLADE and dense vectors under one point id each."""
+Chunk = tuple[list[str], list[dict[str, int]], np.ndarray]  # ids, their impacts, their dense rows
 
-    def __init__(self, searcher: Searcher, sparse: str = "splade", dense: str = "dense") -> None:
+
+def _from_index(searcher: Searcher, sparse: str, dense: str, size: int = 256) -> Iterator[Chunk]:
+    """The index's own vectors: impacts read back from Lucene's postings, rows from the FAISS file."""
+    impacts = document_impacts(searcher.folder / sparse)
+    dense_ids, dense_vectors = _dense_vectors(searcher, dense)
+    ids = sorted(impacts)
+    if set(dense_ids) != set(ids):
+        raise RuntimeError(f"{sparse} and {dense} hold different documents")
+    row = {doc_id: i for i, doc_id in enumerate(dense_ids)}
+    for start in range(0, len(ids), size):
+        chunk = ids[start:start + size]
+        yield chunk, [impacts[d] for d in chunk], dense_vectors[[row[d] for d in chunk]]
+
+
+def _from_vectors(folder: Path, sparse: str, dense: str, size: int = 1024) -> Iterator[Chunk]:
+    """A ``hybrid encode`` folder the index was built from (``--vectors``), streamed: at a million documents the
+    postings cannot be read back through the JNI in reasonable time, nor held as Python dicts at once."""
+    rows = np.load(folder / f"{dense}.npy", mmap_mode="r")
+    with (folder / f"{dense}.ids.jsonl").open() as ids_file, (folder / f"{sparse}.jsonl").open() as sparse_file:
+        ids: list[str] = []
+        weights: list[dict[str, int]] = []
+        for at, (id_line, sparse_line) in enumerate(zip(ids_file, sparse_file)):
+            record = json.loads(sparse_line)
+            ids.append(json.loads(id_line))
+            if record["id"] != ids[-1]:
+                raise RuntimeError(f"{folder}: line {at + 1} of {sparse}.jsonl is {record['id']!r}, "
+                                   f"the dense ids say {ids[-1]!r}")
+            weights.append(record["vector"])
+            if len(ids) == size:
+                yield ids, weights, np.asarray(rows[at + 1 - size : at + 1])
+                ids, weights = [], []
+        if ids:
+            yield ids, weights, np.asarray(rows[len(rows) - len(ids) :])
+
+
+class QdrantShard:
+    """A temporary Qdrant Edge shard holding this index's SPLADE and dense vectors under one point id each.
+
+    ``vectors``: read them from the ``hybrid encode`` folder the index was built from instead of the index.
+    ``hnsw_m`` 0: no HNSW graph (dense is searched exactly only; at a million points on 2 cores the graph takes long).
+    """
+
+    def __init__(self, searcher: Searcher, sparse: str = "splade", dense: str = "dense", vectors: Path | None = None,
+                 hnsw_m: int = HNSW["m"]) -> None:
         qe = _edge()
-        impacts = document_impacts(searcher.folder / sparse)
-        dense_ids, dense_vectors = _dense_vectors(searcher, dense)
-        self.ids = sorted(impacts)
-        if set(dense_ids) != set(self.ids):
-            raise RuntimeError(f"{sparse} and {dense} hold different documents")
         self.vocab: dict[str, int] = {}
-        row = {doc_id: i for i, doc_id in enumerate(dense_ids)}
+        self.ids: list[str] = []
         self.sparse, self.dense = sparse, dense
         self._dir = tempfile.TemporaryDirectory(prefix="qdrant-edge-")
+        hnsw = {**HNSW, "m": hnsw_m}
+        dimension = searcher.searchers[dense].index.dimension  # type: ignore[attr-defined]
         config = qe.EdgeConfig(
-            vectors={dense: qe.EdgeVectorParams(size=int(dense_vectors.shape[1]), distance=qe.Distance.Dot)},
+            vectors={dense: qe.EdgeVectorParams(size=int(dimension), distance=qe.Distance.Dot)},
             sparse_vectors={sparse: qe.EdgeSparseVectorParams()},
-            hnsw_config=qe.HnswIndexConfig(**HNSW),
+            hnsw_config=qe.HnswIndexConfig(**hnsw),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
             max_search_threads=1,
         )
         self.shard = qe.EdgeShard.create(self._dir.name, config)
-        points = [qe.Point(i, {sparse: self.sparse_vector(impacts[doc_id]), dense: dense_vectors[row[doc_id]].tolist()})
-                  for i, doc_id in enumerate(self.ids)]
+        chunks = _from_vectors(vectors, sparse, dense) if vectors else _from_index(searcher, sparse, dense)
         started = time.perf_counter()
-        for start in range(0, len(points), 256):
-            self.shard.update(qe.UpdateOperation.upsert_points(points[start:start + 256]))
-        self.shard.optimize()  # builds HNSW and the immutable sparse index
+        for ids, weights, rows in chunks:
+            points = [qe.Point(len(self.ids) + i, {sparse: self.sparse_vector(w), dense: r.tolist()})
+                      for i, (w, r) in enumerate(zip(weights, rows))]
+            self.shard.update(qe.UpdateOperation.upsert_points(points))
+            self.ids += ids
+        self.upsert_seconds = time.perf_counter() - started
+        self.shard.optimize()  # builds HNSW (unless m is 0) and the immutable sparse index
         self.build_seconds = time.perf_counter() - started
-        self.settings = {"qdrant_edge_py": QDRANT_VERSION, "dense_distance": "Dot", "hnsw": HNSW,
+        self.hnsw = hnsw_m > 0
+        self.settings = {"qdrant_edge_py": QDRANT_VERSION, "dense_distance": "Dot", "hnsw": hnsw,
                          "indexing_threshold_kb": 1, "sparse": "default (inverted index, exact dot product)",
-                         "max_search_threads": 1, "points": len(points)}
+                         "max_search_threads": 1, "points": len(self.ids),
+                         "fed_from": str(vectors) if vectors else "the index (Lucene postings, FAISS file)"}
 
     def sparse_vector(self, weights: dict[str, int]) -> Any:
         indices = [self.vocab.setdefault(token, len(self.vocab)) for token in weights]
@@ -125,11 +169,13 @@ def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[
         return lambda i: qe.QueryRequest(limit=k, query=fusion, prefetches=[
             qe.Prefetch(**nearest_sparse(i, depth)), qe.Prefetch(**nearest_dense(i, depth, exact))])
 
+    graph = qe.SearchParams(hnsw_ef=128)
+    hnsw = [Method("dense (Qdrant HNSW vs our exact)", (d,), None,
+                   lambda i: qe.QueryRequest(**nearest_dense(i, k, graph)))] if shard.hnsw else []
     return [
         Method("splade", (s,), None, lambda i: qe.QueryRequest(**nearest_sparse(i, k))),
         Method("dense (exact)", (d,), None, lambda i: qe.QueryRequest(**nearest_dense(i, k, exact))),
-        Method("dense (Qdrant HNSW vs our exact)", (d,), None,
-               lambda i: qe.QueryRequest(**nearest_dense(i, k, qe.SearchParams(hnsw_ef=128)))),
+        *hnsw,
         # Qdrant ranks from 0 in 1/(k + rank), we from 1: its k + 1 gives our scores.
         Method("rrf(splade, dense)", (s, d), FusionConfig(method="rrf", rrf_k=rrf_k), fused(qe.Fusion.Rrf(k=rrf_k + 1))),
         Method("dbsf(splade, dense)", (s, d), FusionConfig(method="weighted", normalization="dbsf"),
@@ -176,7 +222,7 @@ class _Cached:
 
 
 def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int = 100, rounds: int = 3,
-            warmup: int = 2) -> dict[str, Any]:
+            warmup: int = 2, vectors: Path | None = None, hnsw_m: int = HNSW["m"]) -> dict[str, Any]:
     """Per method: p50/p95 of ours and Qdrant's, ours / Qdrant at p50, top-k overlap, Qdrant batch q/s.
 
     ``warmup`` passes over all queries come first: Lucene runs interpreted until the JVM has compiled its
@@ -185,7 +231,9 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
     import faiss
 
     qe = _edge()
-    shard = QdrantShard(searcher)
+    shard = QdrantShard(searcher, vectors=vectors, hnsw_m=hnsw_m)
+    print(f"Qdrant Edge shard: {len(shard.ids)} points, upserted in {shard.upsert_seconds:.1f} s, optimized by "
+          f"{shard.build_seconds:.1f} s", file=sys.stderr, flush=True)
     # One thread a query on both sides: Lucene searches a query on one thread; FAISS's and Qdrant's pools,
     # spinning between queries on a 2-core machine, slowed each other's next query several-fold.
     omp_threads = faiss.omp_get_max_threads()
@@ -235,7 +283,8 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
                               "ours_batch_qps": ours_batch_qps, "ours_over_qdrant_batch_qps": ours_batch_qps / qdrant_batch_qps}
             if m.name in score_gap and m.fusion is None and "HNSW" not in m.name:
                 report[m.name]["max_score_gap_top_k"] = score_gap[m.name]
-        return {"settings": shard.settings, "qdrant_build_seconds": shard.build_seconds, "k": k, "depth": depth,
+        return {"settings": shard.settings, "qdrant_build_seconds": shard.build_seconds,
+                "qdrant_upsert_seconds": shard.upsert_seconds, "k": k, "depth": depth,
                 "queries": len(queries), "rounds": rounds, "warmup": warmup, "methods": report}
     finally:
         for name in (shard.sparse, shard.dense):
@@ -288,14 +337,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2, help="Untimed passes over all queries first (JIT).")
+    parser.add_argument("--vectors", type=Path, default=None,
+                        help="Feed Qdrant from the 'hybrid encode' folder the index was built from (large indexes).")
+    parser.add_argument("--splade-search", default="auto", choices=["auto", "lucene", "matrix"],
+                        help="Our SPLADE engine (settings' splade_search): in-memory matrix or Lucene.")
+    parser.add_argument("--hnsw-m", type=int, default=HNSW["m"], help="Qdrant's HNSW m; 0 builds no graph.")
     parser.add_argument("--out", type=Path, default=Path("reports/qdrant"))
     args = parser.parse_args(argv)
     queries = list(load_dataset(args.queries).queries.values())[: args.limit]
-    searcher = Searcher.open(args.index, retrievers=["splade", "dense"], verify="off")
+    searcher = Searcher.open(args.index, retrievers=["splade", "dense"], verify="off", splade_search=args.splade_search)
     try:
-        report = compare(searcher, queries, k=args.k, depth=args.depth, rounds=args.rounds, warmup=args.warmup)
+        report = compare(searcher, queries, k=args.k, depth=args.depth, rounds=args.rounds, warmup=args.warmup,
+                         vectors=args.vectors, hnsw_m=args.hnsw_m)
     finally:
         searcher.close()
+    report["splade_engine"] = "matrix" if searcher.searchers["splade"].matrix is not None else "lucene"
     report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                          "load_average": os.getloadavg()}
     report["command"] = "python -m eval.bench.qdrant_edge " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -6,7 +6,9 @@ each impact as the term's frequency and ``ImpactSimilarity`` sums them).
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -20,25 +22,29 @@ from indexes.kinds.base import (
     RetrieverKind,
     RetrieverRuns,
     RetrieverSearcher,
+    ViewState,
     WriteBatch,
     build_chunk,
     checked_model,
     elapsed_ms,
 )
 from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
-from indexes.storage import lucene_backend
+from indexes.storage import impact_matrix, lucene_backend
+from indexes.storage.docstore import DocStore
+from indexes.storage.impact_matrix import ImpactMatrix, MatrixWriter
 from indexes.storage.lucene_backend import ImpactIndex
-from indexes.storage.lucene_direct import SegmentIds
+from indexes.storage.lucene_direct import SegmentIds, tie_adjusted
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions, OpenOptions
-from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, SparseVector
+from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, ScoredDoc, SparseVector
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.sparse import Quantization, SpladeEncoder, quantize
 
 MAX_SPARSE_WEIGHT = 1e4  # far above any model's weights; keeps quantized impacts inside Lucene's integer range
+log = logging.getLogger(__name__)
 
 
 def quantization(entry: RetrieverManifest) -> Quantization:
@@ -52,8 +58,28 @@ def query_vectors(encoder: SpladeEncoder, queries: Sequence[str], quant: Quantiz
                                   runtime=mode or "torch", cache=onnx_cache)
 
 
+class MatrixSearch:
+    """The in-memory matrix as one view sees it: the docnos the view may return, ranked as the Lucene path ranks
+    them (score, then id; Anserini's tie rounding), so both give the same hits and scores."""
+
+    def __init__(self, matrix: ImpactMatrix, store: DocStore, view: ViewState) -> None:
+        self.matrix, self._store, self._view = matrix, store, view
+
+    def top(self, vector: SparseVector, k: int) -> list[ScoredDoc]:
+        pairs = self.matrix.search(vector, k, self._view.bound, self._view.bitmap)  # type: ignore[arg-type]
+        ids = self._store.ids_by_docno([docno for _, docno in pairs])
+        ranked = sorted((-score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None)[:k]
+        return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, tie_adjusted([-s for s, _ in ranked]))]
+
+
 class SpladeSearcher:
-    """``encoder`` and ``quantization`` are public so baselines can encode exactly as this searcher does."""
+    """``encoder`` and ``quantization`` are public so baselines can encode exactly as this searcher does.
+
+    ``matrix``: search in memory (:mod:`indexes.storage.impact_matrix`) instead of Lucene, except under a metadata
+    filter; PRF reads its feedback through Lucene and then searches the moved query in memory too.
+    """
+
+    matrix: MatrixSearch | None = None
 
     def __init__(self, name: str, index: ImpactIndex, encoder: SpladeEncoder, quant: Quantization,
                  batch_size: int, onnx_cache: Path) -> None:
@@ -111,7 +137,9 @@ class SpladeSearcher:
         started = time.perf_counter()
         if prf is not None:
             vectors = self._feedback(vectors, prf, threads, where)
-        if len(vectors) == 1:
+        if self.matrix is not None and where is None:
+            runs = [self.matrix.top(v, depth) for v in vectors]
+        elif len(vectors) == 1:
             runs = [self._index.search(vectors[0], depth, where)]
         else:
             runs = self._index.batch_search(vectors, depth, threads, where)
@@ -148,8 +176,58 @@ class SpladeSearcher:
         self._index.close()
 
 
+def open_matrix(folder: Path, name: str, options: OpenOptions) -> ImpactMatrix | None:
+    """The retriever's impact matrix as ``options.splade_search`` wants it: in memory for searches, or only for
+    keeping it current under live writes (Lucene searches), or None when the index has none."""
+    if not impact_matrix.exists(folder):
+        if options.splade_search == "matrix":
+            raise KindError(f"retriever {name!r} has no impact matrix (built without it, or by an older version); "
+                            "rebuild the index, or set splade_search to 'lucene' or 'auto'")
+        return None
+    wanted = options.splade_search == "matrix"
+    if options.splade_search == "auto":
+        size = impact_matrix.memory_bytes(folder)
+        wanted = size <= options.splade_matrix_max_mb * 2**20
+        if not wanted:
+            log.info("retriever %s: impact matrix of %.0f MiB is above splade_matrix_max_mb; searching through Lucene",
+                     name, size / 2**20)
+    return ImpactMatrix(folder, rows=wanted)
+
+
 class SpladeComponent(LuceneComponent):
     writer_kind = "impact"
+
+    def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> None:
+        super().__init__(index_folder, name, entry, options.device)
+        self.matrix = open_matrix(self.folder, name, options)
+
+    def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
+        searcher = super().searcher(encoder, store, view, batch_size)
+        if self.matrix is not None and self.matrix.searchable:
+            searcher.matrix = MatrixSearch(self.matrix, store, view)  # type: ignore[attr-defined]
+        return searcher
+
+    def apply(self, batch: WriteBatch) -> None:
+        super().apply(batch)
+        if self.matrix is not None and batch.docs:
+            self.matrix.append(batch.added, batch.payload)
+
+    def replay_from(self) -> int:
+        """Lucene's commit, or the matrix's where a crash came between the two (Lucene upserts by id, so records it
+        holds already are applied again harmlessly; the matrix skips the docnos it holds)."""
+        seq = super().replay_from()
+        return min(seq, self.matrix.seq) if self.matrix is not None else seq
+
+    def compact(self, dead: Any, threshold: float) -> bool:
+        if self.matrix is not None and len(dead):
+            self.matrix.remove(dead.tolist())
+        return True
+
+    def commit(self, seq: int) -> list[str]:
+        files = super().commit(seq)
+        if self.matrix is not None:
+            files += [f"{self.name}/{f}" for f in self.matrix.commit(seq)]
+        return files
 
     def _searcher(self, encoder: Any, reader: Any, batch_size: int, ids: SegmentIds | None = None) -> RetrieverSearcher:
         return SpladeSearcher(self.name, ImpactIndex(self.folder, reader=reader, ids=ids or self.segment_ids), encoder,
@@ -173,7 +251,7 @@ class SpladeKind(RetrieverKind):
     def parameters(self, options: BuildOptions) -> dict[str, Any]:
         # doc_vectors: each document's impacts are also stored as a term vector, for PRF.
         return {"scale": options.splade_scale, "doc_top_k": options.splade_doc_top_k,
-                "doc_vectors": options.splade_doc_vectors}
+                "doc_vectors": options.splade_doc_vectors, "matrix": options.splade_matrix}
 
     def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> SpladeEncoder:
         return shared_encoder(SpladeEncoder, checked_model(manifest, name), device, role)
@@ -237,10 +315,15 @@ class SpladeKind(RetrieverKind):
 
         metadata = ctx.store.iter_metadata() if ctx.fields else None
 
+        # Rows in docno order, which is the store's order in a build (as FAISS's vector i is docno i).
+        matrix = MatrixWriter(ctx.work / f"{name}-matrix") if o.splade_matrix else None
+
         def counted() -> Iterator[tuple[str, SparseVector, dict[str, Any]]]:
             nonlocal terms
             for doc_id, vector in stream:
                 terms += len(vector)
+                if matrix is not None:
+                    matrix.add(vector)
                 if metadata is None:
                     yield doc_id, vector, {}
                     continue
@@ -251,6 +334,9 @@ class SpladeKind(RetrieverKind):
         started = time.perf_counter()
         lucene_backend.build_impact(counted(), ctx.work / name, ctx.out, o.threads, expected=total,
                                     doc_vectors=o.splade_doc_vectors, with_metadata=metadata is not None)
+        if matrix is not None:
+            matrix.close()
+            shutil.move(str(matrix.folder), str(ctx.out / impact_matrix.FOLDER))
         encode_seconds = clock.get("encode", 0.0)
         index_seconds = time.perf_counter() - started - encode_seconds
         ctx.stage(f"{name}-indexed")
@@ -284,12 +370,14 @@ class SpladeKind(RetrieverKind):
                      options: BuildOptions) -> RetrieverManifest:
         assert model is not None
         create_empty_lucene(out, "impact", doc_vectors=options.splade_doc_vectors)
+        if options.splade_matrix:
+            MatrixWriter(out / impact_matrix.FOLDER).close()
         return RetrieverManifest(spec.name, model.model_id, model.weights_sha256,
                                  {**self.parameters(options), "avg_terms_per_doc": 0}, 0.0, 0.0, 0.0, folder_size(out),
                                  kind=self.name)
 
     def open(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> Component:
-        return SpladeComponent(index_folder, name, entry, options.device)
+        return SpladeComponent(index_folder, name, entry, options)
 
     def describe(self, entry: RetrieverManifest) -> str:
         return f"splade {entry.model_id} scale={entry.parameters.get('scale')}"

@@ -122,7 +122,9 @@ def is_lucene_segment_file(rel: str) -> bool:
 
 
 def _index_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and p.name not in VOLATILE)
+    # Names ending in .tmp are files half-written by an interrupted atomic write (temporary file, then rename).
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.name != MANIFEST and p.name not in VOLATILE and not p.name.endswith(".tmp"))
 
 
 def checksum_files(folder: Path, only: list[str] | None = None, previous: dict[str, list[Any]] | None = None

@@ -42,6 +42,7 @@ class BuildOptions:
     splade_scale: float = 100.0
     splade_doc_top_k: int | None = None
     splade_doc_vectors: bool = True  # term vectors for SPLADE PRF
+    splade_matrix: bool = True  # impacts beside the Lucene index, for in-memory search (indexes/storage/impact_matrix.py)
     threads: int = 2
     progress: bool = True
     on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest
@@ -79,6 +80,8 @@ class OpenOptions:
     query_modes: dict[str, str] = field(default_factory=dict)
     dense_flat_search: str = "auto"  # flat dense indexes: "auto" (torch on CUDA), "faiss" or "torch"
     dense_flat_dtype: str = "fp32"  # the torch flat search's storage: fp32, fp16, bf16
+    splade_search: str = "auto"  # "matrix" (in memory), "lucene", "auto" (the matrix when it has one that fits)
+    splade_matrix_max_mb: int = 2048
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> OpenOptions:

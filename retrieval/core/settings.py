@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     splade_doc_vectors: bool = Field(
         True, description="Store each document's impacts as a Lucene term vector, which SPLADE PRF reads; off, the "
                           "impact index is about 3x smaller and builds about 1.5x faster (eval/bench/README.md, Scale).")
+    splade_matrix: bool = Field(
+        True, description="Write each SPLADE document's impacts beside the Lucene index (matrix/, about 6 bytes an "
+                          "impact), so searches can run on them in memory (splade_search).")
+    splade_search: Literal["auto", "lucene", "matrix"] = Field(
+        "auto", description="What searches SPLADE: 'matrix' scores in memory (same hits and scores as Lucene, 10-15x "
+                            "faster on the CPU), 'lucene' through Lucene; 'auto' takes the matrix when the index has one "
+                            "that fits splade_matrix_max_mb. Filters and PRF always go through Lucene.")
+    splade_matrix_max_mb: int = Field(2048, ge=0, description="The largest matrix 'auto' loads into memory.")
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     depth: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
     rrf_k: int = Field(60, ge=1)

@@ -1,0 +1,119 @@
+"""SPLADE searched in memory (indexes/storage/impact_matrix.py) against Lucene: the same hits and scores, on a
+batch-built index and through live upserts, deletes, compaction and a reopen; the matrix files on their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexes.indexing.builder import BuildOptions, build_index
+from indexes.indexing.live import LiveIndex
+from indexes.kinds.base import KindError
+from indexes.storage import impact_matrix
+from indexes.storage.impact_matrix import ImpactMatrix, MatrixWriter
+from indexes.storage.layout import IndexRoot
+from retrieval.core.options import OpenOptions
+from retrieval.search.pipeline import Searcher
+from tests.conftest import cranfield_docs, write_jsonl
+from tests.test_live import copy_index, doc
+
+QUERIES = ["boundary layer heat transfer", "supersonic flow over a wing", "similarity laws for aeroelastic models",
+           "what is the effect of the nose radius on the pressure distribution", "flutter"]
+
+
+def _hits(searcher: Searcher, query: str, k: int) -> list[tuple[str, float]]:
+    return [(h.id, h.score) for h in searcher.search(query, k=k, retrievers=["splade"]).hits]
+
+
+def _same_as_lucene(folder: Path, matrix: Searcher | None = None) -> None:
+    lucene = Searcher.open(folder, OpenOptions(splade_search="lucene", verify="off"), retrievers=["splade"])
+    memory = matrix or Searcher.open(folder, OpenOptions(splade_search="matrix", verify="off"), retrievers=["splade"])
+    try:
+        assert memory.searchers["splade"].matrix is not None and lucene.searchers["splade"].matrix is None
+        for query in QUERIES:
+            for k in (1, 10, 100):
+                assert _hits(memory, query, k) == _hits(lucene, query, k)  # ids, order and scores, exactly
+    finally:
+        lucene.close()
+        if matrix is None:
+            memory.close()
+
+
+def test_matrix_search_equals_lucene_on_a_built_index(small_index: Path) -> None:
+    assert impact_matrix.exists(small_index / "splade")
+    _same_as_lucene(small_index)
+    auto = Searcher.open(small_index, OpenOptions(verify="off"), retrievers=["splade"])
+    try:
+        assert auto.searchers["splade"].matrix is not None  # auto: a small matrix is searched in memory
+    finally:
+        auto.close()
+
+
+def test_matrix_follows_live_writes_deletes_compaction_and_a_reopen(index_root: Path, tmp_path: Path) -> None:
+    root, folder = copy_index(index_root, tmp_path)
+    rows = cranfield_docs(80)
+    live = LiveIndex.open(folder, root=root, options=OpenOptions(splade_search="matrix"))
+    live.upsert([doc(r) for r in rows[60:75]])
+    live.upsert([doc(dict(rows[5], text="transonic flutter of swept wings in a wind tunnel"))])
+    live.delete([rows[3]["_id"], rows[62]["_id"]])
+    with live.view() as searcher:
+        assert searcher.searchers["splade"].matrix is not None
+        ids = {h.id for h in searcher.search("flow", k=200, depth=200, retrievers=["splade"]).hits}
+        assert rows[70]["_id"] in ids and not ids & {rows[3]["_id"], rows[62]["_id"]}
+        top = _hits(searcher, "transonic flutter of swept wings", 3)
+        assert top[0][0] == rows[5]["_id"]
+    live.compact()
+    live.upsert([doc(r) for r in rows[75:80]])
+    live.close()
+    assert len(list((folder / "splade" / impact_matrix.FOLDER).glob("part-*.npz"))) >= 2  # the build's + a checkpoint's
+    _same_as_lucene(folder)  # reopened from the files: base part, appended parts, removed docnos
+
+
+def test_index_without_a_matrix_searches_lucene(tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", cranfield_docs(12))
+    root = IndexRoot(tmp_path / "root")
+    build_index(corpus, "plain", root, BuildOptions(progress=False, retrievers=BuildOptions().retrievers[1:2],
+                                                    splade_matrix=False))
+    folder = root.resolve("plain")
+    assert not impact_matrix.exists(folder / "splade")
+    auto = Searcher.open(folder, OpenOptions(verify="off"))
+    try:
+        assert auto.searchers["splade"].matrix is None and auto.search("flow", k=3).hits
+    finally:
+        auto.close()
+    with pytest.raises(KindError, match="has no impact matrix"):
+        Searcher.open(folder, OpenOptions(splade_search="matrix", verify="off"))
+
+
+def test_matrix_files_parts_merges_ties_and_removals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(impact_matrix, "PART_NNZ", 5)
+    writer = MatrixWriter(tmp_path / impact_matrix.FOLDER)
+    vectors = [{"a": 3, "b": 1}, {"a": 3, "b": 1}, {"c": 7}, {"a": 1, "c": 2}, {"b": 4}, {"a": 3, "b": 1}]
+    for v in vectors:
+        writer.add(v)
+    writer.close()
+    assert len(list((tmp_path / impact_matrix.FOLDER).glob("part-*.npz"))) == 2
+    matrix = ImpactMatrix(tmp_path)
+    assert (matrix.rows, matrix.nnz, matrix.max_docno) == (6, 10, 5)
+    # Docs 0, 1 and 5 tie at 7 (3*2 + 1*1) for k=1: all three come back for the caller to order by id.
+    assert sorted(matrix.search({"a": 2, "b": 1}, 1)) == [(7.0, 0), (7.0, 1), (7.0, 5)]
+    assert matrix.search({"zzz": 5}, 3) == []
+    for i in range(impact_matrix.MERGE_BLOCKS + 2):  # more blocks than the merge threshold
+        matrix.append([6 + i], [{"a": 10, f"new{i}": 1}])
+    matrix.append([6], [{"a": 99}])  # a replayed write: skipped
+    assert matrix.rows == 6 + impact_matrix.MERGE_BLOCKS + 2
+    assert matrix.search({"new3": 5}, 5) == [(5.0, 9)]
+    assert [d for _, d in matrix.search({"a": 1}, 2)] == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]  # ties at the cut
+    bitmap = np.packbits(np.array([i != 7 for i in range(16)]), bitorder="little")
+    assert 7 not in [d for _, d in matrix.search({"a": 1}, 20, bound=15, bitmap=bitmap)]
+    assert 15 not in [d for _, d in matrix.search({"a": 1}, 20, bound=15)]
+    matrix.remove([6, 8])
+    files = matrix.commit(4)
+    assert "matrix/removed.npy" in files and "matrix/state.json" in files
+    again = ImpactMatrix(tmp_path)
+    assert again.seq == 4 and again.rows == matrix.rows
+    assert sorted(d for _, d in again.search({"a": 1}, 20)) == [0, 1, 3, 5, 7, *range(9, 16)]
+    writer_only = ImpactMatrix(tmp_path, rows=False)
+    assert (writer_only.max_docno, writer_only.searchable) == (15, False)
