@@ -117,3 +117,34 @@ def test_matrix_files_parts_merges_ties_and_removals(tmp_path: Path, monkeypatch
     assert sorted(d for _, d in again.search({"a": 1}, 20)) == [0, 1, 3, 5, 7, *range(9, 16)]
     writer_only = ImpactMatrix(tmp_path, rows=False)
     assert (writer_only.max_docno, writer_only.searchable) == (15, False)
+
+
+def test_top_k_over_many_rows_equals_a_full_sort(tmp_path: Path) -> None:
+    """Past :data:`impact_matrix.BLOCK` rows per k the search looks only above a bound from the blocks' maxima;
+    it must still return exactly the top k and every tie at the cut."""
+    rng = np.random.default_rng(11)
+    vocab = [f"t{i}" for i in range(40)]
+    vectors = [{vocab[t]: int(w) for t, w in zip(rng.choice(40, 6, replace=False), rng.integers(1, 30, 6))}
+               for _ in range(30_000)]
+    writer = MatrixWriter(tmp_path / impact_matrix.FOLDER)
+    for v in vectors:
+        writer.add(v)
+    writer.close()
+    matrix = ImpactMatrix(tmp_path)
+    dense = np.zeros((len(vectors), len(vocab)), dtype=np.float64)
+    for row, v in enumerate(vectors):
+        for t, w in v.items():
+            dense[row, vocab.index(t)] = w
+    live = np.ones(len(vectors), dtype=bool)
+    live[rng.choice(len(vectors), 3000, replace=False)] = False
+    for k in (1, 10, 25):
+        for _ in range(5):
+            query = {vocab[t]: int(w) for t, w in zip(rng.choice(40, 4, replace=False), rng.integers(1, 20, 4))}
+            q = np.array([query.get(t, 0) for t in vocab], dtype=np.float64)
+            for bitmap in (None, np.packbits(live, bitorder="little")):
+                scores = dense @ q
+                if bitmap is not None:
+                    scores[~live] = 0
+                cut = np.sort(scores[scores > 0])[-k]
+                want = sorted((float(s), int(d)) for d, s in enumerate(scores) if s >= cut)
+                assert sorted(matrix.search(query, k, bitmap=bitmap)) == want

@@ -62,13 +62,18 @@ class MatrixSearch:
     """The in-memory matrix as one view sees it: the docnos the view may return, ranked as the Lucene path ranks
     them (score, then id; Anserini's tie rounding), so both give the same hits and scores."""
 
-    def __init__(self, matrix: ImpactMatrix, store: DocStore, view: ViewState) -> None:
-        self.matrix, self._store, self._view = matrix, store, view
+    def __init__(self, matrices: Sequence[ImpactMatrix], stores: Sequence[DocStore], views: Sequence[ViewState]) -> None:
+        self._shards = list(zip(matrices, stores, views))
 
     def top(self, vector: SparseVector, k: int) -> list[ScoredDoc]:
-        pairs = self.matrix.search(vector, k, self._view.bound, self._view.bitmap)  # type: ignore[arg-type]
-        ids = self._store.ids_by_docno([docno for _, docno in pairs])
-        ranked = sorted((-score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None)[:k]
+        """Every shard's candidates (its top ``k`` and the ties at its cut) ranked together, then rounded once:
+        a sharded index ranks exactly as one index would."""
+        ranked: list[tuple[float, str]] = []
+        for matrix, store, view in self._shards:
+            pairs = matrix.search(vector, k, view.bound, view.bitmap)  # type: ignore[arg-type]
+            ids = store.ids_by_docno([docno for _, docno in pairs])
+            ranked += [(-score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None]
+        ranked = sorted(ranked)[:k]
         return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, tie_adjusted([-s for s, _ in ranked]))]
 
 
@@ -204,7 +209,17 @@ class SpladeComponent(LuceneComponent):
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
         searcher = super().searcher(encoder, store, view, batch_size)
         if self.matrix is not None and self.matrix.searchable:
-            searcher.matrix = MatrixSearch(self.matrix, store, view)  # type: ignore[attr-defined]
+            searcher.matrix = MatrixSearch([self.matrix], [store], [view])  # type: ignore[attr-defined]
+        return searcher
+
+    @classmethod
+    def merged_searcher(cls, components: Sequence[Component], encoder: Any, stores: Sequence[DocStore],
+                        views: Sequence[ViewState], batch_size: int) -> RetrieverSearcher:
+        """Lucene over every shard (for filters and PRF), and every shard's matrix when all have one in memory."""
+        searcher = super().merged_searcher(components, encoder, stores, views, batch_size)
+        matrices = [c.matrix for c in components if isinstance(c, SpladeComponent)]
+        if len(matrices) == len(components) and all(m is not None and m.searchable for m in matrices):
+            searcher.matrix = MatrixSearch(matrices, stores, views)  # type: ignore[arg-type,attr-defined]
         return searcher
 
     def apply(self, batch: WriteBatch) -> None:

@@ -89,32 +89,54 @@ def _weights(runs: Mapping[str, Sequence[ScoredDoc]], weights: Mapping[str, floa
     return resolved
 
 
-def _fused(runs: Mapping[str, Sequence[ScoredDoc]], explained: Callable[[str, int, ScoredDoc], RetrieverScore],
-           missing: Mapping[str, float]) -> list[FusedDoc]:
-    """The fused ranking: each document's score is the sum of every retriever's contribution, ``explained`` giving
-    a retriever's (with its rank, from 1) where it returned the document and ``missing`` where it did not."""
-    sources: dict[str, dict[str, RetrieverScore]] = {}
+def _fused(runs: Mapping[str, Sequence[ScoredDoc]], contribution: Callable[[str, int], float],
+           explained: Callable[[str, int, ScoredDoc], RetrieverScore], missing: Mapping[str, float],
+           limit: int | None = None, finite: bool = False) -> list[FusedDoc]:
+    """The fused ranking: each document's score is the sum of every retriever's ``contribution`` (by its rank, from
+    1) where it returned the document and ``missing`` where it did not. Only the first ``limit`` documents are
+    explained (``explained`` gives a retriever's :class:`RetrieverScore`): a request shows ``offset + k`` of the
+    ``depth`` candidates of each retriever, and explaining all of them cost more than the retrievers' search."""
+    firsts: dict[str, dict[str, tuple[int, ScoredDoc]]] = {}
+    names = list(runs)
+    adding = not any(missing.values())  # a missing retriever adds 0: sum while walking the runs, in the same order
+    scores: dict[str, float] = {}
     for name, run in runs.items():
         for rank, doc in enumerate(run, start=1):
-            per = sources.setdefault(doc.doc_id, {})
+            per = firsts.setdefault(doc.doc_id, {})
             if name not in per:  # a document listed twice counts at its first rank
-                per[name] = explained(name, rank, doc)
-    contributions = {doc_id: {name: per[name].contribution if name in per else missing[name] for name in runs}
-                     for doc_id, per in sources.items()}
-    scores = {doc_id: sum(c.values()) for doc_id, c in contributions.items()}  # type: ignore[arg-type]
+                per[name] = (rank, doc)
+                if adding:
+                    scores[doc.doc_id] = scores.get(doc.doc_id, 0) + contribution(name, rank)
+    if not adding:
+        scores = {doc_id: sum(contribution(name, per[name][0]) if name in per else missing[name] for name in names)
+                  for doc_id, per in firsts.items()}
+    if finite and not all(math.isfinite(score) for score in scores.values()):
+        raise FusionError("the weighted sum overflows: the weights are too large; weights are relative, so scale "
+                          "them all down")
     order = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [FusedDoc(doc_id, score, sources[doc_id], contributions[doc_id])  # type: ignore[arg-type]
-            for doc_id, score in order]
+    out = []
+    for doc_id, score in order if limit is None else order[:limit]:
+        per = firsts[doc_id]
+        sources = {name: explained(name, *per[name]) for name in names if name in per}
+        contributions = {name: sources[name].contribution if name in sources else missing[name] for name in names}
+        out.append(FusedDoc(doc_id, score, sources, contributions))  # type: ignore[arg-type]
+    return out
 
 
 def reciprocal_rank_fusion(
-    runs: Mapping[str, Sequence[ScoredDoc]], k: int = 60, weights: Mapping[str, float] | None = None
+    runs: Mapping[str, Sequence[ScoredDoc]], k: int = 60, weights: Mapping[str, float] | None = None,
+    limit: int | None = None,
 ) -> list[FusedDoc]:
     if k < 1:
         raise FusionError(f"rrf_k must be >= 1, got {k}")
     w = _weights(runs, weights)
-    return _fused(runs, lambda name, rank, doc: RetrieverScore(rank, doc.score, contribution=w[name] / (k + rank)),
-                  {name: 0.0 for name in runs})
+
+    def contribution(name: str, rank: int) -> float:
+        return w[name] / (k + rank)
+
+    return _fused(runs, contribution,
+                  lambda name, rank, doc: RetrieverScore(rank, doc.score, contribution=contribution(name, rank)),
+                  {name: 0.0 for name in runs}, limit)
 
 
 def normalize(scores: Sequence[float], method: Normalization) -> list[float]:
@@ -172,6 +194,7 @@ def weighted_fusion(
     weights: Mapping[str, float] | None = None,
     normalization: Normalization = "minmax",
     bounds: Mapping[str, tuple[float, float]] | None = None,
+    limit: int | None = None,
 ) -> list[FusedDoc]:
     check_bounds(bounds, runs, normalization)
     w = _weights(runs, weights)
@@ -188,15 +211,14 @@ def weighted_fusion(
         # the others use the list's floor.
         floor[name] = 0.0 if normalization == "dbsf" or fixed is not None or not seen else min(seen.values())
 
+    def contribution(name: str, rank: int) -> float:
+        return w[name] * values[name][rank - 1]
+
     def explained(name: str, rank: int, doc: ScoredDoc) -> RetrieverScore:
         value = values[name][rank - 1]
         return RetrieverScore(rank, doc.score, normalized=value, contribution=w[name] * value)
 
-    fused = _fused(runs, explained, {name: w[name] * floor[name] for name in runs})
-    if any(not math.isfinite(d.score) for d in fused):
-        raise FusionError("the weighted sum overflows: the weights are too large; weights are relative, so scale "
-                          "them all down")
-    return fused
+    return _fused(runs, contribution, explained, {name: w[name] * floor[name] for name in runs}, limit, finite=True)
 
 
 def list_features(runs: Mapping[str, Sequence[ScoredDoc]]) -> dict[str, dict[str, float]]:
@@ -245,16 +267,18 @@ def adaptive_weights(runs: Mapping[str, Sequence[ScoredDoc]], weights: Mapping[s
     return out
 
 
-def fuse(runs: Mapping[str, Sequence[ScoredDoc]], config: FusionConfig) -> list[FusedDoc]:
+def fuse(runs: Mapping[str, Sequence[ScoredDoc]], config: FusionConfig, limit: int | None = None) -> list[FusedDoc]:
+    """The fused ranking of ``runs``; with ``limit``, only its first ``limit`` documents (the order is the same)."""
     if config.method == "rrf":
         if config.adaptive is not None:
             raise FusionError("adaptive weights apply to weighted fusion; set method to weighted")
         if config.bounds:
             raise FusionError("bounds apply to weighted fusion with minmax normalization; set method to weighted")
-        return reciprocal_rank_fusion(runs, k=config.rrf_k, weights=config.weights)
+        return reciprocal_rank_fusion(runs, k=config.rrf_k, weights=config.weights, limit=limit)
     if config.method == "weighted":
         weights = config.weights
         if config.adaptive is not None:
             weights = adaptive_weights(runs, _weights(runs, weights), config.adaptive)
-        return weighted_fusion(runs, weights=weights, normalization=config.normalization, bounds=config.bounds)
+        return weighted_fusion(runs, weights=weights, normalization=config.normalization, bounds=config.bounds,
+                               limit=limit)
     raise FusionError(f"unknown fusion method {config.method!r}; use rrf or weighted")

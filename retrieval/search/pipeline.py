@@ -347,7 +347,10 @@ class Searcher:
             timings[f"{name}_encode"] = result.encode_ms / len(queries)
             timings[f"{name}_search"] = result.search_ms / len(queries)
         fuse_started = time.perf_counter()
-        fused_lists = [self._fuse({n: runs[n][q] for n in names}, fusion, fusing) for q in range(len(queries))]
+        # Scores sort descending, so a min_score cut keeps a prefix: offset + k fused documents (or the reranker's
+        # depth) are all a request can show.
+        shown = max(offset + k, rerank.depth if rerank is not None else 0)
+        fused_lists = [self._fuse({n: runs[n][q] for n in names}, fusion, fusing, shown) for q in range(len(queries))]
         if min_score is not None:
             fused_lists = [[d for d in fused if d.score >= min_score] for fused in fused_lists]
         timings["fuse"] = (time.perf_counter() - fuse_started) * 1000.0 / len(queries)
@@ -437,12 +440,12 @@ class Searcher:
         return get_kind(kind).query_mode(name, mode) if mode else None
 
     @staticmethod
-    def _fuse(runs: Mapping[str, list[ScoredDoc]], config: FusionConfig, fusing: bool) -> list[FusedDoc]:
+    def _fuse(runs: Mapping[str, list[ScoredDoc]], config: FusionConfig, fusing: bool, limit: int) -> list[FusedDoc]:
         if not fusing:
             (name, run), = runs.items()
             return [FusedDoc(d.doc_id, d.score, {name: RetrieverScore(i, d.score, contribution=d.score)}, {name: d.score})
-                    for i, d in enumerate(run, start=1)]
-        return fuse(runs, config)
+                    for i, d in enumerate(run[:limit], start=1)]
+        return fuse(runs, config, limit)
 
     def close(self) -> None:
         for searcher in self.searchers.values():
