@@ -98,6 +98,38 @@ def test_each_retriever_ranks_only_matches_before_top_k(meta, where, wanted) -> 
     assert fused and all(wanted(metadata[h.id]) for h in fused)
 
 
+def test_splade_in_memory_filters_as_lucene_does(meta) -> None:  # type: ignore[no-untyped-def]
+    """The in-memory SPLADE search under every filter case: Lucene's FILTER clause's hits and scores, exactly."""
+    from retrieval.core.options import OpenOptions
+
+    searcher, _ = meta
+    assert searcher.searchers["splade"].matrix is not None
+    lucene = Searcher.open(searcher.folder, OpenOptions(splade_search="lucene", verify="off"), retrievers=["splade"])
+    try:
+        for where, _ in CASES:
+            for k in (3, 10, 40):
+                got = searcher.search(QUERY, k=k, retrievers=["splade"], filter=where).hits
+                want = lucene.search(QUERY, k=k, retrievers=["splade"], filter=where).hits
+                assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want], where
+    finally:
+        lucene.close()
+
+
+def test_qdrant_edge_ranks_alike_under_the_same_filters(meta) -> None:  # type: ignore[no-untyped-def]
+    """The Qdrant Edge comparison's filtered rows: Qdrant gets the fields as indexed payload and the filter as a
+    Filter; SPLADE, dense and RRF under it return the same top 10 as ours."""
+    from eval.bench.qdrant_edge import compare
+
+    searcher, _ = meta
+    where = [{"term": {"lang": "fr"}}, {"and": [{"range": {"year": {"lt": 1956}}}, {"not": {"term": {"lang": "de"}}}]}]
+    report = compare(searcher, [QUERY, "heat transfer in a boundary layer", "flutter of wings"], rounds=1, warmup=0,
+                     filters=where)
+    filtered = {name: r for name, r in report["methods"].items() if " | " in name}
+    assert len(filtered) == 6 and report["settings"]["points"] == DOCS
+    for name, row in filtered.items():
+        assert row["overlap_at_k_ties"] >= 0.99, name
+
+
 def test_a_selective_filter_still_fills_k(meta) -> None:  # type: ignore[no-untyped-def]
     searcher, metadata = meta
     rare = {i for i, m in metadata.items() if "rare" in m}

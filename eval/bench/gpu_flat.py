@@ -45,6 +45,16 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return vectors
 
 
+def _gpu_faiss(out: dict[str, Any]) -> tuple[Any, Any]:
+    """FAISS with GPU resources, its version noted in ``out``; (None, None) where there is none."""
+    faiss = _faiss()
+    if faiss is None:
+        out["faiss"] = "no FAISS with GPUs importable"
+        return None, None
+    out["faiss"] = faiss.__version__
+    return faiss, faiss.StandardGpuResources()
+
+
 def _faiss() -> Any:
     if DEVICE != "cuda":
         return None
@@ -121,10 +131,6 @@ def _bare_ms(matrix: Any, queries: np.ndarray, k: int, repeats: int) -> float:
     return best["mv"]
 
 
-def _overlap(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found.tolist(), truth.tolist())]))
-
-
 def speed(docs: int, dim: int, k: int, repeats: int, dtypes: list[str], batch: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     vectors = _unit(rng, docs, dim)
@@ -166,16 +172,11 @@ def speed(docs: int, dim: int, k: int, repeats: int, dtypes: list[str], batch: i
     for dtype in dtypes:
         found = ours(dtype)
         truth = found if truth is None else truth
-        out["rows"][-1]["recall_at_k_vs_first"] = _overlap(found, truth, k)
+        out["rows"][-1]["recall_at_k_vs_first"] = _recall(found, truth, k)
         _empty_cache()
-    faiss = _faiss()
-    if faiss is None:
-        out["faiss"] = "no FAISS with GPUs importable"
-        return out
-    out["faiss"] = faiss.__version__
-    res = faiss.StandardGpuResources()
-    for dtype in ("fp32", "fp16"):
-        out["rows"][-1]["recall_at_k_vs_first"] = _overlap(theirs(dtype), truth, k)
+    faiss, res = _gpu_faiss(out)
+    for dtype in ("fp32", "fp16") if faiss is not None else ():
+        out["rows"][-1]["recall_at_k_vs_first"] = _recall(theirs(dtype), truth, k)
     return out
 
 
@@ -222,12 +223,9 @@ def ivf(corpus: Path, queries_file: Path, model: Path, docs: int, k: int, lists:
     out[f"torch_{half_dtype}_recall"] = _recall(half.search(q, k)[1], truth, k)
     del half
     _empty_cache()
-    faiss = _faiss()
+    faiss, res = _gpu_faiss(out)
     if faiss is None:
-        out["faiss"] = "no FAISS with GPUs importable"
         return out
-    out["faiss"] = faiss.__version__
-    res = faiss.StandardGpuResources()
     out["rows"] = []
     for n_lists in lists:
         for pattern in factories:

@@ -45,6 +45,37 @@ class Method:
     retrievers: tuple[str, ...]
     fusion: FusionConfig | None
     qdrant: Callable[[int], Any]  # query index -> QueryRequest
+    where: dict[str, Any] | None = None  # our metadata filter (Qdrant's request carries the same as a Filter)
+
+
+def qdrant_filter(where: dict[str, Any]) -> Any:
+    """Our filter JSON as a Qdrant ``Filter``: ``term``, ``terms`` and ``range`` on top-level fields, ``and``/``or``/
+    ``not`` of those (what the comparison needs; anything else is refused in one line)."""
+    qe = _edge()
+    (op, arg), = where.items()
+    if op == "and":
+        return qe.Filter(must=[qdrant_filter(w) for w in arg])
+    if op == "or":
+        return qe.Filter(should=[qdrant_filter(w) for w in arg])
+    if op == "not":
+        return qe.Filter(must_not=[qdrant_filter(arg)])
+    (field, value), = arg.items()
+    if op == "term":
+        return qe.Filter(must=[qe.FieldCondition(field, match=qe.MatchValue(value))])
+    if op == "terms":
+        return qe.Filter(must=[qe.FieldCondition(field, match=qe.MatchAny(list(value)))])
+    if op == "range":  # RangeFloat serves integer indexes too
+        return qe.Filter(must=[qe.FieldCondition(field, range=qe.RangeFloat(**value))])
+    raise SystemExit(f"--filter: operator {op!r} has no Qdrant translation here; use term, terms, range, and, or, not")
+
+
+def _fields(where: dict[str, Any]) -> set[str]:
+    (op, arg), = where.items()
+    if op in ("and", "or"):
+        return set().union(*(_fields(w) for w in arg))
+    if op == "not":
+        return _fields(arg)
+    return set(arg)
 
 
 def _edge() -> Any:
@@ -109,7 +140,7 @@ class QdrantShard:
     """
 
     def __init__(self, searcher: Searcher, sparse: str = "splade", dense: str = "dense", vectors: Path | None = None,
-                 hnsw_m: int = HNSW["m"]) -> None:
+                 hnsw_m: int = HNSW["m"], payload: Sequence[str] = ()) -> None:
         qe = _edge()
         self.vocab: dict[str, int] = {}
         self.ids: list[str] = []
@@ -125,13 +156,32 @@ class QdrantShard:
             max_search_threads=1,
         )
         self.shard = qe.EdgeShard.create(self._dir.name, config)
+        for field in payload:
+            kind = searcher.manifest.fields.get(field)
+            if kind not in ("keyword", "number"):
+                raise SystemExit(f"--filter field {field!r} is {kind or 'not a field of this index'}; "
+                                 "use a keyword or number field")
+        whole = {field: True for field in payload}  # number fields holding only integers get Qdrant's integer index
         chunks = _from_vectors(vectors, sparse, dense) if vectors else _from_index(searcher, sparse, dense)
         started = time.perf_counter()
         for ids, weights, rows in chunks:
-            points = [qe.Point(len(self.ids) + i, {sparse: self.sparse_vector(w), dense: r.tolist()})
+            stored = searcher.store.get(ids) if payload else {}
+            payloads = [{f: stored[d].metadata[f] for f in payload if f in stored[d].metadata} if payload else None
+                        for d in ids]
+            for values in payloads if payload else ():
+                for field, value in values.items():
+                    whole[field] = whole[field] and isinstance(value, int) and not isinstance(value, bool)
+            points = [qe.Point(len(self.ids) + i, {sparse: self.sparse_vector(w), dense: r.tolist()}, payloads[i])
                       for i, (w, r) in enumerate(zip(weights, rows))]
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             self.ids += ids
+        for field in payload:  # indexed, as one would for filtering in Qdrant (match and range both use the index)
+            kind = searcher.manifest.fields[field]
+            schema = (qe.PayloadSchemaType.Keyword if kind == "keyword" else
+                      qe.PayloadSchemaType.Integer if whole[field] else qe.PayloadSchemaType.Float)
+            self.shard.update(qe.UpdateOperation.create_field_index(field, schema))
+        self.payload_index = {f: ("keyword" if searcher.manifest.fields[f] == "keyword" else
+                                  "integer" if whole[f] else "float") for f in payload}
         self.upsert_seconds = time.perf_counter() - started
         self.shard.optimize()  # builds HNSW (unless m is 0) and the immutable sparse index
         self.build_seconds = time.perf_counter() - started
@@ -139,7 +189,8 @@ class QdrantShard:
         self.settings = {"qdrant_edge_py": QDRANT_VERSION, "dense_distance": "Dot", "hnsw": hnsw,
                          "indexing_threshold_kb": 1, "sparse": "default (inverted index, exact dot product)",
                          "max_search_threads": 1, "points": len(self.ids),
-                         "fed_from": str(vectors) if vectors else "the index (Lucene postings, FAISS file)"}
+                         "fed_from": str(vectors) if vectors else "the index (Lucene postings, FAISS file)",
+                         "payload_indexes": self.payload_index}
 
     def sparse_vector(self, weights: dict[str, int]) -> Any:
         indices = [self.vocab.setdefault(token, len(self.vocab)) for token in weights]
@@ -154,7 +205,7 @@ class QdrantShard:
 
 
 def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[float]], k: int, depth: int,
-            rrf_k: int) -> list[Method]:
+            rrf_k: int, filters: Sequence[dict[str, Any]] = ()) -> list[Method]:
     qe = _edge()
     s, d = shard.sparse, shard.dense
     exact = qe.SearchParams(exact=True)
@@ -169,6 +220,21 @@ def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[
         return lambda i: qe.QueryRequest(limit=k, query=fusion, prefetches=[
             qe.Prefetch(**nearest_sparse(i, depth)), qe.Prefetch(**nearest_dense(i, depth, exact))])
 
+    def filtered(where: dict[str, Any]) -> list[Method]:
+        """The SPLADE, exact dense and RRF rows under one filter; Qdrant filters every prefetch and the fusion."""
+        f = qdrant_filter(where)
+        rrf = qe.Fusion.Rrf(k=rrf_k + 1)
+        label = json.dumps(where, separators=(",", ":"))
+        return [
+            Method(f"splade | {label}", (s,), None, lambda i: qe.QueryRequest(**nearest_sparse(i, k), filter=f), where),
+            Method(f"dense (exact) | {label}", (d,), None,
+                   lambda i: qe.QueryRequest(**nearest_dense(i, k, exact), filter=f), where),
+            Method(f"rrf(splade, dense) | {label}", (s, d), FusionConfig(method="rrf", rrf_k=rrf_k),
+                   lambda i: qe.QueryRequest(limit=k, query=rrf, filter=f, prefetches=[
+                       qe.Prefetch(**nearest_sparse(i, depth), filter=f),
+                       qe.Prefetch(**nearest_dense(i, depth, exact), filter=f)]), where),
+        ]
+
     graph = qe.SearchParams(hnsw_ef=128)
     hnsw = [Method("dense (Qdrant HNSW vs our exact)", (d,), None,
                    lambda i: qe.QueryRequest(**nearest_dense(i, k, graph)))] if shard.hnsw else []
@@ -180,12 +246,14 @@ def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[
         Method("rrf(splade, dense)", (s, d), FusionConfig(method="rrf", rrf_k=rrf_k), fused(qe.Fusion.Rrf(k=rrf_k + 1))),
         Method("dbsf(splade, dense)", (s, d), FusionConfig(method="weighted", normalization="dbsf"),
                fused(qe.Fusion.Dbsf())),
+        *(m for where in filters for m in filtered(where)),
     ]
 
 
 def _search_only_ms(searcher: Searcher, query: str, method: Method, k: int, depth: int
                     ) -> tuple[float, list[tuple[str, float]]]:
-    result = searcher.search(query, k=k, retrievers=list(method.retrievers), fusion=method.fusion, depth=depth)
+    result = searcher.search(query, k=k, retrievers=list(method.retrievers), fusion=method.fusion, depth=depth,
+                             filter=method.where)
     encode = sum(ms for stage, ms in result.timings_ms.items() if stage.endswith("_encode"))
     return result.took_ms - encode, [(h.id, h.score) for h in result.hits]
 
@@ -222,7 +290,8 @@ class _Cached:
 
 
 def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int = 100, rounds: int = 3,
-            warmup: int = 2, vectors: Path | None = None, hnsw_m: int = HNSW["m"]) -> dict[str, Any]:
+            warmup: int = 2, vectors: Path | None = None, hnsw_m: int = HNSW["m"],
+            filters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Per method: p50/p95 of ours and Qdrant's, ours / Qdrant at p50, top-k overlap, Qdrant batch q/s.
 
     ``warmup`` passes over all queries come first: Lucene runs interpreted until the JVM has compiled its
@@ -231,7 +300,8 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
     import faiss
 
     qe = _edge()
-    shard = QdrantShard(searcher, vectors=vectors, hnsw_m=hnsw_m)
+    shard = QdrantShard(searcher, vectors=vectors, hnsw_m=hnsw_m,
+                        payload=sorted(set().union(*(_fields(w) for w in filters))))
     print(f"Qdrant Edge shard: {len(shard.ids)} points, upserted in {shard.upsert_seconds:.1f} s, optimized by "
           f"{shard.build_seconds:.1f} s", file=sys.stderr, flush=True)
     # One thread a query on both sides: Lucene searches a query on one thread; FAISS's and Qdrant's pools,
@@ -244,7 +314,7 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
             retriever.encode_queries = _Cached(retriever.encode_queries, queries)  # type: ignore[attr-defined]
         sparse_q = [shard.sparse_vector(v) for v in splade.encode_queries(list(queries))]  # type: ignore[attr-defined]
         dense_q = [v.tolist() for v in np.asarray(dense.encode_queries(list(queries)))]  # type: ignore[attr-defined]
-        rows = methods(shard, sparse_q, dense_q, k, depth, searcher.options.rrf_k)
+        rows = methods(shard, sparse_q, dense_q, k, depth, searcher.options.rrf_k, filters)
         ours: dict[str, list[float]] = {m.name: [] for m in rows}
         theirs: dict[str, list[float]] = {m.name: [] for m in rows}
         overlap: dict[str, list[float]] = {m.name: [] for m in rows}
@@ -298,7 +368,7 @@ def _batch_qps(searcher: Searcher, queries: Sequence[str], method: Method, k: in
     it, on the searcher's threads) against ``query_batch``: queries per second, encoding excluded."""
     started = time.perf_counter()
     results = searcher.batch_search(list(queries), k=k, retrievers=list(method.retrievers), fusion=method.fusion,
-                                    depth=depth)
+                                    depth=depth, filter=method.where)
     seconds = time.perf_counter() - started
     encode = sum(ms for r in results for stage, ms in r.timings_ms.items() if stage.endswith("_encode")) / 1000.0
     return len(queries) / max(seconds - encode, 1e-9)
@@ -306,7 +376,8 @@ def _batch_qps(searcher: Searcher, queries: Sequence[str], method: Method, k: in
 
 def _score_gap(searcher: Searcher, query: str, method: Method, k: int, hits: list[tuple[str, float]]) -> float:
     """Largest |our score - Qdrant's| over documents both return (the dot products should be equal)."""
-    ours = {h.id: h.score for h in searcher.search(query, k=k, retrievers=list(method.retrievers)).hits}
+    ours = {h.id: h.score for h in searcher.search(query, k=k, retrievers=list(method.retrievers),
+                                                   filter=method.where).hits}
     gaps = [abs(ours[doc_id] - score) for doc_id, score in hits if doc_id in ours]
     return max(gaps, default=0.0)
 
@@ -341,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="Feed Qdrant from the 'hybrid encode' folder the index was built from (large indexes).")
     parser.add_argument("--splade-search", default="auto", choices=["auto", "lucene", "matrix"],
                         help="Our SPLADE engine (settings' splade_search): in-memory matrix or Lucene.")
+    parser.add_argument("--filter", dest="filters", action="append", type=json.loads, default=[],
+                        help="A metadata filter (our JSON: term, terms, range, and, or, not), repeatable: SPLADE, dense "
+                             "and RRF rows under it, Qdrant given the fields as indexed payload.")
     parser.add_argument("--hnsw-m", type=int, default=HNSW["m"], help="Qdrant's HNSW m; 0 builds no graph.")
     parser.add_argument("--out", type=Path, default=Path("reports/qdrant"))
     args = parser.parse_args(argv)
@@ -348,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     searcher = Searcher.open(args.index, retrievers=["splade", "dense"], verify="off", splade_search=args.splade_search)
     try:
         report = compare(searcher, queries, k=args.k, depth=args.depth, rounds=args.rounds, warmup=args.warmup,
-                         vectors=args.vectors, hnsw_m=args.hnsw_m)
+                         vectors=args.vectors, hnsw_m=args.hnsw_m, filters=args.filters)
     finally:
         searcher.close()
     report["splade_engine"] = "matrix" if searcher.searchers["splade"].matrix is not None else "lucene"

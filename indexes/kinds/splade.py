@@ -65,12 +65,14 @@ class MatrixSearch:
     def __init__(self, matrices: Sequence[ImpactMatrix], stores: Sequence[DocStore], views: Sequence[ViewState]) -> None:
         self._shards = list(zip(matrices, stores, views))
 
-    def top(self, vector: SparseVector, k: int) -> list[ScoredDoc]:
+    def top(self, vector: SparseVector, k: int, where: Filter | None = None) -> list[ScoredDoc]:
         """Every shard's candidates (its top ``k`` and the ties at its cut) ranked together, then rounded once:
-        a sharded index ranks exactly as one index would."""
+        a sharded index ranks exactly as one index would. ``where``: only the documents a metadata filter selects
+        (the document store's answer, as for dense), ranked before the cut, as Lucene's FILTER clause does."""
         ranked: list[tuple[float, str]] = []
         for matrix, store, view in self._shards:
-            pairs = matrix.search(vector, k, view.bound, view.bitmap)  # type: ignore[arg-type]
+            allowed = store.filter_mask(where) if where is not None else None
+            pairs = matrix.search(vector, k, view.bound, view.bitmap, allowed)  # type: ignore[arg-type]
             ids = store.ids_by_docno([docno for _, docno in pairs])
             ranked += [(-score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None]
         ranked = sorted(ranked)[:k]
@@ -80,8 +82,9 @@ class MatrixSearch:
 class SpladeSearcher:
     """``encoder`` and ``quantization`` are public so baselines can encode exactly as this searcher does.
 
-    ``matrix``: search in memory (:mod:`indexes.storage.impact_matrix`) instead of Lucene, except under a metadata
-    filter; PRF reads its feedback through Lucene and then searches the moved query in memory too.
+    ``matrix``: search in memory (:mod:`indexes.storage.impact_matrix`) instead of Lucene, metadata filters
+    included; PRF reads its feedback hits and their term vectors through Lucene, then searches the moved query in
+    memory too.
     """
 
     matrix: MatrixSearch | None = None
@@ -142,8 +145,8 @@ class SpladeSearcher:
         started = time.perf_counter()
         if prf is not None:
             vectors = self._feedback(vectors, prf, threads, where)
-        if self.matrix is not None and where is None:
-            runs = [self.matrix.top(v, depth) for v in vectors]
+        if self.matrix is not None:
+            runs = [self.matrix.top(v, depth, where) for v in vectors]
         elif len(vectors) == 1:
             runs = [self._index.search(vectors[0], depth, where)]
         else:

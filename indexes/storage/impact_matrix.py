@@ -321,10 +321,11 @@ class ImpactMatrix:
         self._mask = (ref, bound, len(docnos), self._removed_version, keep)
         return keep
 
-    def search(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None
-               ) -> list[tuple[float, int]]:
+    def search(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None,
+               allowed: np.ndarray | None = None) -> list[tuple[float, int]]:
         """The top ``k`` (score, docno) pairs by score, plus every pair tied with the ``k``-th: the caller orders
-        ties by id, as Anserini does. Only documents matching a query term (score above 0) are hits."""
+        ties by id, as Anserini does. Only documents matching a query term (score above 0) are hits; with
+        ``allowed`` (one bool per docno: a metadata filter's matches), only those, ranked before the cut."""
         with self._lock:
             blocks, docnos = self._blocks, self._docnos
         if not blocks or not vector or k < 1:
@@ -345,6 +346,11 @@ class ImpactMatrix:
         visible = self._visible(docnos, bound, bitmap)
         if visible is not None:
             scores = np.where(visible, scores, np.float32(0))
+        if allowed is not None:
+            inside = docnos < len(allowed)
+            keep = np.zeros(len(docnos), dtype=bool)
+            keep[inside] = allowed[docnos[inside]]
+            scores = np.where(keep, scores, np.float32(0))
         rows = np.flatnonzero(scores >= max(_lower_bound(scores, k), np.float32(np.finfo(np.float32).tiny)))
         found = scores[rows]
         if len(rows) > k:

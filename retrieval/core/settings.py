@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     splade_search: Literal["auto", "lucene", "matrix"] = Field(
         "auto", description="What searches SPLADE: 'matrix' scores in memory (same hits and scores as Lucene, 10-15x "
                             "faster on the CPU), 'lucene' through Lucene; 'auto' takes the matrix when the index has one "
-                            "that fits splade_matrix_max_mb. Filters and PRF always go through Lucene.")
+                            "that fits splade_matrix_max_mb. PRF's feedback pass goes through Lucene.")
     splade_matrix_max_mb: int = Field(2048, ge=0, description="The largest matrix 'auto' loads into memory.")
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     depth: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
