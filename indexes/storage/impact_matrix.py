@@ -109,7 +109,7 @@ def _accumulate_py(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, co
     for j in range(len(columns)):
         c, w = columns[j], weights[j]
         for at in range(indptr[c], indptr[c + 1]):
-            out[indices[at]] += data[at] * w
+            out[indices[at]] += np.float32(data[at]) * w  # uint16 impacts: float32 math (numba would widen to float64)
 
 
 _accumulate = numba.njit(cache=True, nogil=True)(_accumulate_py) if numba is not None else None
