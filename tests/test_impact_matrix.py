@@ -148,3 +148,23 @@ def test_top_k_over_many_rows_equals_a_full_sort(tmp_path: Path) -> None:
                 cut = np.sort(scores[scores > 0])[-k]
                 want = sorted((float(s), int(d)) for d, s in enumerate(scores) if s >= cut)
                 assert sorted(matrix.search(query, k, bitmap=bitmap)) == want
+
+
+def test_a_failed_checkpoint_keeps_its_rows_for_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    MatrixWriter(tmp_path / impact_matrix.FOLDER).close()
+    matrix = ImpactMatrix(tmp_path)
+    matrix.append([0, 1], [{"a": 1}, {"b": 2}])
+    real = impact_matrix.write_part
+
+    def full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(impact_matrix, "write_part", full_disk)
+    with pytest.raises(OSError):
+        matrix.commit(1)
+    monkeypatch.setattr(impact_matrix, "write_part", real)
+    matrix.append([2], [{"c": 3}])
+    matrix.commit(2)
+    again = ImpactMatrix(tmp_path)
+    assert (again.rows, again.seq) == (3, 2)
+    assert again.search({"a": 1, "b": 1, "c": 1}, 3) == [(1.0, 0), (2.0, 1), (3.0, 2)]

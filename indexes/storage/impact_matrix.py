@@ -287,8 +287,13 @@ class ImpactMatrix:
             pending, self._pending = self._pending, []
             removed = self._removed.copy()
         if pending:
-            write_part(folder, self._parts, np.concatenate([d for d, _ in pending]),
-                       [v for _, rows in pending for v in rows], seq)
+            try:
+                write_part(folder, self._parts, np.concatenate([d for d, _ in pending]),
+                           [v for _, rows in pending for v in rows], seq)
+            except BaseException:  # e.g. a full disk: the rows go back, and the next commit writes this part again
+                with self._lock:
+                    self._pending[:0] = pending
+                raise
             self._parts += 1
         if len(removed):
             _write_atomically(folder / REMOVED, lambda h: np.save(h, removed))
