@@ -33,7 +33,7 @@ from indexes.storage import impact_matrix, lucene_backend
 from indexes.storage.docstore import DocStore
 from indexes.storage.impact_matrix import ImpactMatrix, MatrixWriter
 from indexes.storage.lucene_backend import ImpactIndex
-from indexes.storage.lucene_direct import SegmentIds, tie_adjusted
+from indexes.storage.lucene_direct import SegmentIds, anserini_ranked
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
 from retrieval.core.filters import Filter
@@ -69,14 +69,13 @@ class MatrixSearch:
         """Every shard's candidates (its top ``k`` and the ties at its cut) ranked together, then rounded once:
         a sharded index ranks exactly as one index would. ``where``: only the documents a metadata filter selects
         (the document store's answer, as for dense), ranked before the cut, as Lucene's FILTER clause does."""
-        ranked: list[tuple[float, str]] = []
+        hits: list[tuple[float, str]] = []
         for matrix, store, view in self._shards:
             allowed = store.filter_mask(where) if where is not None else None
             pairs = matrix.search(vector, k, view.bound, view.bitmap, allowed)  # type: ignore[arg-type]
             ids = store.ids_by_docno([docno for _, docno in pairs])
-            ranked += [(-score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None]
-        ranked = sorted(ranked)[:k]
-        return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, tie_adjusted([-s for s, _ in ranked]))]
+            hits += [(score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None]
+        return anserini_ranked(hits, k)
 
 
 class SpladeSearcher:

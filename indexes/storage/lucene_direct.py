@@ -22,7 +22,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,13 @@ def tie_adjusted(scores: Sequence[float]) -> list[float]:
     return out.tolist()
 
 
+def anserini_ranked(hits: Iterable[tuple[float, str]], k: int) -> list[ScoredDoc]:
+    """Anserini's wrapper's top ``k`` of (score, id) pairs: score descending, then id ascending, scores
+    :func:`tie_adjusted`. ``hits`` must hold every pair tied with the ``k``-th score."""
+    ranked = sorted((-score, doc_id) for score, doc_id in hits)[:k]
+    return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, tie_adjusted([-s for s, _ in ranked]))]
+
+
 class DirectSearcher:
     """One Lucene reader searched by ``IndexSearcher``; ``reader`` is taken over (``close`` releases it)."""
 
@@ -255,9 +262,7 @@ class DirectSearcher:
 
     def _ranked(self, hits: list[tuple[float, int]], k: int) -> list[ScoredDoc]:
         ids = self._ids
-        ranked = sorted(((-score, ids[doc]) for score, doc in hits))[:k]
-        scores = tie_adjusted([-s for s, _ in ranked])
-        return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, scores)]
+        return anserini_ranked(((score, ids[doc]) for score, doc in hits), k)
 
     def _post_filtered(self, query: Any, k: int, where: Filter, restriction: Any, share: float
                        ) -> list[tuple[float, int]] | None:

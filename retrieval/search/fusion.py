@@ -215,8 +215,7 @@ def weighted_fusion(
         return w[name] * values[name][rank - 1]
 
     def explained(name: str, rank: int, doc: ScoredDoc) -> RetrieverScore:
-        value = values[name][rank - 1]
-        return RetrieverScore(rank, doc.score, normalized=value, contribution=w[name] * value)
+        return RetrieverScore(rank, doc.score, normalized=values[name][rank - 1], contribution=contribution(name, rank))
 
     return _fused(runs, contribution, explained, {name: w[name] * floor[name] for name in runs}, limit, finite=True)
 
