@@ -120,7 +120,7 @@ def test_matrix_files_parts_merges_ties_and_removals(tmp_path: Path, monkeypatch
 
 
 def test_top_k_over_many_rows_equals_a_full_sort(tmp_path: Path) -> None:
-    """Past :data:`impact_matrix.BLOCK` rows per k the search looks only above a bound from the blocks' maxima;
+    """Past :data:`top_k.BLOCK` rows per k the search looks only above a bound from the blocks' maxima;
     it must still return exactly the top k and every tie at the cut."""
     rng = np.random.default_rng(11)
     vocab = [f"t{i}" for i in range(40)]
@@ -168,3 +168,24 @@ def test_a_failed_checkpoint_keeps_its_rows_for_the_next(tmp_path: Path, monkeyp
     again = ImpactMatrix(tmp_path)
     assert (again.rows, again.seq) == (3, 2)
     assert again.search({"a": 1, "b": 1, "c": 1}, 3) == [(1.0, 0), (2.0, 1), (3.0, 2)]
+
+
+def test_compiled_top_k_equals_the_numpy_version() -> None:
+    """The numba kernel (scoring, mask, block bound, cut) and the scipy/numpy path used without numba agree, rows and
+    scores, ties at the cut included; columns the block lacks (-1, or past its width) add nothing."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(7)
+    for rows in (5, 900, 5000):
+        dense = rng.integers(0, 40, (rows, 30)) * (rng.random((rows, 30)) < 0.15)
+        block = sparse.csc_matrix(dense.astype(np.uint16))
+        for k in (1, 3, 10):
+            columns = np.array([*rng.choice(30, 6, replace=False), -1, 99], dtype=np.int64)
+            weights = rng.integers(1, 9, len(columns)).astype(np.float32)
+            for mask in (None, rng.random(rows) < 0.7):
+                got = impact_matrix.block_top(block, columns, weights, mask, k)
+                want = impact_matrix._block_top_numpy(block, columns, weights,
+                                                      impact_matrix._NO_MASK if mask is None else mask, k)
+                assert sorted(zip(got[1].tolist(), got[0].tolist())) == sorted(zip(want[1].tolist(), want[0].tolist()))
+                scores = dense[:, columns[:6]] @ weights[:6] * (1 if mask is None else mask)
+                assert len(got[0]) >= min(k, int((scores > 0).sum()))

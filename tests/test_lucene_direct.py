@@ -94,3 +94,19 @@ def test_direct_equals_anserini_with_segments_and_deletes(kind: str, small_index
         theirs.close()
     finally:
         writer.close()
+
+
+def test_tie_adjusted_equals_the_float32_array_version() -> None:
+    """The plain-Python fast path gives what the numpy float32 version gives, near-ties and long runs included."""
+    from indexes.storage.lucene_direct import _tie_adjusted_exact
+
+    rng = np.random.default_rng(5)
+    cases = [sorted(rng.integers(1, 40, n).astype(float).tolist(), reverse=True) for n in (1, 2, 10, 24, 25, 100, 300)]
+    cases += [sorted(rng.random(n).astype(np.float32).tolist(), reverse=True) for n in (3, 10, 100, 1000)]
+    cases += [sorted((rng.integers(0, 50, n) * 1e-4 + rng.integers(0, 3, n) * 1e-6 + 3.0).astype(np.float32).tolist(),
+                     reverse=True) for n in (5, 10, 20, 24, 100, 400)]  # gaps around the 1e-4 threshold
+    for scores in cases:
+        a = np.asarray(scores, dtype=np.float32)
+        rounded = (np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32)
+        want = _tie_adjusted_exact(rounded.tolist())
+        assert tie_adjusted(scores) == want

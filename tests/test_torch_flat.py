@@ -24,17 +24,20 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def _pair(tmp_path: Path, vectors: np.ndarray, dtype: str = "fp32") -> tuple[FaissIndex, FaissIndex]:
+def _pair(tmp_path: Path, vectors: np.ndarray, dtype: str = "fp32", flat: str = "torch") -> tuple[FaissIndex, FaissIndex]:
     faiss_backend.save(faiss_backend.build(vectors, "Flat"), tmp_path)
     return (faiss_backend.FaissIndex(tmp_path, flat="faiss"),
-            faiss_backend.FaissIndex(tmp_path, flat="torch", flat_dtype=dtype))
+            faiss_backend.FaissIndex(tmp_path, flat=flat, flat_dtype=dtype))
 
 
-def test_torch_flat_equals_faiss_flat_through_writes_views_and_compaction(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flat, engine", [("torch", "torch-fp32-cpu"), ("numba", "numba-cpu")])
+def test_flat_searchers_equal_faiss_flat_through_writes_views_and_compaction(tmp_path: Path, flat: str,
+                                                                             engine: str) -> None:
+    """The torch mirror and the compiled loop over FAISS's own rows (flat_kernel.py) give FAISS's hits and scores."""
     rng = np.random.default_rng(3)
     vectors = _unit(rng, 1200, 48)
-    ref, ours = _pair(tmp_path, vectors[:1000])
-    assert (ref.engine, ours.engine) == ("faiss-cpu", "torch-fp32-cpu")
+    ref, ours = _pair(tmp_path, vectors[:1000], flat=flat)
+    assert (ref.engine, ours.engine) == ("faiss-cpu", engine)
     queries = _unit(rng, 30, 48)
 
     def same(*args, **kwargs) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -96,17 +99,25 @@ def test_other_index_types_stay_on_faiss(tmp_path: Path) -> None:
     faiss_backend.save(faiss_backend.build(vectors, "HNSW16"), tmp_path)
     assert faiss_backend.FaissIndex(tmp_path, flat="torch").engine == "faiss-cpu"
     faiss_backend.save(faiss_backend.build(vectors, "Flat"), tmp_path)
-    assert faiss_backend.FaissIndex(tmp_path).engine == "faiss-cpu"  # auto: torch only on CUDA
+    assert faiss_backend.FaissIndex(tmp_path).engine == "numba-cpu"  # auto: torch on CUDA, numba on the CPU
+    empty = tmp_path / "empty"
+    faiss_backend.save(faiss_backend.build(np.zeros((0, 16), dtype=np.float32), "Flat"), empty)
+    scores, docnos = faiss_backend.FaissIndex(empty).search(vectors[:2], 3)  # no rows: padding only
+    assert (docnos == -1).all() and np.isneginf(scores).all()
     with pytest.raises(ValueError, match="unknown dense flat search engine"):
         faiss_backend.FaissIndex(tmp_path, flat="gpu")
 
 
-def test_searcher_with_torch_flat_search_ranks_as_faiss(small_index: Path, searcher: Searcher) -> None:
-    options = OpenOptions.from_settings(Settings(dense_flat_search="torch"), verify="off")
-    assert options.dense_flat_search == "torch"
+@pytest.mark.parametrize("flat, engine", [("torch", "torch-fp32-cpu"), ("faiss", "faiss-cpu")])
+def test_searcher_with_torch_flat_search_ranks_as_faiss(small_index: Path, searcher: Searcher, flat: str,
+                                                         engine: str) -> None:
+    """The default searcher (numba on the CPU) ranks as the torch mirror and as FAISS's own flat kernel."""
+    options = OpenOptions.from_settings(Settings(dense_flat_search=flat), verify="off")
+    assert options.dense_flat_search == flat
     torch_searcher = Searcher.open(small_index, options, retrievers=["dense"])
     try:
-        assert torch_searcher.searchers["dense"].index.engine == "torch-fp32-cpu"
+        assert searcher.searchers["dense"].index.engine == "numba-cpu"
+        assert torch_searcher.searchers["dense"].index.engine == engine
         for query in ("boundary layer transition", "heat transfer in hypersonic flow", "wing flutter"):
             got = torch_searcher.search(query, k=10, retrievers=["dense"]).hits
             want = searcher.search(query, k=10, retrievers=["dense"]).hits
@@ -139,3 +150,22 @@ def test_resampled_texts_are_real_text_without_exact_copies() -> None:
     texts = resampled_texts(corpus, 3000, seed=13)
     assert texts == resampled_texts(corpus, 3000, seed=13)  # seeded
     assert len(set(texts)) >= 0.95 * len(texts)
+
+
+def test_flat_kernel_scores_do_not_depend_on_position_or_batch(tmp_path: Path) -> None:
+    """A row's score is the same wherever it sits (a shard holds a suffix of the rows) and however many queries are
+    searched at once: sharded, unsharded, single and batched searches agree to the bit."""
+    rng = np.random.default_rng(9)
+    vectors, queries = _unit(rng, 3000, 384), _unit(rng, 40, 384)
+    faiss_backend.save(faiss_backend.build(vectors, "Flat"), tmp_path / "all")
+    faiss_backend.save(faiss_backend.build(vectors[7:], "Flat"), tmp_path / "tail")
+    whole, tail = faiss_backend.FaissIndex(tmp_path / "all"), faiss_backend.FaissIndex(tmp_path / "tail")
+    assert whole.engine == tail.engine == "numba-cpu"
+    scores, docnos = whole.search(queries, 3000)
+    tail_scores, tail_docnos = tail.search(queries, 3000 - 7)
+    for q in range(len(queries)):
+        by_docno = dict(zip(docnos[q].tolist(), scores[q].tolist()))
+        assert all(by_docno[d + 7] == s for d, s in zip(tail_docnos[q].tolist(), tail_scores[q].tolist()))
+        single_scores, single = whole.search(queries[q:q + 1], 3000)
+        np.testing.assert_array_equal(single[0], docnos[q])
+        np.testing.assert_array_equal(single_scores[0], scores[q])

@@ -111,17 +111,12 @@ class DenseSearcher:
     def hits(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> list[list[tuple[float, str, int]]]:
         """Each query's top ``k`` as (score, id, docno), among ``allowed`` docnos where given."""
         scores, rows = self._search(vectors, k, allowed)
-        ids = self._store.ids_by_docno(rows.ravel().tolist())
-        width = rows.shape[1]
-        out = []
-        for q in range(len(vectors)):
-            run = []
-            for j in range(width):
-                doc_id = ids[q * width + j]
-                if doc_id is not None and rows[q, j] >= 0:
-                    run.append((float(scores[q, j]), doc_id, int(rows[q, j])))
-            out.append(run)
-        return out
+        if not rows.size:
+            return [[] for _ in range(len(vectors))]
+        docnos = rows.ravel().tolist()
+        ids, values, width = self._store.ids_by_docno(docnos), scores.ravel().tolist(), rows.shape[1]
+        return [[(s, i, d) for s, i, d in zip(values[at:at + width], ids[at:at + width], docnos[at:at + width])
+                 if i is not None and d >= 0] for at in range(0, len(docnos), width)]
 
     def _allowed(self, where: Filter) -> np.ndarray:
         """The docnos this view holds that the filter selects, one bool each (the document store answers)."""

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from indexes.storage import flat_kernel
+from indexes.storage.flat_kernel import FlatKernel
 from indexes.storage.layout import fsync_path
 from indexes.storage.torch_flat import TorchFlat
 from retrieval.core.errors import HybridError, UnavailableError
@@ -157,21 +159,22 @@ def _flat_contents(index) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-u
     return inner.reconstruct_n(0, inner.ntotal), faiss.vector_to_array(index.id_map).astype(np.int64)
 
 
-def _torch_mirror(index, device: str, flat: str, dtype: str) -> TorchFlat | None:  # type: ignore[no-untyped-def]
-    """The torch mirror a flat index gets under ``flat`` (see :class:`FaissIndex`), or None."""
+def _flat_searcher(index, device: str, flat: str, dtype: str) -> TorchFlat | FlatKernel | None:  # type: ignore[no-untyped-def]
+    """What searches a flat index under ``flat`` (see :class:`FaissIndex`) instead of FAISS, or None."""
     faiss = _faiss()
     if flat not in FLAT_ENGINES:
         raise ValueError(f"unknown dense flat search engine {flat!r}; use one of {', '.join(FLAT_ENGINES)}")
     inner = faiss.downcast_index(index.index)
     if flat == "faiss" or not isinstance(inner, faiss.IndexFlat) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
         return None
-    if flat == "auto" and device != "cuda":
-        return None  # FAISS's CPU flat kernel is as fast as a torch matmul on the CPU
+    if flat == "numba" or (flat == "auto" and device != "cuda"):
+        # on the CPU a compiled loop reads the rows faster than FAISS's flat kernel (flat_kernel.py)
+        return FlatKernel(index) if flat_kernel.available() or flat == "numba" else None
     import torch
 
     on = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
     if flat == "auto" and on == "cpu":
-        return None
+        return FlatKernel(index) if flat_kernel.available() else None
     vectors, docnos = _flat_contents(index)
     return TorchFlat(vectors, docnos, on, dtype)
 
@@ -215,7 +218,7 @@ class _ReadWriteLock:
                 self._cond.notify_all()
 
 
-FLAT_ENGINES = ("auto", "faiss", "torch")
+FLAT_ENGINES = ("auto", "faiss", "torch", "numba")
 
 
 class FaissIndex:
@@ -224,11 +227,13 @@ class FaissIndex:
     Search parameters (nprobe, efSearch) are fixed at load time; a search can be limited to the
     docnos a reader's point-in-time view holds (``bound`` and ``bitmap``).
 
-    A flat index can be searched by a torch mirror of its vectors (:mod:`indexes.storage.torch_flat`) instead
-    of FAISS: ``flat="auto"`` does so on CUDA, where it runs near the memory-bandwidth bound and FAISS's
-    flat kernel does not; ``"torch"`` on any device, ``"faiss"`` never. ``flat_dtype`` is the mirror's storage
-    (fp32, fp16, bf16). Other index types (HNSW, IVF, PQ) always go through FAISS. With a mirror the FAISS
-    index stays on the CPU, as the file's source for saves, ``reconstruct`` and compaction.
+    A flat inner-product index is searched by something faster than FAISS's flat kernel where there is one:
+    ``flat="auto"`` takes a torch mirror of the vectors on CUDA (:mod:`indexes.storage.torch_flat`; near the
+    memory-bandwidth bound, where FAISS's GPU flat kernel is not) and a compiled loop over FAISS's own rows on
+    the CPU (:mod:`indexes.storage.flat_kernel`); ``"torch"`` and ``"numba"`` choose one, ``"faiss"`` neither.
+    ``flat_dtype`` is the torch mirror's storage (fp32, fp16, bf16). Other index types (HNSW, IVF, PQ) always go
+    through FAISS. The FAISS index then stays on the CPU, as the file's source for saves, ``reconstruct`` and
+    compaction.
     """
 
     def __init__(self, folder: Path, device: str = "cpu", nprobe: int = 32, ef_search: int = 256,
@@ -247,7 +252,7 @@ class FaissIndex:
                 pass  # parameter does not apply to this index type
         ids = faiss.vector_to_array(cpu_index.id_map)
         self.max_docno = int(ids[-1]) if len(ids) else -1  # ids only ever grow: the last is the largest
-        self._mirror = _torch_mirror(cpu_index, device, flat, flat_dtype)
+        self._mirror = _flat_searcher(cpu_index, device, flat, flat_dtype)
         self._index = cpu_index if self._mirror is not None else _to_gpu(cpu_index, device)
         self._on_gpu = self._index is not cpu_index
         self._selectors = not self._on_gpu  # turned off at the first type that refuses them (e.g. PQ)
@@ -260,8 +265,10 @@ class FaissIndex:
 
     @property
     def engine(self) -> str:
-        """What searches run on: ``faiss-cpu``, ``faiss-gpu`` or ``torch-<dtype>-<device>``."""
+        """What searches run on: ``faiss-cpu``, ``faiss-gpu``, ``numba-cpu`` or ``torch-<dtype>-<device>``."""
         if self._mirror is not None:
+            if isinstance(self._mirror, FlatKernel):
+                return "numba-cpu"
             return f"torch-{self._mirror.dtype_name}-{self._mirror.device.type}"
         return "faiss-gpu" if self._on_gpu else "faiss-cpu"
 
@@ -396,8 +403,10 @@ class FaissIndex:
             raise ValueError(f"docno {int(docnos[0])} is not above the index's largest, {self.max_docno}")
         with self._lock.write():
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(docnos, dtype=np.int64))
-            if self._mirror is not None:
+            if isinstance(self._mirror, TorchFlat):
                 self._mirror.append(vectors, docnos)
+            elif self._mirror is not None:  # the flat kernel reads FAISS's own rows, which may have moved
+                self._mirror.refresh()
             self.max_docno = int(docnos[-1])
 
     def compact(self, dead: np.ndarray) -> bool:
@@ -412,8 +421,10 @@ class FaissIndex:
             except RuntimeError:
                 pass
             else:
-                if self._mirror is not None:
+                if isinstance(self._mirror, TorchFlat):
                     self._mirror.rebuild(*_flat_contents(self._index))
+                elif self._mirror is not None:
+                    self._mirror.refresh()
                 return True
             cpu = _to_cpu(self._index)
             ids = faiss.vector_to_array(cpu.id_map)
@@ -426,6 +437,10 @@ class FaissIndex:
             fresh.reset()
             fresh.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(ids[keep]))
             self._index = _to_gpu(fresh, "cuda") if self._on_gpu else fresh
+            if isinstance(self._mirror, TorchFlat):
+                self._mirror.rebuild(*_flat_contents(self._index))
+            elif self._mirror is not None:
+                self._mirror = FlatKernel(self._index)
             return True
 
     def save(self, folder: Path) -> Path:

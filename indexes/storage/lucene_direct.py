@@ -20,8 +20,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
 import re
 import threading
+from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,11 +173,43 @@ def read_postings(reader: Any, ids: list[str], field: str = CONTENTS_FIELD) -> d
 
 def tie_adjusted(scores: Sequence[float]) -> list[float]:
     """Anserini's ``ScoreTiesAdjusterReranker``: scores (float32) rounded to 1e-4 in double arithmetic, each
-    tie lowered by 1e-6 times its place in the run of ties, stored back as float32, as the Java code does."""
-    a = np.asarray(scores, dtype=np.float32)
-    rounded = (np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32)
-    if len(rounded) < 2 or not bool(((rounded[:-1] - rounded[1:]) <= 2 * _E4_GAP).any()):
-        return rounded.tolist()  # no neighbours within 1e-4: nothing is nudged (Java's loop agrees)
+    tie lowered by 1e-6 times its place in the run of ties, stored back as float32, as the Java code does.
+
+    Short lists (a page of hits) in plain Python where the neighbours are either equal or clearly apart (integer
+    SPLADE scores always are): the double arithmetic is Java's, and ``array('f')`` stores back to float32 as a cast
+    does. Long lists, and a gap near a threshold (where float32 subtraction might compare otherwise), go through
+    numpy."""
+    if len(scores) > _SHORT:
+        a = np.asarray(scores, dtype=np.float32)
+        return _tie_adjusted_exact((np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32))
+    rounded = array("f", [math.floor(s * 1e4 + 0.5) / 1e4 for s in array("f", scores).tolist()]).tolist()
+    n = len(rounded)
+    if n < 2:
+        return rounded
+    far = (2 * _E4_GAP + 1e-6 * n) * (1 + 1e-5)  # float32's rounding of a gap or a threshold is far smaller
+    gaps = [a - b for a, b in zip(rounded, rounded[1:])]
+    if not all(g == 0 or g > far for g in gaps):
+        return _tie_adjusted_exact(rounded)
+    if 0 not in gaps:
+        return rounded  # no neighbours within 1e-4: nothing is nudged (Java's loop agrees)
+    out, dup = [rounded[0]], 0
+    for gap, score in zip(gaps, rounded[1:]):
+        dup = dup + 1 if gap == 0 else 0
+        out.append(score - 1e-6 * dup if dup else score)
+    return array("f", out).tolist()
+
+
+_SHORT = 24  # past this many scores, numpy's fixed cost is less than a Python loop's
+
+
+def _tie_adjusted_exact(scores: Sequence[float] | np.ndarray) -> list[float]:
+    """:func:`tie_adjusted` of scores already rounded, in float32 arrays, step by step where neighbours are near
+    ties."""
+    rounded = np.asarray(scores, dtype=np.float32)
+    if len(rounded) < 2:
+        return rounded.tolist()
+    if not bool(((rounded[:-1] - rounded[1:]) <= 2 * _E4_GAP).any()):
+        return rounded.tolist()
     gaps = rounded[:-1] - rounded[1:]
     if not bool(((gaps > 0) & (gaps <= 2 * _E4_GAP + 1e-6 * len(rounded))).any()):
         # Neighbours are either equal or far apart, so a nudge never flips Java's comparison: each tie is
@@ -198,8 +232,13 @@ def tie_adjusted(scores: Sequence[float]) -> list[float]:
 def anserini_ranked(hits: Iterable[tuple[float, str]], k: int) -> list[ScoredDoc]:
     """Anserini's wrapper's top ``k`` of (score, id) pairs: score descending, then id ascending, scores
     :func:`tie_adjusted`. ``hits`` must hold every pair tied with the ``k``-th score."""
-    ranked = sorted((-score, doc_id) for score, doc_id in hits)[:k]
-    return [ScoredDoc(doc_id, score) for (_, doc_id), score in zip(ranked, tie_adjusted([-s for s, _ in ranked]))]
+    ranked = sorted(hits, key=_SECOND)  # two stable sorts keyed in C: by id, then by score descending
+    ranked.sort(key=_FIRST, reverse=True)
+    del ranked[k:]
+    return list(map(ScoredDoc, [doc_id for _, doc_id in ranked], tie_adjusted([s for s, _ in ranked])))
+
+
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 
 class DirectSearcher:

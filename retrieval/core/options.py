@@ -78,7 +78,7 @@ class OpenOptions:
     compact_fraction: float = 0.2
     # Default query mode per retriever name or kind ({"splade": "onnx-int8"}); a request may choose another.
     query_modes: dict[str, str] = field(default_factory=dict)
-    dense_flat_search: str = "auto"  # flat dense indexes: "auto" (torch on CUDA), "faiss" or "torch"
+    dense_flat_search: str = "auto"  # flat dense indexes: "auto" (torch on CUDA, numba on the CPU), "faiss", "torch", "numba"
     dense_flat_dtype: str = "fp32"  # the torch flat search's storage: fp32, fp16, bf16
     splade_search: str = "auto"  # "matrix" (in memory), "lucene", "auto" (the matrix when it has one that fits)
     splade_matrix_max_mb: int = 2048
