@@ -332,6 +332,9 @@ class FaissIndex:
         stored vectors go through the index only.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if isinstance(self._mirror, FlatKernel):  # exact, reading only the matches' rows
+            with self._lock.read():
+                return self._mirror.search_allowed(queries, k, allowed)
         if self._mirror is not None:  # exact over the matches already, at any selectivity
             return self.search(queries, k, None, np.packbits(allowed, bitorder="little"))
         docnos = np.flatnonzero(allowed)
