@@ -6,6 +6,7 @@ On CUDA the same code runs with the matrix on the GPU (``dense_flat_search="auto
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,12 @@ def test_flat_kernel_scores_do_not_depend_on_position_or_batch(tmp_path: Path) -
         single_scores, single = whole.search(queries[q:q + 1], 3000)
         np.testing.assert_array_equal(single[0], docnos[q])
         np.testing.assert_array_equal(single_scores[0], scores[q])
+
+
+def test_flat_cpu_bench_runs_and_agrees_with_faiss(tmp_path: Path) -> None:
+    from eval.bench import flat_cpu
+
+    out = tmp_path / "flat.json"
+    flat_cpu.main(["--docs", "600", "--queries", "20", "--batch", "8", "--out", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["overlap_at_k"] == 1.0 and row["max_score_difference"] < 1e-5 and row["ours_p50_ms"] > 0

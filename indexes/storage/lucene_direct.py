@@ -182,7 +182,11 @@ def tie_adjusted(scores: Sequence[float]) -> list[float]:
     if len(scores) > _SHORT:
         a = np.asarray(scores, dtype=np.float32)
         return _tie_adjusted_exact((np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32))
-    rounded = array("f", [math.floor(s * 1e4 + 0.5) / 1e4 for s in array("f", scores).tolist()]).tolist()
+    try:
+        rounded = array("f", [math.floor(s * 1e4 + 0.5) / 1e4 for s in array("f", scores).tolist()]).tolist()
+    except (OverflowError, ValueError):  # an infinite or NaN score: numpy carries it through, as Java does
+        a = np.asarray(scores, dtype=np.float32)
+        return _tie_adjusted_exact((np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32))
     n = len(rounded)
     if n < 2:
         return rounded

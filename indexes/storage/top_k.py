@@ -4,6 +4,9 @@ Why: partitioning a million scores took 0.6 ms, and most of them cannot be in th
 :data:`BLOCK` scores, the ``k``-th largest block maximum is a score the ``k``-th best reaches (``k`` blocks each
 hold one that high), so only the blocks whose maximum reaches it are looked at. Used inside the SPLADE matrix's
 scoring kernel (:mod:`indexes.storage.impact_matrix`) and the flat dense kernel (:mod:`indexes.storage.flat_kernel`).
+
+Numba caches those kernels' machine code keyed on their own files only: after editing this one, touch them (or
+delete their ``__pycache__/*.nbi`` files), or they keep the old ``select``. An installed upgrade rewrites all three.
 """
 
 from __future__ import annotations
