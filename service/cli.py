@@ -116,6 +116,10 @@ def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tupl
         rate = manifest.doc_count / r.build_seconds if r.build_seconds else float("inf")
         click.echo(f"{r.name:<14}{r.build_seconds:>10.1f}{rate:>10.1f}{r.encode_seconds:>10.1f}"
                    f"{r.index_seconds:>10.1f}{r.size_bytes / 2**20:>10.2f}  {r.kind}")
+    busy = sum(r.build_seconds for r in manifest.retrievers.values())
+    if manifest.build_wall_seconds and manifest.build_wall_seconds < busy * 0.98:
+        click.echo(f"retrievers built in {manifest.build_wall_seconds:.1f} s of wall clock for {busy:.1f} s of work "
+                   "(the ones that encode nothing built beside the encoders)")
 
 
 @cli.command("encode")

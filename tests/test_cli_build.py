@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.search.pipeline import Searcher
 from tests.conftest import cranfield_docs, write_jsonl
 
 HYBRID = [sys.executable, "-m", "service.cli"]
@@ -137,3 +138,29 @@ def test_failed_rebuild_keeps_old_index(tmp_path: Path) -> None:
     assert_one_line_error(hybrid("index", "build", str(bad), "--name", "keep", "--retrievers", "bm25", root=root),
                           ":11: malformed JSON")
     assert IndexRoot(root).resolve("keep") == target and (target / "manifest.json").is_file()
+
+
+def test_bm25_builds_beside_the_encoders_with_the_same_index(tmp_path: Path, small_corpus: Path,
+                                                              searcher: Searcher) -> None:
+    """``overlap_builds="on"`` (what ``auto`` does on CUDA): BM25, which encodes nothing, builds on its own thread
+    while SPLADE and dense encode, and the index searches exactly as the one built a retriever at a time."""
+    import threading
+
+    from indexes.indexing.builder import BuildOptions, build_index
+    from indexes.storage.layout import IndexRoot
+
+    seen: list[tuple[str, str]] = []
+    options = BuildOptions(progress=False, batch_size=16, overlap_builds="on",
+                           on_stage=lambda stage: seen.append((stage, threading.current_thread().name)))
+    manifest = build_index(small_corpus, "beside", IndexRoot(tmp_path), options)
+    threads = {stage.split("-")[0]: name for stage, name in seen if stage.endswith(("-start", "-encode"))}
+    assert threads["bm25"].startswith("lucene-beside") and threads["splade"] == threads["dense"] == "MainThread"
+    assert 0 < manifest.build_wall_seconds and list(manifest.retrievers) == ["bm25", "splade", "dense"]
+    beside = Searcher.open(IndexRoot(tmp_path).resolve("beside"))
+    try:
+        for retriever in ("bm25", "splade", "dense"):
+            for query in ("boundary layer", "supersonic flow over wings"):
+                got = [(h.id, h.score) for h in beside.search(query, k=20, retrievers=[retriever]).hits]
+                assert got == [(h.id, h.score) for h in searcher.search(query, k=20, retrievers=[retriever]).hits]
+    finally:
+        beside.close()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +22,7 @@ from indexes.storage.corpus import CorpusError, Document, Skipped, file_sha256, 
 from indexes.storage.docstore import DocStore
 from indexes.storage.engine import created_major, runtime_engine
 from indexes.storage.layout import IndexRoot, validate_name
-from indexes.storage.manifest import Manifest, checksum_files, folder_size
+from indexes.storage.manifest import Manifest, RetrieverManifest, checksum_files, folder_size
 from indexes.storage.shards import shard_folder, shard_of
 from indexes.storage.vector_files import VECTORS_MANIFEST, VectorSet, VectorsManifest
 from retrieval.core.errors import HybridError
@@ -164,20 +166,49 @@ def _build_folder(corpus_file: Path, name: str, building: Path, options: BuildOp
     )
     try:
         ids: list[str] | None = None
-        for spec, model, vector_set in retrievers:
+
+        def build_one(spec: RetrieverSpec, model: ResolvedModel | None, vector_set: VectorSet | None
+                      ) -> RetrieverManifest:
+            nonlocal ids
             kind = get_kind(spec.kind)
             ctx = BuildContext(spec, model, store, work, building / spec.name, options, stage, fields=schema)
             if vector_set is not None:
                 assert vectors is not None
                 ids = ids if ids is not None else store.live_ids()
                 ctx.vector_set, ctx.vectors = vector_set, kind.read_vectors(Path(vectors), vector_set, ids, partial)
-            manifest.retrievers[spec.name] = kind.build(ctx)
+            return kind.build(ctx)
+
+        started = time.perf_counter()
+        beside = overlapped(options, retrievers)
+        built: dict[str, RetrieverManifest] = {}
+        with ThreadPoolExecutor(1, thread_name_prefix="lucene-beside") as pool:
+            # Retrievers that encode nothing (BM25) build on the CPU while the others encode on the GPU.
+            futures = {spec.name: pool.submit(build_one, spec, model, vs) for spec, model, vs in beside}
+            for spec, model, vector_set in retrievers:
+                if spec.name not in futures:
+                    built[spec.name] = build_one(spec, model, vector_set)
+            built.update({name: future.result() for name, future in futures.items()})
+        manifest.retrievers = {spec.name: built[spec.name] for spec, _, _ in retrievers}
+        manifest.build_wall_seconds = round(time.perf_counter() - started, 3)
     finally:
         store.close()
     shutil.rmtree(work, ignore_errors=True)
     record_engine(manifest, building)
     manifest.docstore_bytes = folder_size(building / DocStore.FILE)
     return manifest
+
+
+def overlapped(options: BuildOptions, retrievers: list[tuple[RetrieverSpec, ResolvedModel | None, VectorSet | None]]
+               ) -> list[tuple[RetrieverSpec, ResolvedModel | None, VectorSet | None]]:
+    """The retrievers that build beside the others (issue 12, item 2): those that encode nothing (no model, no
+    pre-encoded vectors: BM25), when some other retriever encodes, on CUDA (``overlap_builds="auto"``) or always
+    (``"on"``). On the CPU the encoders already use every core, so ``auto`` keeps one build at a time there."""
+    mode = options.overlap_builds
+    if mode == "off" or (mode == "auto" and options.device != "cuda"):
+        return []
+    plain = [r for r in retrievers if r[1] is None and r[2] is None]
+    encoding = [r for r in retrievers if r[1] is not None and r[2] is None]
+    return plain if encoding else []
 
 
 def _build_shards(corpus_file: Path, name: str, building: Path, options: BuildOptions, stage: BuildStage,

@@ -80,6 +80,9 @@ class Manifest:
     # and file checksums; empty for a single-folder index. Then ``retrievers`` describes the shards' retrievers
     # with sizes and times summed, and ``files`` is empty.
     shards: list[str] = field(default_factory=list)
+    # The retrievers' batch build, wall clock (0 for sharded and older manifests): below the sum of their
+    # build_seconds when some built beside the others (BM25 on the CPU while the GPU encodes).
+    build_wall_seconds: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

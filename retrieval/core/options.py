@@ -51,6 +51,8 @@ class BuildOptions:
     # (0: one per GPU when the device is CUDA, else one per CPU of the cluster). See indexes/indexing/ray_build.py.
     ray: str | None = None
     ray_workers: int = 0
+    # Retrievers that encode nothing (BM25) build beside the encoding ones: "auto" (on CUDA), "on", "off".
+    overlap_builds: str = "auto"
     # Test hook: called with a stage name as the build passes it (crash-safety tests kill there).
     on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     # Progress for background jobs: (stage, documents done in it, total or None).

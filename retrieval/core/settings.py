@@ -92,6 +92,9 @@ class Settings(BaseSettings):
                             "faster on the CPU), 'lucene' through Lucene; 'auto' takes the matrix when the index has one "
                             "that fits splade_matrix_max_mb. PRF's feedback pass goes through Lucene.")
     splade_matrix_max_mb: int = Field(2048, ge=0, description="The largest matrix 'auto' loads into memory.")
+    overlap_builds: Literal["auto", "on", "off"] = Field(
+        "auto", description="Build retrievers that encode nothing (BM25) on the CPU while the others encode: 'auto' "
+                            "does so when the device is CUDA (on the CPU the encoders already use every core).")
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     depth: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
     rrf_k: int = Field(60, ge=1)
