@@ -65,17 +65,21 @@ class MatrixSearch:
     def __init__(self, matrices: Sequence[ImpactMatrix], stores: Sequence[DocStore], views: Sequence[ViewState]) -> None:
         self._shards = list(zip(matrices, stores, views))
 
-    def top(self, vector: SparseVector, k: int, where: Filter | None = None) -> list[ScoredDoc]:
-        """Every shard's candidates (its top ``k`` and the ties at its cut) ranked together, then rounded once:
-        a sharded index ranks exactly as one index would. ``where``: only the documents a metadata filter selects
-        (the document store's answer, as for dense), ranked before the cut, as Lucene's FILTER clause does."""
-        hits: list[tuple[float, str]] = []
-        for matrix, store, view in self._shards:
-            allowed = store.filter_mask(where) if where is not None else None
-            pairs = matrix.search(vector, k, view.bound, view.bitmap, allowed)  # type: ignore[arg-type]
-            ids = store.ids_by_docno([docno for _, docno in pairs])
-            hits += [(score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None]
-        return anserini_ranked(hits, k)
+    def top(self, vectors: Sequence[SparseVector], k: int, where: Filter | None = None) -> list[list[ScoredDoc]]:
+        """Each query's ranking: every shard's candidates (its top ``k`` and the ties at its cut) ranked together,
+        then rounded once, so a sharded index ranks exactly as one index would. ``where``: only the documents a
+        metadata filter selects (the document store's answer, as for dense, asked once for all the queries), ranked
+        before the cut, as Lucene's FILTER clause does."""
+        allowed = [store.filter_mask(where) if where is not None else None for _, store, _ in self._shards]
+        runs = []
+        for vector in vectors:
+            hits: list[tuple[float, str]] = []
+            for (matrix, store, view), selected in zip(self._shards, allowed):
+                pairs = matrix.search(vector, k, view.bound, view.bitmap, selected)  # type: ignore[arg-type]
+                ids = store.ids_by_docno([docno for _, docno in pairs])
+                hits += [(score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None]
+            runs.append(anserini_ranked(hits, k))
+        return runs
 
 
 class SpladeSearcher:
@@ -145,7 +149,7 @@ class SpladeSearcher:
         if prf is not None:
             vectors = self._feedback(vectors, prf, threads, where)
         if self.matrix is not None:
-            runs = [self.matrix.top(v, depth, where) for v in vectors]
+            runs = self.matrix.top(vectors, depth, where)
         elif len(vectors) == 1:
             runs = [self._index.search(vectors[0], depth, where)]
         else:

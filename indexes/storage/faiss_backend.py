@@ -167,16 +167,21 @@ def _flat_searcher(index, device: str, flat: str, dtype: str) -> TorchFlat | Fla
     inner = faiss.downcast_index(index.index)
     if flat == "faiss" or not isinstance(inner, faiss.IndexFlat) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
         return None
-    if flat == "numba" or (flat == "auto" and device != "cuda"):
-        # on the CPU a compiled loop reads the rows faster than FAISS's flat kernel (flat_kernel.py)
-        return FlatKernel(index) if flat_kernel.available() or flat == "numba" else None
+    cuda = device == "cuda" and _torch_cuda()
+    if flat == "auto":  # torch on CUDA; on the CPU a compiled loop reads the rows faster than FAISS (flat_kernel.py)
+        if not cuda and not flat_kernel.available():
+            return None
+        flat = "torch" if cuda else "numba"
+    if flat == "numba":
+        return FlatKernel(index)
+    vectors, docnos = _flat_contents(index)
+    return TorchFlat(vectors, docnos, "cuda" if cuda else "cpu", dtype)
+
+
+def _torch_cuda() -> bool:
     import torch
 
-    on = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
-    if flat == "auto" and on == "cpu":
-        return FlatKernel(index) if flat_kernel.available() else None
-    vectors, docnos = _flat_contents(index)
-    return TorchFlat(vectors, docnos, on, dtype)
+    return bool(torch.cuda.is_available())
 
 
 class _ReadWriteLock:
@@ -406,10 +411,7 @@ class FaissIndex:
             raise ValueError(f"docno {int(docnos[0])} is not above the index's largest, {self.max_docno}")
         with self._lock.write():
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(docnos, dtype=np.int64))
-            if isinstance(self._mirror, TorchFlat):
-                self._mirror.append(vectors, docnos)
-            elif self._mirror is not None:  # the flat kernel reads FAISS's own rows, which may have moved
-                self._mirror.refresh()
+            self._follow((vectors, docnos))
             self.max_docno = int(docnos[-1])
 
     def compact(self, dead: np.ndarray) -> bool:
@@ -424,10 +426,7 @@ class FaissIndex:
             except RuntimeError:
                 pass
             else:
-                if isinstance(self._mirror, TorchFlat):
-                    self._mirror.rebuild(*_flat_contents(self._index))
-                elif self._mirror is not None:
-                    self._mirror.refresh()
+                self._follow()
                 return True
             cpu = _to_cpu(self._index)
             ids = faiss.vector_to_array(cpu.id_map)
@@ -440,11 +439,20 @@ class FaissIndex:
             fresh.reset()
             fresh.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(ids[keep]))
             self._index = _to_gpu(fresh, "cuda") if self._on_gpu else fresh
-            if isinstance(self._mirror, TorchFlat):
-                self._mirror.rebuild(*_flat_contents(self._index))
-            elif self._mirror is not None:
-                self._mirror = FlatKernel(self._index)
+            self._follow()
             return True
+
+    def _follow(self, appended: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Bring the flat searcher up to the FAISS index after an add (``appended``: its vectors and docnos) or a
+        compaction, under the write lock: the torch mirror copies the new rows in (or all rows again), the flat
+        kernel takes new views of FAISS's memory, which may have moved."""
+        if isinstance(self._mirror, TorchFlat):
+            if appended is not None:
+                self._mirror.append(*appended)
+            else:
+                self._mirror.rebuild(*_flat_contents(self._index))
+        elif self._mirror is not None:
+            self._mirror.refresh(self._index)
 
     def save(self, folder: Path) -> Path:
         with self._lock.read():

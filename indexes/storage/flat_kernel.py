@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from indexes.storage import top_k
+from indexes.storage.docno_flags import row_flags
 
 try:
     import numba
@@ -117,16 +118,16 @@ class FlatKernel:
     def __init__(self, index: Any) -> None:
         if not available():
             raise RuntimeError("the flat kernel needs numba")
-        self._index = index
-        self._inner = _faiss().downcast_index(index.index)
         self.dimension = int(index.d)
         self._mask: tuple[Any, int, np.ndarray] | None = None  # (weakref to the last bitmap, rows, its rows' positions)
-        self.refresh()
+        self.refresh(index)
         self.search(np.zeros((1, self.dimension), dtype=np.float32), 1)  # compile (or load the cached code) now
 
-    def refresh(self) -> None:
-        """Take the views of FAISS's memory anew (after an add or a compaction, under the index's write lock)."""
+    def refresh(self, index: Any) -> None:
+        """Take views of ``index``'s memory anew (after an add or a compaction, under the index's write lock; a
+        compaction may have rebuilt the index itself)."""
         faiss = _faiss()
+        self._index, self._inner = index, faiss.downcast_index(index.index)
         n = int(self._inner.ntotal)
         self._mask = None
         if n == 0:
@@ -134,7 +135,6 @@ class FlatKernel:
             return
         vectors = faiss.rev_swig_ptr(self._inner.get_xb(), n * self.dimension).reshape(n, self.dimension)
         self._views = vectors, faiss.rev_swig_ptr(self._index.id_map.data(), n)
-        self._mask = None
 
     def _view_rows(self, bitmap: np.ndarray, rows: int, docnos: np.ndarray) -> np.ndarray:
         """The positions, among the first ``rows``, whose docno a view's bitmap keeps; the last answer is cached,
@@ -142,11 +142,7 @@ class FlatKernel:
         cached = self._mask
         if cached is not None and cached[0]() is bitmap and cached[1] == rows:
             return cached[2]
-        bits = np.unpackbits(bitmap, bitorder="little")
-        keep = np.zeros(rows, dtype=bool)
-        inside = docnos < len(bits)
-        keep[inside] = bits[docnos[inside]].astype(bool)
-        picked = np.flatnonzero(keep)
+        picked = np.flatnonzero(row_flags(docnos, np.unpackbits(bitmap, bitorder="little")))
         try:
             self._mask = (weakref.ref(bitmap), rows, picked)
         except TypeError:
@@ -180,8 +176,5 @@ class FlatKernel:
         if rows and int(docnos[-1]) == rows - 1 and len(allowed) >= rows:  # no gaps: a docno is its row
             picked = np.flatnonzero(allowed[:rows])
         else:
-            inside = docnos < len(allowed)
-            keep = np.zeros(rows, dtype=bool)
-            keep[inside] = allowed[docnos[inside]]
-            picked = np.flatnonzero(keep)
+            picked = np.flatnonzero(row_flags(docnos, allowed))
         return self._run(queries, k, picked, rows)

@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; kept importable
     numba = None
 
 from indexes.storage import top_k
+from indexes.storage.docno_flags import row_flags
 from indexes.storage.layout import fsync_path
 
 FOLDER = "matrix"
@@ -344,10 +345,7 @@ class ImpactMatrix:
         if bound is not None:
             keep &= docnos < bound
         if bitmap is not None:
-            bits = np.unpackbits(bitmap, bitorder="little")
-            inside = docnos < len(bits)
-            keep[inside] &= bits[docnos[inside]].astype(bool)
-            keep[~inside] = False
+            keep &= row_flags(docnos, np.unpackbits(bitmap, bitorder="little"))
         if len(self._removed):
             keep &= ~np.isin(docnos, self._removed)
         ref = weakref.ref(bitmap) if bitmap is not None else None
@@ -367,13 +365,8 @@ class ImpactMatrix:
         weights = np.fromiter(vector.values(), dtype=np.float32, count=len(vector))
         visible = self._visible(docnos, bound, bitmap)
         if allowed is not None:
-            inside = docnos < len(allowed)
-            selected = np.zeros(len(docnos), dtype=bool)
-            selected[inside] = allowed[docnos[inside]]
+            selected = row_flags(docnos, allowed)
             visible = selected if visible is None else visible & selected
-        if len(blocks) == 1:
-            rows, found = block_top(blocks[0][0], columns, weights, visible, k)
-            return list(zip(found.tolist(), docnos[rows].tolist()))
         found_parts, docno_parts = [], []
         start = 0
         for block, block_docnos in blocks:  # each block's top k and its ties, then the cut over all of them
@@ -382,6 +375,8 @@ class ImpactMatrix:
             found_parts.append(found)
             docno_parts.append(block_docnos[rows])
             start = end
+        if len(blocks) == 1:  # one block's answer is already its top k and the ties at its cut
+            return list(zip(found_parts[0].tolist(), docno_parts[0].tolist()))
         found, hit_docnos = np.concatenate(found_parts), np.concatenate(docno_parts)
         if len(found) > k:
             keep = found >= np.partition(found, len(found) - k)[len(found) - k]

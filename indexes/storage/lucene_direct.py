@@ -180,13 +180,11 @@ def tie_adjusted(scores: Sequence[float]) -> list[float]:
     does. Long lists, and a gap near a threshold (where float32 subtraction might compare otherwise), go through
     numpy."""
     if len(scores) > _SHORT:
-        a = np.asarray(scores, dtype=np.float32)
-        return _tie_adjusted_exact((np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32))
+        return _tie_adjusted_exact(_rounded(scores))
     try:
         rounded = array("f", [math.floor(s * 1e4 + 0.5) / 1e4 for s in array("f", scores).tolist()]).tolist()
     except (OverflowError, ValueError):  # an infinite or NaN score: numpy carries it through, as Java does
-        a = np.asarray(scores, dtype=np.float32)
-        return _tie_adjusted_exact((np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32))
+        return _tie_adjusted_exact(_rounded(scores))
     n = len(rounded)
     if n < 2:
         return rounded
@@ -204,6 +202,12 @@ def tie_adjusted(scores: Sequence[float]) -> list[float]:
 
 
 _SHORT = 24  # past this many scores, numpy's fixed cost is less than a Python loop's
+
+
+def _rounded(scores: Sequence[float]) -> np.ndarray:
+    """Scores as float32, rounded to 1e-4 in double arithmetic and stored back as float32 (Java's first step)."""
+    a = np.asarray(scores, dtype=np.float32)
+    return (np.floor(a.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32)
 
 
 def _tie_adjusted_exact(scores: Sequence[float] | np.ndarray) -> list[float]:

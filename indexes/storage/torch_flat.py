@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from indexes.storage.docno_flags import row_flags
+
 DTYPES = ("fp32", "fp16", "bf16")
 TIE_PAD = 8  # extra candidates taken so that ties at the k-th score resolve by docno, not by kernel order
 
@@ -103,10 +105,7 @@ class TorchFlat:
         if cached is not None and cached[0]() is bitmap and cached[1] == rows:
             return cached[2]
         torch = _torch()
-        bits = np.unpackbits(bitmap, bitorder="little")
-        keep = np.zeros(rows, dtype=bool)
-        inside = docnos < len(bits)
-        keep[inside] = bits[docnos[inside]].astype(bool)
+        keep = row_flags(docnos, np.unpackbits(bitmap, bitorder="little"))
         mask = torch.from_numpy(keep).to(self.device)
         try:
             self._mask = (weakref.ref(bitmap), rows, mask)
