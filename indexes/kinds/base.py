@@ -44,7 +44,7 @@ class KindError(HybridError, ValueError):
 
 @dataclass
 class RetrieverRuns:
-    runs: list[list[ScoredDoc]]
+    runs: list[Sequence[ScoredDoc]]  # plain lists, or Runs (retrieval.core.runs) of one document store
     encode_ms: float
     search_ms: float
 

@@ -36,6 +36,7 @@ from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import DenseVectors, DenseWriter, VectorSet
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions, OpenOptions
+from retrieval.core.runs import Run
 from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, ScoredDoc
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.dense import DenseEncoder
@@ -105,8 +106,21 @@ class DenseSearcher:
         allowed = self._allowed(where) if where is not None else None
         if prf is not None:
             vectors = self._feedback(vectors, prf, allowed)
-        runs = [[ScoredDoc(doc_id, score) for score, doc_id, _ in run] for run in self.hits(vectors, depth, allowed)]
-        return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
+        return RetrieverRuns(self.runs(vectors, depth, allowed), encode_ms, elapsed_ms(started))
+
+    def runs(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> list[Run]:
+        """Each query's top ``k`` as a :class:`Run` of this view's document store (FAISS's order)."""
+        scores, rows = self._search(vectors, k, allowed)
+        out = []
+        for values, docnos in zip(scores, rows):
+            docnos = docnos.astype(np.int64, copy=False)
+            ids, listed = self._store.ids_by_docno(docnos.tolist()), values.tolist()
+            if None in ids:  # FAISS's -1 padding past the hits, or a docno the store never gave an id
+                kept = np.array([i is not None for i in ids], dtype=bool)
+                docnos, listed = docnos[kept], [v for v, i in zip(listed, ids) if i is not None]
+                ids = [i for i in ids if i is not None]
+            out.append(Run(docnos, ids, listed, self._store))  # type: ignore[arg-type]
+        return out
 
     def hits(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> list[list[tuple[float, str, int]]]:
         """Each query's top ``k`` as (score, id, docno), among ``allowed`` docnos where given."""

@@ -33,7 +33,7 @@ from indexes.storage import impact_matrix, lucene_backend
 from indexes.storage.docstore import DocStore
 from indexes.storage.impact_matrix import ImpactMatrix, MatrixWriter
 from indexes.storage.lucene_backend import ImpactIndex
-from indexes.storage.lucene_direct import SegmentIds, anserini_ranked
+from indexes.storage.lucene_direct import SegmentIds, anserini_ranked, anserini_run_arrays
 from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
 from retrieval.core.filters import Filter
@@ -65,12 +65,19 @@ class MatrixSearch:
     def __init__(self, matrices: Sequence[ImpactMatrix], stores: Sequence[DocStore], views: Sequence[ViewState]) -> None:
         self._shards = list(zip(matrices, stores, views))
 
-    def top(self, vectors: Sequence[SparseVector], k: int, where: Filter | None = None) -> list[list[ScoredDoc]]:
+    def top(self, vectors: Sequence[SparseVector], k: int, where: Filter | None = None) -> list[Sequence[ScoredDoc]]:
         """Each query's ranking: every shard's candidates (its top ``k`` and the ties at its cut) ranked together,
         then rounded once, so a sharded index ranks exactly as one index would. ``where``: only the documents a
         metadata filter selects (the document store's answer, as for dense, asked once for all the queries), ranked
         before the cut, as Lucene's FILTER clause does."""
         allowed = [store.filter_mask(where) if where is not None else None for _, store, _ in self._shards]
+        if len(self._shards) == 1:  # one document store: the runs keep its docnos, for fusion in arrays
+            (matrix, store, view), = self._shards
+            out = []
+            for vector in vectors:
+                found, docnos = matrix.search_arrays(vector, k, view.bound, view.bitmap, allowed[0])  # type: ignore[arg-type]
+                out.append(anserini_run_arrays(found, docnos, k, store))
+            return out
         runs = []
         for vector in vectors:
             hits: list[tuple[float, str]] = []

@@ -78,7 +78,7 @@ _scores = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_
 
 def _search_py(vectors: np.ndarray, picked: np.ndarray, count: int, queries: np.ndarray, k: int, docnos: np.ndarray,
                out_scores: np.ndarray, out_docnos: np.ndarray) -> None:
-    """Each query's top ``k`` among the rows of :func:`_scores_py` into ``out_*`` (left as they are past the hits),
+    """Each query's top ``k`` among the rows of :func:`_scores_py` into ``out_*`` (``-inf``/``-1`` past the hits),
     best first, equal scores by docno; one compiled call per search, scoring :data:`QUERY_BLOCK` queries per pass
     over the rows."""
     n = queries.shape[0]
@@ -95,6 +95,9 @@ def _search_py(vectors: np.ndarray, picked: np.ndarray, count: int, queries: np.
                 position = at[order[j]]
                 out_scores[start + b, j] = found[order[j]]
                 out_docnos[start + b, j] = docnos[position if every else picked[position]]
+            for j in range(min(k, len(order)), k):
+                out_scores[start + b, j] = -np.inf
+                out_docnos[start + b, j] = -1
 
 
 _search = numba.njit(cache=True, nogil=True)(_search_py) if numba is not None else None
@@ -152,12 +155,13 @@ class FlatKernel:
     def _run(self, queries: np.ndarray, k: int, picked: np.ndarray | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = max(1, k)
-        out_scores = np.full((len(queries), k), -np.inf, np.float32)
-        out_docnos = np.full((len(queries), k), -1, np.int64)
         count = rows if picked is None else len(picked)
-        if count and len(queries):
-            _search(self._views[0], _ALL_ROWS if picked is None else picked, count, queries, k,  # type: ignore[misc]
-                    self._views[1], out_scores, out_docnos)
+        if not (count and len(queries)):
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        out_scores = np.empty((len(queries), k), np.float32)  # the kernel pads past the hits
+        out_docnos = np.empty((len(queries), k), np.int64)
+        _search(self._views[0], _ALL_ROWS if picked is None else picked, count, queries, k,  # type: ignore[misc]
+                self._views[1], out_scores, out_docnos)
         return out_scores, out_docnos
 
     def search(self, queries: np.ndarray, k: int, bound: int | None = None,

@@ -357,10 +357,16 @@ class ImpactMatrix:
         """The top ``k`` (score, docno) pairs by score, plus every pair tied with the ``k``-th: the caller orders
         ties by id, as Anserini does. Only documents matching a query term (score above 0) are hits; with
         ``allowed`` (one bool per docno: a metadata filter's matches), only those, ranked before the cut."""
+        found, hit_docnos = self.search_arrays(vector, k, bound, bitmap, allowed)
+        return list(zip(found.tolist(), hit_docnos.tolist()))
+
+    def search_arrays(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None,
+                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search`'s hits as arrays: float32 scores and int64 docnos, in no set order."""
         with self._lock:
             blocks, docnos = self._blocks, self._docnos
         if not blocks or not vector or k < 1:
-            return []
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         columns = np.fromiter(map(self._vocab.__getitem__, vector), dtype=np.int64, count=len(vector))
         weights = np.fromiter(vector.values(), dtype=np.float32, count=len(vector))
         visible = self._visible(docnos, bound, bitmap)
@@ -376,9 +382,9 @@ class ImpactMatrix:
             docno_parts.append(block_docnos[rows])
             start = end
         if len(blocks) == 1:  # one block's answer is already its top k and the ties at its cut
-            return list(zip(found_parts[0].tolist(), docno_parts[0].tolist()))
+            return found_parts[0], docno_parts[0]
         found, hit_docnos = np.concatenate(found_parts), np.concatenate(docno_parts)
         if len(found) > k:
             keep = found >= np.partition(found, len(found) - k)[len(found) - k]
             found, hit_docnos = found[keep], hit_docnos[keep]
-        return list(zip(found.tolist(), hit_docnos.tolist()))
+        return found, hit_docnos

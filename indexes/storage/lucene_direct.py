@@ -30,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from indexes.storage import anserini_order
 from indexes.storage.lucene_filter import filter_query, filtered
 from retrieval.core.filters import Filter
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
+from retrieval.core.runs import Run
 from retrieval.core.types import ScoredDoc
 
 ID_FIELD = "id"
@@ -246,7 +248,40 @@ def anserini_ranked(hits: Iterable[tuple[float, str]], k: int) -> list[ScoredDoc
     return list(map(ScoredDoc, [doc_id for _, doc_id in ranked], tie_adjusted([s for s, _ in ranked])))
 
 
-_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+def anserini_run(hits: list[tuple[float, str, int]], k: int, space: object) -> Run:
+    """:func:`anserini_ranked` of (score, id, docno) triples of one document store, as a :class:`Run` (``hits`` is
+    reordered in place)."""
+    hits.sort(key=_SECOND)
+    hits.sort(key=_FIRST, reverse=True)
+    del hits[k:]
+    docnos = np.fromiter(map(_THIRD, hits), dtype=np.int64, count=len(hits))
+    return Run(docnos, list(map(_SECOND, hits)), tie_adjusted(list(map(_FIRST, hits))), space)
+
+
+def anserini_run_arrays(found: np.ndarray, docnos: np.ndarray, k: int, store: Any) -> Run:
+    """:func:`anserini_run` of the hits ``found`` (float32 scores) on ``docnos`` of ``store`` (their top ``k`` and
+    every tie at the cut), ranked in one compiled call (:mod:`indexes.storage.anserini_order`); ids are read for
+    the hits only, and compared only within runs of equal scores."""
+    if anserini_order.ordered is None:  # pragma: no cover - numba is a dependency
+        listed = docnos.tolist()
+        return anserini_run([(s, i, d) for s, i, d in zip(found.tolist(), store.ids_by_docno(listed), listed)
+                             if i is not None], k, store)
+    ranked_docnos, ranked, adjusted, ties = anserini_order.ordered(found, docnos, k)
+    listed = ranked_docnos.tolist()
+    ids = store.ids_by_docno(listed)
+    if None in ids:  # a docno without an id (the matrix never holds one): the plain path drops it, then ranks
+        return anserini_run([(s, i, d) for s, i, d in zip(ranked.tolist(), ids, listed) if i is not None], k, store)
+    take = len(adjusted)
+    if not len(ties):
+        return Run(ranked_docnos[:take], ids[:take], adjusted.tolist(), store)
+    order = list(range(len(ids)))
+    for start, end in ties.tolist():
+        order[start:end] = sorted(order[start:end], key=ids.__getitem__)
+    del order[take:]
+    return Run(ranked_docnos[order], [ids[i] for i in order], adjusted.tolist(), store)
+
+
+_FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
 
 
 class DirectSearcher:

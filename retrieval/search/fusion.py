@@ -21,21 +21,26 @@ id (ascending) everywhere, which makes every fused ranking deterministic.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from retrieval.core.errors import HybridError
+from retrieval.core.runs import Run, same_space
 from retrieval.core.types import RetrieverScore, ScoredDoc
+from retrieval.search.rank_sum import rank_sum
 
 Normalization = Literal["minmax", "zscore", "dbsf"]
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore", "dbsf")
 FusionMethod = Literal["rrf", "weighted"]
 
 
-@dataclass
+@dataclass(slots=True)
 class FusedDoc:
     doc_id: str
     score: float
@@ -92,12 +97,17 @@ def _weights(runs: Mapping[str, Sequence[ScoredDoc]], weights: Mapping[str, floa
 
 def _fused(runs: Mapping[str, Sequence[ScoredDoc]], shares: Mapping[str, Sequence[float]],
            missing: Mapping[str, float], limit: int | None = None, finite: bool = False,
-           normalized: Mapping[str, Sequence[float]] | None = None) -> list[FusedDoc]:
+           normalized: Mapping[str, Sequence[float]] | None = None,
+           arrays: Mapping[str, np.ndarray] | None = None, explain: bool = True) -> list[FusedDoc]:
     """The fused ranking: each document's score is the sum of every retriever's share at the document's rank
     (``shares[name][rank - 1]``) where it returned the document and ``missing`` where it did not. Only the first
     ``limit`` documents are explained (with ``normalized`` scores where given): a request shows ``offset + k`` of
     the ``depth`` candidates of each retriever, and explaining all of them cost more than the retrievers' search.
-    Plain loops over dicts, no call per candidate: on Cranfield this is as much time as both searches."""
+    Plain loops over dicts, no call per candidate; runs of one document store go through :func:`_fused_arrays`
+    (``arrays``: ``shares`` as float64 arrays, where the caller has them). Without ``explain`` the documents carry
+    no sources or contributions."""
+    if same_space(list(runs.values())):
+        return _fused_arrays(runs, shares, missing, limit, finite, normalized, arrays, explain)  # type: ignore[arg-type]
     names = list(runs)
     # Per retriever: each document's first rank (a document listed twice counts there); the dict is built from
     # the end, so an earlier rank overwrites a later one.
@@ -119,6 +129,8 @@ def _fused(runs: Mapping[str, Sequence[ScoredDoc]], shares: Mapping[str, Sequenc
     order = sorted(scores.items(), key=_FIRST)  # by id, then (stable) by score descending: ties go by id
     order.sort(key=_SECOND, reverse=True)
     out = []
+    if not explain:
+        return [FusedDoc(doc_id, score) for doc_id, score in (order if limit is None else order[:limit])]
     for doc_id, score in order if limit is None else order[:limit]:
         sources: dict[str, RetrieverScore] = {}
         contributions: dict[str, float] = {}
@@ -129,8 +141,7 @@ def _fused(runs: Mapping[str, Sequence[ScoredDoc]], shares: Mapping[str, Sequenc
                 continue
             share = contributions[name] = shares[name][rank - 1]
             sources[name] = RetrieverScore(rank, runs[name][rank - 1].score,
-                                           normalized=normalized[name][rank - 1] if normalized else None,
-                                           contribution=share)
+                                           normalized[name][rank - 1] if normalized else None, share)
         out.append(FusedDoc(doc_id, score, sources, contributions))
     return out
 
@@ -138,15 +149,65 @@ def _fused(runs: Mapping[str, Sequence[ScoredDoc]], shares: Mapping[str, Sequenc
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 
+def _fused_arrays(runs: Mapping[str, Run], shares: Mapping[str, Sequence[float]], missing: Mapping[str, float],
+                  limit: int | None, finite: bool, normalized: Mapping[str, Sequence[float]] | None,
+                  arrays: Mapping[str, np.ndarray] | None, explain: bool) -> list[FusedDoc]:
+    """:func:`_fused` of runs whose docnos name the same documents, summed in one compiled call
+    (:mod:`retrieval.search.rank_sum`): the same scores to the bit and the same order (ids break ties among the
+    page and the ties at its cut, the only documents whose ids are read)."""
+    names = list(runs)
+    docnos = tuple(runs[name].docnos for name in names)
+    flat = tuple(arrays[name] if arrays else np.asarray(shares[name], dtype=np.float64) for name in names)
+    take = sum(map(len, docnos)) if limit is None else limit
+    totals, ranks, chosen = rank_sum(docnos, flat, tuple(float(missing[name]) for name in names), take)
+    if finite and not bool(np.isfinite(totals).all()):
+        raise FusionError("the weighted sum overflows: the weights are too large; weights are relative, so scale "
+                          "them all down")
+    scores = totals[chosen].tolist()
+    chosen_ranks = ranks[:, chosen].tolist()
+    order = []
+    for i, score in enumerate(scores):
+        doc_id = next(runs[name].ids[r[i] - 1] for name, r in zip(names, chosen_ranks) if r[i])
+        order.append((doc_id, score, i))
+    order.sort(key=_FIRST)  # by id, then (stable) by score descending: ties go by id
+    order.sort(key=_SECOND, reverse=True)
+    if not explain:
+        return [FusedDoc(doc_id, score) for doc_id, score, _ in order[:take]]
+    out = []
+    for doc_id, score, i in order[:take]:
+        sources: dict[str, RetrieverScore] = {}
+        contributions: dict[str, float] = {}
+        for name, r in zip(names, chosen_ranks):
+            rank = r[i]
+            if not rank:
+                contributions[name] = missing[name]
+                continue
+            share = contributions[name] = shares[name][rank - 1]
+            sources[name] = RetrieverScore(rank, runs[name].scores[rank - 1],
+                                           normalized[name][rank - 1] if normalized else None, share)
+        out.append(FusedDoc(doc_id, score, sources, contributions))
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _rrf_shares(weight: float, k: int, n: int) -> tuple[list[float], np.ndarray]:
+    """RRF's share at ranks 1..n, as a list and as a float64 array (a request's runs are mostly ``depth`` long, so
+    they repeat). Read-only: both are shared."""
+    shares = [weight / (k + rank) for rank in range(1, n + 1)]
+    return shares, np.asarray(shares, dtype=np.float64)
+
+
 def reciprocal_rank_fusion(
     runs: Mapping[str, Sequence[ScoredDoc]], k: int = 60, weights: Mapping[str, float] | None = None,
-    limit: int | None = None,
+    limit: int | None = None, explain: bool = True,
 ) -> list[FusedDoc]:
     if k < 1:
         raise FusionError(f"rrf_k must be >= 1, got {k}")
     w = _weights(runs, weights)
-    shares = {name: [w[name] / (k + rank) for rank in range(1, len(run) + 1)] for name, run in runs.items()}
-    return _fused(runs, shares, {name: 0.0 for name in runs}, limit)
+    cached = {name: _rrf_shares(w[name], k, len(run)) for name, run in runs.items()}
+    shares = {name: listed for name, (listed, _) in cached.items()}
+    return _fused(runs, shares, {name: 0.0 for name in runs}, limit, arrays={n: a for n, (_, a) in cached.items()},
+                  explain=explain)
 
 
 def normalize(scores: Sequence[float], method: Normalization) -> list[float]:
@@ -204,25 +265,31 @@ def weighted_fusion(
     weights: Mapping[str, float] | None = None,
     normalization: Normalization = "minmax",
     bounds: Mapping[str, tuple[float, float]] | None = None,
-    limit: int | None = None,
+    limit: int | None = None, explain: bool = True,
 ) -> list[FusedDoc]:
     check_bounds(bounds, runs, normalization)
     w = _weights(runs, weights)
     values: dict[str, list[float]] = {}
     floor: dict[str, float] = {}
     for name, run in runs.items():
-        raw = [d.score for d in run]
+        raw = run.scores if isinstance(run, Run) else [d.score for d in run]
         fixed = (bounds or {}).get(name)
         values[name] = _bounded(raw, fixed) if fixed is not None else normalize(raw, normalization)
-        seen: dict[str, float] = {}
-        for doc, value in zip(run, values[name]):
-            seen.setdefault(doc.doc_id, value)
         # DBSF adds nothing for a missing document, as Qdrant does, nor do fixed bounds (the lower bound);
-        # the others use the list's floor.
-        floor[name] = 0.0 if normalization == "dbsf" or fixed is not None or not seen else min(seen.values())
+        # the others use the list's floor (over each document's first place; a Run lists each document once).
+        if normalization == "dbsf" or fixed is not None or not run:
+            floor[name] = 0.0
+        elif isinstance(run, Run):
+            floor[name] = min(values[name])
+        else:
+            seen: dict[str, float] = {}
+            for doc, value in zip(run, values[name]):
+                seen.setdefault(doc.doc_id, value)
+            floor[name] = min(seen.values())
 
     shares = {name: [w[name] * value for value in values[name]] for name in runs}
-    return _fused(runs, shares, {name: w[name] * floor[name] for name in runs}, limit, finite=True, normalized=values)
+    return _fused(runs, shares, {name: w[name] * floor[name] for name in runs}, limit, finite=True, normalized=values,
+                  explain=explain)
 
 
 def list_features(runs: Mapping[str, Sequence[ScoredDoc]]) -> dict[str, dict[str, float]]:
@@ -271,18 +338,20 @@ def adaptive_weights(runs: Mapping[str, Sequence[ScoredDoc]], weights: Mapping[s
     return out
 
 
-def fuse(runs: Mapping[str, Sequence[ScoredDoc]], config: FusionConfig, limit: int | None = None) -> list[FusedDoc]:
-    """The fused ranking of ``runs``; with ``limit``, only its first ``limit`` documents (the order is the same)."""
+def fuse(runs: Mapping[str, Sequence[ScoredDoc]], config: FusionConfig, limit: int | None = None,
+         explain: bool = True) -> list[FusedDoc]:
+    """The fused ranking of ``runs``; with ``limit``, only its first ``limit`` documents (the order is the same).
+    ``explain``: each document's sources and contributions (a request without explanations skips them)."""
     if config.method == "rrf":
         if config.adaptive is not None:
             raise FusionError("adaptive weights apply to weighted fusion; set method to weighted")
         if config.bounds:
             raise FusionError("bounds apply to weighted fusion with minmax normalization; set method to weighted")
-        return reciprocal_rank_fusion(runs, k=config.rrf_k, weights=config.weights, limit=limit)
+        return reciprocal_rank_fusion(runs, k=config.rrf_k, weights=config.weights, limit=limit, explain=explain)
     if config.method == "weighted":
         weights = config.weights
         if config.adaptive is not None:
             weights = adaptive_weights(runs, _weights(runs, weights), config.adaptive)
         return weighted_fusion(runs, weights=weights, normalization=config.normalization, bounds=config.bounds,
-                               limit=limit)
+                               limit=limit, explain=explain)
     raise FusionError(f"unknown fusion method {config.method!r}; use rrf or weighted")

@@ -25,6 +25,7 @@ from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter, FilterError, parse_filter
 from retrieval.core.gc_tuning import freeze_loaded, thaw
 from retrieval.core.options import OpenOptions
+from retrieval.core.runs import Run
 from retrieval.core.types import PrfConfig, RetrieverScore, ScoredDoc
 from retrieval.encoders.models import ModelError
 from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
@@ -47,7 +48,7 @@ class SearchError(HybridError, ValueError):
     """A request the index cannot answer as asked; the message says what to fix."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     id: str
     score: float
@@ -327,7 +328,7 @@ class Searcher:
         started = time.perf_counter()
         fusing = len(names) > 1
         per_retriever_depth = max(depth, offset + k) if fusing else offset + k
-        runs: dict[str, list[list[ScoredDoc]]] = {}
+        runs: dict[str, list[Sequence[ScoredDoc]]] = {}
         timings: dict[str, float] = {}
         def retrieve(name: str) -> RetrieverRuns:
             try:
@@ -350,7 +351,8 @@ class Searcher:
         # Scores sort descending, so a min_score cut keeps a prefix: offset + k fused documents (or the reranker's
         # depth) are all a request can show.
         shown = max(offset + k, rerank.depth if rerank is not None else 0)
-        fused_lists = [self._fuse({n: runs[n][q] for n in names}, fusion, fusing, shown) for q in range(len(queries))]
+        fused_lists = [self._fuse({n: runs[n][q] for n in names}, fusion, fusing, shown, explain)
+                       for q in range(len(queries))]
         if min_score is not None:
             fused_lists = [[d for d in fused if d.score >= min_score] for fused in fused_lists]
         timings["fuse"] = (time.perf_counter() - fuse_started) * 1000.0 / len(queries)
@@ -377,7 +379,7 @@ class Searcher:
         for q, fused in enumerate(fused_lists):
             hits = []
             for rank, doc in enumerate(fused[:k], start=offset + 1):
-                hit = Hit(id=doc.doc_id, score=doc.score, rank=rank)
+                hit = Hit(doc.doc_id, doc.score, rank)
                 if explain:
                     hit.explain = {n: doc.sources.get(n) for n in names}
                     hit.contributions = dict(doc.contributions)
@@ -385,7 +387,8 @@ class Searcher:
                 if include_text and doc.doc_id in docs:
                     stored = docs[doc.doc_id]
                     hit.title, hit.text, hit.metadata = stored.title, stored.text, stored.metadata
-                hit.highlight = marked.get((q, doc.doc_id))
+                if marked:
+                    hit.highlight = marked.get((q, doc.doc_id))
                 hits.append(hit)
             results.append(SearchResult(hits=hits, retrievers=names, took_ms=took, timings_ms=dict(timings)))
         return results
@@ -440,12 +443,17 @@ class Searcher:
         return get_kind(kind).query_mode(name, mode) if mode else None
 
     @staticmethod
-    def _fuse(runs: Mapping[str, list[ScoredDoc]], config: FusionConfig, fusing: bool, limit: int) -> list[FusedDoc]:
+    def _fuse(runs: Mapping[str, Sequence[ScoredDoc]], config: FusionConfig, fusing: bool, limit: int,
+              explain: bool) -> list[FusedDoc]:
         if not fusing:
             (name, run), = runs.items()
-            return [FusedDoc(d.doc_id, d.score, {name: RetrieverScore(i, d.score, contribution=d.score)}, {name: d.score})
+            if not explain:
+                if isinstance(run, Run):
+                    return list(map(FusedDoc, run.ids[:limit], run.scores[:limit]))
+                return [FusedDoc(d.doc_id, d.score) for d in run[:limit]]
+            return [FusedDoc(d.doc_id, d.score, {name: RetrieverScore(i, d.score, None, d.score)}, {name: d.score})
                     for i, d in enumerate(run[:limit], start=1)]
-        return fuse(runs, config, limit)
+        return fuse(runs, config, limit, explain)
 
     def close(self) -> None:
         for searcher in self.searchers.values():
