@@ -30,7 +30,8 @@ import numpy as np
 
 from eval.bench.http_latency import percentiles
 from indexes.storage.lucene_backend import document_impacts
-from retrieval.search.fusion import FusionConfig
+from retrieval.core.types import ScoredDoc
+from retrieval.search.fusion import FusionConfig, fuse
 from retrieval.search.pipeline import Searcher
 
 QDRANT_VERSION = "0.9.0"  # qdrant-edge-py, pinned in pyproject's bench and test extras
@@ -46,6 +47,9 @@ class Method:
     fusion: FusionConfig | None
     qdrant: Callable[[int], Any]  # query index -> QueryRequest
     where: dict[str, Any] | None = None  # our metadata filter (Qdrant's request carries the same as a Filter)
+    # A fusion row's prefetches as requests of their own (query index -> one per retriever, ``depth`` hits each):
+    # Qdrant's candidate lists, which our fusion then fuses, to tell fusion from ranking differences apart.
+    inputs: Callable[[int], list[Any]] | None = None
 
 
 def qdrant_filter(where: dict[str, Any]) -> Any:
@@ -220,6 +224,9 @@ def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[
         return lambda i: qe.QueryRequest(limit=k, query=fusion, prefetches=[
             qe.Prefetch(**nearest_sparse(i, depth)), qe.Prefetch(**nearest_dense(i, depth, exact))])
 
+    def inputs(i: int) -> list[Any]:
+        return [qe.QueryRequest(**nearest_sparse(i, depth)), qe.QueryRequest(**nearest_dense(i, depth, exact))]
+
     def filtered(where: dict[str, Any]) -> list[Method]:
         """The SPLADE, exact dense and RRF rows under one filter; Qdrant filters every prefetch and the fusion."""
         f = qdrant_filter(where)
@@ -243,9 +250,10 @@ def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[
         Method("dense (exact)", (d,), None, lambda i: qe.QueryRequest(**nearest_dense(i, k, exact))),
         *hnsw,
         # Qdrant ranks from 0 in 1/(k + rank), we from 1: its k + 1 gives our scores.
-        Method("rrf(splade, dense)", (s, d), FusionConfig(method="rrf", rrf_k=rrf_k), fused(qe.Fusion.Rrf(k=rrf_k + 1))),
+        Method("rrf(splade, dense)", (s, d), FusionConfig(method="rrf", rrf_k=rrf_k), fused(qe.Fusion.Rrf(k=rrf_k + 1)),
+               inputs=inputs),
         Method("dbsf(splade, dense)", (s, d), FusionConfig(method="weighted", normalization="dbsf"),
-               fused(qe.Fusion.Dbsf())),
+               fused(qe.Fusion.Dbsf()), inputs=inputs),
         *(m for where in filters for m in filtered(where)),
     ]
 
@@ -319,6 +327,7 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
         theirs: dict[str, list[float]] = {m.name: [] for m in rows}
         overlap: dict[str, list[float]] = {m.name: [] for m in rows}
         overlap_ties: dict[str, list[float]] = {m.name: [] for m in rows}
+        same_inputs: dict[str, list[float]] = {m.name: [] for m in rows if m.inputs is not None}
         score_gap: dict[str, float] = {m.name: 0.0 for m in rows}
         for _ in range(warmup):
             for i, query in enumerate(queries):
@@ -339,6 +348,8 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
                         overlap_ties[m.name].append(overlap_at_k(our_hits, hits, ties=True))
                         if m.fusion is None and m.name != "dense (Qdrant HNSW vs our exact)":
                             score_gap[m.name] = max(score_gap[m.name], _score_gap(searcher, query, m, k, hits))
+                        if m.inputs is not None:
+                            same_inputs[m.name].append(_fusing_their_inputs(shard, m, i, k, hits))
         report: dict[str, Any] = {}
         for m in rows:
             batch = qe.QueryBatchRequest([m.qdrant(i) for i in range(len(queries))])
@@ -353,6 +364,8 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
                               "ours_batch_qps": ours_batch_qps, "ours_over_qdrant_batch_qps": ours_batch_qps / qdrant_batch_qps}
             if m.name in score_gap and m.fusion is None and "HNSW" not in m.name:
                 report[m.name]["max_score_gap_top_k"] = score_gap[m.name]
+            if m.name in same_inputs:
+                report[m.name]["overlap_fusing_qdrant_inputs"] = float(np.mean(same_inputs[m.name]))
         return {"settings": shard.settings, "qdrant_build_seconds": shard.build_seconds,
                 "qdrant_upsert_seconds": shard.upsert_seconds, "k": k, "depth": depth,
                 "queries": len(queries), "rounds": rounds, "warmup": warmup, "methods": report}
@@ -372,6 +385,16 @@ def _batch_qps(searcher: Searcher, queries: Sequence[str], method: Method, k: in
     seconds = time.perf_counter() - started
     encode = sum(ms for r in results for stage, ms in r.timings_ms.items() if stage.endswith("_encode")) / 1000.0
     return len(queries) / max(seconds - encode, 1e-9)
+
+
+def _fusing_their_inputs(shard: QdrantShard, method: Method, i: int, k: int, hits: list[tuple[str, float]]) -> float:
+    """Top-k overlap of Qdrant's fused hits with our fusion (:func:`fuse`) of Qdrant's own candidate lists: 1.0 says
+    the fusions agree, so a lower overlap of the row comes from the candidate lists (documents tied in score that
+    the two engines put in different places, which moves their RRF shares), not from fusion."""
+    lists = [shard.query(request) for request in method.inputs(i)]  # type: ignore[misc]
+    runs = {name: [ScoredDoc(doc_id, score) for doc_id, score in hits_] for name, hits_ in zip(method.retrievers, lists)}
+    ours = fuse(runs, method.fusion, k)  # type: ignore[arg-type]
+    return overlap_at_k([(d.doc_id, d.score) for d in ours], hits, ties=True)
 
 
 def _score_gap(searcher: Searcher, query: str, method: Method, k: int, hits: list[tuple[str, float]]) -> float:
@@ -394,6 +417,13 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{r['ours_ms']['p95']:.3f} | {r['ours_over_qdrant_p50']:.2f}x | {r['overlap_at_k']:.3f} ({r['overlap_at_k_ties']:.3f}) | "
                      f"{r['qdrant_batch_qps']:.0f} / {r.get('ours_batch_qps', float('nan')):.0f} "
                      f"({r.get('ours_over_qdrant_batch_qps', float('nan')):.2f}x) |")
+    same = {name: r["overlap_fusing_qdrant_inputs"] for name, r in report["methods"].items()
+            if "overlap_fusing_qdrant_inputs" in r}
+    if same:
+        lines += ["", "Our fusion of Qdrant's own candidate lists against Qdrant's fused hits (top-k overlap, ties at the "
+                  "cut counted): " + ", ".join(f"{name} {value:.3f}" for name, value in same.items()) + ". Where this "
+                  "is 1.000 and the row's overlap is lower, the fusions agree and the candidate lists differ: documents "
+                  "tied in score that the two engines rank in different places."]
     return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,7 @@ from indexes.kinds.base import (
     elapsed_ms,
 )
 from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
-from indexes.storage import impact_matrix, lucene_backend
+from indexes.storage import anserini_order, impact_matrix, lucene_backend
 from indexes.storage.docstore import DocStore
 from indexes.storage.impact_matrix import ImpactMatrix, MatrixWriter
 from indexes.storage.lucene_backend import ImpactIndex
@@ -64,6 +64,7 @@ class MatrixSearch:
 
     def __init__(self, matrices: Sequence[ImpactMatrix], stores: Sequence[DocStore], views: Sequence[ViewState]) -> None:
         self._shards = list(zip(matrices, stores, views))
+        anserini_order.warm()
 
     def top(self, vectors: Sequence[SparseVector], k: int, where: Filter | None = None) -> list[Sequence[ScoredDoc]]:
         """Each query's ranking: every shard's candidates (its top ``k`` and the ties at its cut) ranked together,

@@ -68,3 +68,9 @@ def _ordered_py(found: np.ndarray, docnos: np.ndarray, k: int
 
 
 ordered = numba.njit(cache=True, nogil=True)(_ordered_py) if numba is not None else None
+
+
+def warm() -> None:
+    """Compile (or load the cached machine code) now, not in a first query (a compile takes seconds)."""
+    if ordered is not None:
+        ordered(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), 1)

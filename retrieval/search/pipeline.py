@@ -31,6 +31,7 @@ from retrieval.encoders.models import ModelError
 from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
 from retrieval.search.highlight import HighlightConfig, query_terms
 from retrieval.search.highlight import highlight as mark
+from retrieval.search.rank_sum import warm as warm_fusion
 from retrieval.search.rerank import RerankConfig, RerankError, shared_reranker
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -234,6 +235,7 @@ class Searcher:
                 raise SearchError(f"default query mode: {exc}") from None
             if mode:
                 self.searchers[name].search(["warm up"], 1, 1, None, mode)
+        warm_fusion(min(len(self.searchers), 4))  # the compiled fusion too (a first compile takes seconds)
 
     @property
     def retrievers(self) -> list[str]:

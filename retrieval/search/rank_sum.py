@@ -76,3 +76,16 @@ def _rank_sum_py(docnos: tuple[np.ndarray, ...], shares: tuple[np.ndarray, ...],
 
 
 rank_sum = numba.njit(cache=True, nogil=True)(_rank_sum_py) if numba is not None else _rank_sum_py
+
+
+_warmed: set[int] = set()
+
+
+def warm(runs: int) -> None:
+    """Compile (or load the cached machine code of) the kernel for fusions of 2 to ``runs`` runs now, not in a
+    first request: compiling one takes seconds (each number of runs is its own specialization)."""
+    for arity in range(2, runs + 1):
+        if arity not in _warmed:
+            empty = tuple(np.zeros(0, dtype=np.int64) for _ in range(arity))
+            rank_sum(empty, tuple(np.zeros(0, dtype=np.float64) for _ in range(arity)), (0.0,) * arity, 1)
+            _warmed.add(arity)
