@@ -193,3 +193,19 @@ def test_unmasked_query_forward_equals_the_model(dense_encoder, splade_encoder, 
 def test_tokenizer_module_imports_without_torch() -> None:
     code = "import sys, retrieval.encoders.gpu_tokenize; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_switch_interval_is_short_while_pipelines_stream_and_restored_after() -> None:
+    """Two pipelines streaming at once share one change of the interpreter's setting; the last one out restores it."""
+    import sys
+
+    from retrieval.encoders import gpu_pipeline
+
+    before = sys.getswitchinterval()
+    short = min(before, gpu_pipeline.SWITCH_INTERVAL)
+    with gpu_pipeline._short_switch_interval():
+        assert sys.getswitchinterval() == short
+        with gpu_pipeline._short_switch_interval():
+            assert sys.getswitchinterval() == short
+        assert sys.getswitchinterval() == short  # the other pipeline still streams
+    assert sys.getswitchinterval() == before

@@ -36,7 +36,7 @@ def tokenize(key: str, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     # encode_batch_fast (tokenizers >= 0.20) skips offset tracking, which the pipeline never reads
     encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch  # type: ignore[attr-defined]
     encodings = encode([str(t).strip() for t in texts])
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int32, count=len(encodings))
-    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32,
-                      count=int(lengths.sum()))
+    lists = [e.ids for e in encodings]  # each ``.ids`` read builds a new list: read once
+    lengths = np.fromiter(map(len, lists), dtype=np.int32, count=len(lists))
+    ids = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(lengths.sum()))
     return ids, lengths
