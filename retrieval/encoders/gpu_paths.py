@@ -40,12 +40,17 @@ class GpuPaths:
         return self._graphs if self.use_query_graphs else None
 
     def pipeline(self) -> Any:
-        """The GPU encoding pipeline, or None (CPU, or a model it does not reproduce)."""
+        """The GPU encoding pipeline, or None (CPU, or a model it does not reproduce); warmed up when made (every
+        tokenizer process started, the model run at a few shapes), so a build's first chunks do not wait for
+        processes spawned one by one as work arrives."""
         if self.use_pipeline and self._pipeline is None:
             with self._lock:
                 if self._pipeline is None:
                     try:
-                        self._pipeline = self._pipeline_type.from_model(self._model)
+                        pipeline = self._pipeline_type.from_model(self._model)
                     except UnsupportedModel:
                         self.use_pipeline = False
+                    else:
+                        pipeline.warmup()
+                        self._pipeline = pipeline
         return self._pipeline if self.use_pipeline else None
