@@ -119,8 +119,21 @@ def _block_top_py(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row
         c, w = columns[j], weights[j]
         if c < 0 or c >= width:
             continue
-        for at in range(indptr[c], indptr[c + 1]):
-            scores[indices[at]] += np.float32(data[at]) * w  # float32 math (numba would widen uint16 to float64)
+        at, end = indptr[c], indptr[c + 1]
+        # Four postings at a time, loads before stores: a column's rows are distinct (a document's impacts are one
+        # {term: impact} map), so the four updates are independent, which the compiler cannot know (Cranfield:
+        # 17.5 -> 14.1 us a query). float32 math: numba would widen uint16 to float64.
+        while at + 4 <= end:
+            r0, r1, r2, r3 = indices[at], indices[at + 1], indices[at + 2], indices[at + 3]
+            s0 = scores[r0] + np.float32(data[at]) * w
+            s1 = scores[r1] + np.float32(data[at + 1]) * w
+            s2 = scores[r2] + np.float32(data[at + 2]) * w
+            s3 = scores[r3] + np.float32(data[at + 3]) * w
+            scores[r0], scores[r1], scores[r2], scores[r3] = s0, s1, s2, s3
+            at += 4
+        while at < end:
+            scores[indices[at]] += np.float32(data[at]) * w
+            at += 1
     if len(mask):
         for r in range(rows):
             if not mask[r]:

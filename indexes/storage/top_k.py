@@ -27,7 +27,9 @@ def block_size(n: int, k: int) -> int:
     return min(BLOCK, max(8, n // (8 * max(k, 1))))
 
 
-SMALL = 2048  # up to this many scores, one pass keeping the best k in order beats the block bound (Cranfield: 2 us, not 5)
+# Up to SMALL scores and SMALL_K hits, one pass keeping the best k in order beats the block bound (Cranfield, k = 10:
+# 2 us, not 5); its insertions cost up to k moves each, so a deep k keeps the bound.
+SMALL, SMALL_K = 2048, 32
 
 
 def _select_small_py(scores: np.ndarray, k: int, floor: np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +71,7 @@ def _select_small_py(scores: np.ndarray, k: int, floor: np.float32) -> tuple[np.
 def _select_py(scores: np.ndarray, k: int, floor: np.float32) -> tuple[np.ndarray, np.ndarray]:
     """(positions, scores) of the top ``k`` scores at or above ``floor``, ties at the cut included, in no set order."""
     n = len(scores)
-    if n <= SMALL and k >= 1:
+    if n <= SMALL and 1 <= k <= SMALL_K:
         return _select_small(scores, k, floor)
     bound = floor
     size = _block_size(n, k)
