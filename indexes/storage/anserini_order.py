@@ -44,16 +44,7 @@ def _ordered_py(found: np.ndarray, docnos: np.ndarray, k: int
         else:
             dup += 1
             adjusted[i] = np.float32(np.float64(adjusted[i]) - 1e-6 * dup)
-    count = 0
-    i = 0
-    while i < take:
-        j = i + 1
-        while j < n and ranked[j] == ranked[i]:
-            j += 1
-        if j - i > 1:
-            count += 1
-        i = j
-    ties = np.empty((count, 2), dtype=np.int64)
+    ties = np.empty((take // 2 + 1, 2), dtype=np.int64)  # a run of ties holds two places or more
     count = 0
     i = 0
     while i < take:
@@ -64,7 +55,7 @@ def _ordered_py(found: np.ndarray, docnos: np.ndarray, k: int
             ties[count, 0], ties[count, 1] = i, j
             count += 1
         i = j
-    return ranked_docnos, ranked, adjusted, ties
+    return ranked_docnos, ranked, adjusted, ties[:count].copy()
 
 
 ordered = numba.njit(cache=True, nogil=True)(_ordered_py) if numba is not None else None
