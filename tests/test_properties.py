@@ -65,6 +65,9 @@ def test_runs_of_one_store_fuse_as_lists(r, method, k, limit, explain, weights) 
     fast, slow = fuse(columnar, config, limit, explain), fuse(plain, config, limit, explain)
     assert [(d.doc_id, d.score, d.sources, d.contributions) for d in fast] == \
         [(d.doc_id, d.score, d.sources, d.contributions) for d in slow]
+    mixed = {**columnar, next(iter(r)): plain[next(iter(r))]}  # a Lucene list beside Runs: the list path, same answer
+    assert [(d.doc_id, d.score, d.sources) for d in fuse(mixed, config, limit, explain)] == \
+        [(d.doc_id, d.score, d.sources) for d in slow]
     assert all(columnar[n] == plain[n] for n in r)  # and a Run reads as its hits
 
 

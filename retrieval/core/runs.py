@@ -59,6 +59,9 @@ class Run(Sequence[ScoredDoc]):
     def __iter__(self) -> Iterator[ScoredDoc]:
         return iter(self.docs())
 
+    def __reversed__(self) -> Iterator[ScoredDoc]:
+        return reversed(self.docs())  # Sequence's own would make a new hit per index
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (Run, list, tuple)):
             return self.docs() == list(other)
