@@ -123,14 +123,9 @@ class DenseSearcher:
         return out
 
     def hits(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> list[list[tuple[float, str, int]]]:
-        """Each query's top ``k`` as (score, id, docno), among ``allowed`` docnos where given."""
-        scores, rows = self._search(vectors, k, allowed)
-        if not rows.size:
-            return [[] for _ in range(len(vectors))]
-        docnos = rows.ravel().tolist()
-        ids, values, width = self._store.ids_by_docno(docnos), scores.ravel().tolist(), rows.shape[1]
-        return [[(s, i, d) for s, i, d in zip(values[at:at + width], ids[at:at + width], docnos[at:at + width])
-                 if i is not None and d >= 0] for at in range(0, len(docnos), width)]
+        """Each query's top ``k`` as (score, id, docno), among ``allowed`` docnos where given (:meth:`runs`, read as
+        triples: PRF and the sharded merge need the docnos beside the ids)."""
+        return [list(zip(run.scores, run.ids, run.docnos.tolist())) for run in self.runs(vectors, k, allowed)]
 
     def _allowed(self, where: Filter) -> np.ndarray:
         """The docnos this view holds that the filter selects, one bool each (the document store answers)."""

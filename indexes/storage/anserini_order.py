@@ -61,7 +61,13 @@ def _ordered_py(found: np.ndarray, docnos: np.ndarray, k: int
 ordered = numba.njit(cache=True, nogil=True)(_ordered_py) if numba is not None else None
 
 
+_warmed = False
+
+
 def warm() -> None:
-    """Compile (or load the cached machine code) now, not in a first query (a compile takes seconds)."""
-    if ordered is not None:
+    """Compile (or load the cached machine code) now, not in a first query (a compile takes seconds); once per
+    process, since every view of a live index makes a matrix search."""
+    global _warmed
+    if ordered is not None and not _warmed:
         ordered(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), 1)
+        _warmed = True

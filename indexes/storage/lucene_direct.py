@@ -242,18 +242,23 @@ def _tie_adjusted_exact(scores: Sequence[float] | np.ndarray) -> list[float]:
 def anserini_ranked(hits: Iterable[tuple[float, str]], k: int) -> list[ScoredDoc]:
     """Anserini's wrapper's top ``k`` of (score, id) pairs: score descending, then id ascending, scores
     :func:`tie_adjusted`. ``hits`` must hold every pair tied with the ``k``-th score."""
-    ranked = sorted(hits, key=_SECOND)  # two stable sorts keyed in C: by id, then by score descending
-    ranked.sort(key=_FIRST, reverse=True)
-    del ranked[k:]
+    ranked = _anserini_sorted(list(hits), k)
     return list(map(ScoredDoc, [doc_id for _, doc_id in ranked], tie_adjusted([s for s, _ in ranked])))
+
+
+def _anserini_sorted(hits: list[Any], k: int) -> list[Any]:
+    """``hits`` ((score, id, ...) tuples) in Anserini's order, cut at ``k``, in place: two stable sorts keyed in C,
+    by id, then by score descending."""
+    hits.sort(key=_SECOND)
+    hits.sort(key=_FIRST, reverse=True)
+    del hits[k:]
+    return hits
 
 
 def anserini_run(hits: list[tuple[float, str, int]], k: int, space: object) -> Run:
     """:func:`anserini_ranked` of (score, id, docno) triples of one document store, as a :class:`Run` (``hits`` is
     reordered in place)."""
-    hits.sort(key=_SECOND)
-    hits.sort(key=_FIRST, reverse=True)
-    del hits[k:]
+    _anserini_sorted(hits, k)
     docnos = np.fromiter(map(_THIRD, hits), dtype=np.int64, count=len(hits))
     return Run(docnos, list(map(_SECOND, hits)), tie_adjusted(list(map(_FIRST, hits))), space)
 

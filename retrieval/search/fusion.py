@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -128,22 +128,28 @@ def _fused(runs: Mapping[str, Sequence[ScoredDoc]], shares: Mapping[str, Sequenc
                           "them all down")
     order = sorted(scores.items(), key=_FIRST)  # by id, then (stable) by score descending: ties go by id
     order.sort(key=_SECOND, reverse=True)
-    out = []
+    page = order if limit is None else order[:limit]
     if not explain:
-        return [FusedDoc(doc_id, score) for doc_id, score in (order if limit is None else order[:limit])]
-    for doc_id, score in order if limit is None else order[:limit]:
-        sources: dict[str, RetrieverScore] = {}
-        contributions: dict[str, float] = {}
-        for name in names:
-            rank = firsts[name].get(doc_id)
-            if rank is None:
-                contributions[name] = missing[name]
-                continue
-            share = contributions[name] = shares[name][rank - 1]
-            sources[name] = RetrieverScore(rank, runs[name][rank - 1].score,
-                                           normalized[name][rank - 1] if normalized else None, share)
-        out.append(FusedDoc(doc_id, score, sources, contributions))
-    return out
+        return [FusedDoc(doc_id, score) for doc_id, score in page]
+    return [_explained(doc_id, score, names, [firsts[name].get(doc_id, 0) for name in names],
+                       lambda name, rank: runs[name][rank - 1].score, shares, missing, normalized)
+            for doc_id, score in page]
+
+
+def _explained(doc_id: str, score: float, names: Sequence[str], ranks: Sequence[int],
+               raw: Callable[[str, int], float], shares: Mapping[str, Sequence[float]], missing: Mapping[str, float],
+               normalized: Mapping[str, Sequence[float]] | None) -> FusedDoc:
+    """One fused document with its sources and contributions: ``ranks`` holds its 1-based rank in each retriever
+    (0: not returned), ``raw(name, rank)`` the retriever's own score there."""
+    sources: dict[str, RetrieverScore] = {}
+    contributions: dict[str, float] = {}
+    for name, rank in zip(names, ranks):
+        if not rank:
+            contributions[name] = missing[name]
+            continue
+        share = contributions[name] = shares[name][rank - 1]
+        sources[name] = RetrieverScore(rank, raw(name, rank), normalized[name][rank - 1] if normalized else None, share)
+    return FusedDoc(doc_id, score, sources, contributions)
 
 
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
@@ -173,20 +179,9 @@ def _fused_arrays(runs: Mapping[str, Run], shares: Mapping[str, Sequence[float]]
     order.sort(key=_SECOND, reverse=True)
     if not explain:
         return [FusedDoc(doc_id, score) for doc_id, score, _ in order[:take]]
-    out = []
-    for doc_id, score, i in order[:take]:
-        sources: dict[str, RetrieverScore] = {}
-        contributions: dict[str, float] = {}
-        for name, r in zip(names, chosen_ranks):
-            rank = r[i]
-            if not rank:
-                contributions[name] = missing[name]
-                continue
-            share = contributions[name] = shares[name][rank - 1]
-            sources[name] = RetrieverScore(rank, runs[name].scores[rank - 1],
-                                           normalized[name][rank - 1] if normalized else None, share)
-        out.append(FusedDoc(doc_id, score, sources, contributions))
-    return out
+    return [_explained(doc_id, score, names, [r[i] for r in chosen_ranks],
+                       lambda name, rank: runs[name].scores[rank - 1], shares, missing, normalized)
+            for doc_id, score, i in order[:take]]
 
 
 @functools.lru_cache(maxsize=256)

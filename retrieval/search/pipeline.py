@@ -25,7 +25,6 @@ from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter, FilterError, parse_filter
 from retrieval.core.gc_tuning import freeze_loaded, thaw
 from retrieval.core.options import OpenOptions
-from retrieval.core.runs import Run
 from retrieval.core.types import PrfConfig, RetrieverScore, ScoredDoc
 from retrieval.encoders.models import ModelError
 from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
@@ -449,9 +448,7 @@ class Searcher:
               explain: bool) -> list[FusedDoc]:
         if not fusing:
             (name, run), = runs.items()
-            if not explain:
-                if isinstance(run, Run):
-                    return list(map(FusedDoc, run.ids[:limit], run.scores[:limit]))
+            if not explain:  # a Run makes hits for the page only
                 return [FusedDoc(d.doc_id, d.score) for d in run[:limit]]
             return [FusedDoc(d.doc_id, d.score, {name: RetrieverScore(i, d.score, None, d.score)}, {name: d.score})
                     for i, d in enumerate(run[:limit], start=1)]
