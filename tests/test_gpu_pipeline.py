@@ -131,10 +131,16 @@ def test_sparse_pipeline_redoes_texts_over_the_cap(splade_encoder) -> None:  # t
         pipe.close()
 
 
-def test_pipeline_with_tokenizer_processes(dense_encoder) -> None:  # type: ignore[no-untyped-def]
-    pipe = DensePipeline.from_model(dense_encoder.model, dtype="fp32", workers=2, piece=7)
+@pytest.mark.parametrize("compiled", [True, False])
+def test_pipeline_with_tokenizer_workers(dense_encoder, compiled: bool) -> None:  # type: ignore[no-untyped-def]
+    """Compiled WordPiece in threads for the built-in (BERT-style) tokenizers; ``tokenizers`` in processes else."""
+    pipe = DensePipeline.from_model(dense_encoder.model, dtype="fp32", workers=2, piece=7, compiled_tokenizer=compiled)
     try:
-        np.testing.assert_allclose(pipe.encode(TEXTS), dense_encoder.encode_documents(TEXTS), atol=2e-5)
+        assert pipe.tokenizers.kind == ("wordpiece threads" if compiled else "tokenizers processes")
+        texts = TEXTS + ["a café", "[MASK] written out"]  # two texts the compiled tokenizer hands to the library
+        np.testing.assert_allclose(pipe.encode(texts), dense_encoder.encode_documents(texts), atol=2e-5)
+        if compiled:
+            assert pipe.tokenizers.wordpiece is not None and pipe.tokenizers.wordpiece.fallback_texts == 2
     finally:
         pipe.close()
 

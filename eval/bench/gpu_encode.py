@@ -14,7 +14,9 @@ Cranfield-length documents (the corpus resampled with a fixed seed, title + text
 - build: the encode stage as ``hybrid index build --device cuda`` runs it: ``DenseEncoder`` /
   ``SpladeEncoder`` on CUDA, ``encode_documents_stream`` over 16,384-document chunks (SPLADE includes
   turning ids into term -> impact maps);
-- tokenize: the tokenizer worker pool alone over all documents (what the pipeline can at most reach).
+- tokenize: the tokenizer worker pool alone over all documents (what the pipeline can at most reach);
+- the fp16 pipeline and the tokenizers alone again with ``tokenizers`` in worker processes instead of the compiled
+  WordPiece (``compiled_tokenizer=False``), for a same-run comparison.
 
 Then equality with the weights in ``DIR`` (dense cosine against the fp32 model; SPLADE impacts against
 the fp32 model through ``sparse.quantize``) and batch-1 query latency: eager against CUDA graphs.
@@ -161,6 +163,7 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
             out["pipeline_fp16_stream_docs_per_s"] = len(texts) / seconds
             seconds = timed(lambda: [f.result() for f in pipe.tokenizers.submit(texts, pipe.piece)])
             out["tokenize_only_docs_per_s"] = len(texts) / seconds
+            out["tokenizer"] = pipe.tokenizers.kind
             pipe.stats.update(dict.fromkeys(pipe.stats, 0.0))
             seconds = timed(lambda: pipe.encode(texts))
             out["pipeline_fp16_stage_seconds"] = {"wall_s": seconds, **pipe.stats}
@@ -168,6 +171,19 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
                 out["sparse_redone_docs"] = pipe.redone
                 out["sparse_cap"] = pipe.cap
         print(kind, dtype, round(out[f"pipeline_{dtype}_docs_per_s"]), flush=True)
+        pipe.close()
+        del pipe
+        _empty_cache()
+    if "fp16" in dtypes:  # the same pipeline with ``tokenizers`` in worker processes, as it ran before the compiled one
+        pipe = cls.from_model(model, dtype="fp16", token_budget=budget, compiled_tokenizer=False)
+        pipe.warmup()
+        pipe.encode(texts[:4096])
+        out["pipeline_fp16_library_tokenizer_docs_per_s"] = len(texts) / min(timed(lambda: pipe.encode(texts))
+                                                                             for _ in range(2))
+        seconds = timed(lambda: [f.result() for f in pipe.tokenizers.submit(texts, pipe.piece)])
+        out["library_tokenize_only_docs_per_s"] = len(texts) / seconds
+        out["library_tokenizer"] = f"{pipe.tokenizers.kind} x {pipe.tokenizers.workers}"
+        print(kind, "fp16, library tokenizer", round(out["pipeline_fp16_library_tokenizer_docs_per_s"]), flush=True)
         pipe.close()
         del pipe
         _empty_cache()

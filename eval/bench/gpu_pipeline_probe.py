@@ -2,6 +2,7 @@
 
     python3 -m eval.bench.gpu_pipeline_probe split --config DENSE_CONFIG_DIR --out $OUT/probe_split.json
     python3 -m eval.bench.gpu_pipeline_probe workers --config DENSE_CONFIG_DIR --out $OUT/probe_workers.json
+    python3 -m eval.bench.gpu_pipeline_probe wordpiece --config DENSE_CONFIG_DIR --out $OUT/probe_wordpiece.json
 
 ``DENSE_CONFIG_DIR`` is a sentence-transformers MiniLM folder without its weights: the model is built there with
 random weights (speed does not depend on them). 40,000 documents resampled from Cranfield, as
@@ -10,8 +11,10 @@ random weights (speed does not depend on them). 40,000 documents resampled from 
 * ``split``: the bare loop (the bound); the pipeline's own batch building and launch step called in a loop from
   one thread over pre-tokenized windows (``driver_only``), also with a 2D padding mask and on the default
   stream; the forward alone over batches already on the GPU; then the whole pipeline and its tokenizers alone.
-* ``workers``: the whole pipeline with 14, 11 and 8 tokenizer processes (best of two passes each), the tokenizers
+* ``workers``: the whole pipeline with 14, 11 and 8 tokenizer processes (``tokenizers``) (best of two passes each), the tokenizers
   alone at each count, and the pipeline fed pre-tokenized windows (no tokenizer work beside it).
+* ``wordpiece``: the whole pipeline and its tokenizers alone with the compiled WordPiece in 1, 2, 4 and 8 threads,
+  and with ``tokenizers`` in 14 processes (what the pipeline used before it), in one run.
 * ``gil``: the whole pipeline (14 and 11 tokenizer processes) under Python's default thread switch interval (5 ms)
   and shorter ones (the pipeline's own ``SWITCH_INTERVAL`` set to each): whether the driver thread's launches wait
   on the GIL held by the threads that receive the tokenizers' results. The report in ``reports/gpu`` was made before
@@ -133,10 +136,10 @@ def split(model: Any, texts: list[str]) -> dict[str, Any]:
     return report
 
 
-def _warm_pipeline(model: Any, texts: list[str], workers: int) -> Any:
+def _warm_pipeline(model: Any, texts: list[str], workers: int, compiled: bool = True) -> Any:
     from retrieval.encoders.gpu_pipeline import DensePipeline
 
-    pipe = DensePipeline.from_model(model, dtype="fp16", workers=workers)
+    pipe = DensePipeline.from_model(model, dtype="fp16", workers=workers, compiled_tokenizer=compiled)
     pipe.warmup()
     pipe.encode(texts[:4096])
     return pipe
@@ -157,7 +160,7 @@ def _best_of_two(pipe: Any, texts: list[str]) -> dict[str, float]:
 def workers(model: Any, texts: list[str], counts: tuple[int, ...] = (14, 11, 8)) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for count in counts:
-        pipe = _warm_pipeline(model, texts, count)
+        pipe = _warm_pipeline(model, texts, count, compiled=False)
         report[f"w{count}"] = _best_of_two(pipe, texts)
         report[f"w{count}_tokenize"] = len(texts) / _timed(
             lambda: [f.result() for f in pipe.tokenizers.submit(texts, pipe.piece)])
@@ -182,7 +185,7 @@ def gil(model: Any, texts: list[str], counts: tuple[int, ...] = (14, 11),
     default, own = sys.getswitchinterval(), gpu_pipeline.SWITCH_INTERVAL
     try:
         for count in counts:
-            pipe = _warm_pipeline(model, texts, count)
+            pipe = _warm_pipeline(model, texts, count, compiled=False)
             for interval in intervals:
                 # the pipeline streams at min(the interpreter's interval, its own): both set to the one measured
                 sys.setswitchinterval(interval)
@@ -195,9 +198,23 @@ def gil(model: Any, texts: list[str], counts: tuple[int, ...] = (14, 11),
     return report
 
 
+def wordpiece(model: Any, texts: list[str], counts: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, Any]:
+    """The compiled WordPiece in 1, 2, 4 and 8 threads against ``tokenizers`` in 14 processes, in the same run: the
+    whole pipeline (best of two passes) and the tokenizers alone."""
+    report: dict[str, Any] = {}
+    for label, count, compiled in [*((f"threads{c}", c, True) for c in counts), ("processes14", 14, False)]:
+        pipe = _warm_pipeline(model, texts, count, compiled=compiled)
+        report[label] = _best_of_two(pipe, texts)
+        report[f"{label}_tokenize"] = len(texts) / min(_timed(
+            lambda: [f.result() for f in pipe.tokenizers.submit(texts, pipe.piece)]) for _ in range(2))
+        print(label, round(report[label]["docs_s"]), round(report[f"{label}_tokenize"]), flush=True)
+        pipe.close()
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("split", "workers", "gil"))
+    parser.add_argument("mode", choices=("split", "workers", "gil", "wordpiece"))
     parser.add_argument("--config", type=Path, required=True, help="a MiniLM folder without weights")
     parser.add_argument("--corpus", type=Path, default=Path("eval/datasets/cranfield/corpus.jsonl.gz"))
     parser.add_argument("--docs", type=int, default=40000)
@@ -207,7 +224,7 @@ def main() -> None:
 
     model, texts = _setup(args.config, args.corpus, args.docs)
     report = {"cpus": os.cpu_count(), "docs": len(texts),
-              **{"split": split, "workers": workers, "gil": gil}[args.mode](model, texts)}
+              **{"split": split, "workers": workers, "gil": gil, "wordpiece": wordpiece}[args.mode](model, texts)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report))

@@ -2,8 +2,9 @@
 
 How a stream of text chunks becomes vectors:
 
-1. The caller's thread hands each chunk, cut in pieces, to a pool of fast-tokenizer worker processes
-   (``gpu_tokenize``; at most ``prefetch`` chunks in flight, so memory stays flat however long the stream).
+1. The caller's thread hands each chunk, cut in pieces, to a pool of tokenizer workers: threads running the compiled
+   WordPiece (``wordpiece``) for BERT-style tokenizers, else fast-tokenizer worker processes (``gpu_tokenize``); at
+   most ``prefetch`` chunks in flight, so memory stays flat however long the stream.
 2. A driver thread takes the chunks in order, sorts each by token count and cuts it into batches that fill
    a token budget (``plan_batches``), writes each batch's padded ids into pinned host memory, copies it to
    the GPU without blocking, and runs the model on its own CUDA stream. Pooling happens there too:
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from retrieval.encoders import gpu_tokenize
+from retrieval.encoders.wordpiece import WordPiece
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -144,16 +146,24 @@ def _short_switch_interval() -> Iterator[None]:
 
 
 class _Tokenizers:
-    """Tokenization off the caller's thread: worker processes (``workers > 0``) or one thread (``0``)."""
+    """Tokenization off the caller's thread.
 
-    def __init__(self, tokenizer: Any, max_length: int, workers: int) -> None:
+    A BERT-style tokenizer runs compiled (``wordpiece``) in ``workers`` threads of this process, with the GIL released
+    while it works, so nothing is pickled and the driver thread is not kept waiting; any other runs ``tokenizers`` in
+    worker processes (``workers > 0``) or one thread (``0``).
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int, workers: int, wordpiece: WordPiece | None) -> None:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise UnsupportedModel("the pipeline needs a fast (Rust) tokenizer")
         self.key = f"{id(self)}"
         text = backend.to_str()
+        self.wordpiece = wordpiece
         self.executor: Executor
-        if workers > 0:
+        if self.wordpiece is not None:
+            self.executor = ThreadPoolExecutor(max(workers, 1), thread_name_prefix="wordpiece")
+        elif workers > 0:
             import multiprocessing
 
             self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -162,18 +172,33 @@ class _Tokenizers:
             gpu_tokenize.init(self.key, text, max_length)
             self.executor = ThreadPoolExecutor(1)
         self.workers = max(workers, 1)
+        self.kind = "wordpiece threads" if self.wordpiece is not None else \
+            "tokenizers processes" if workers > 0 else "tokenizers thread"
+
+    def _task(self, texts: list[str]) -> Future[tuple[np.ndarray, np.ndarray]]:
+        if self.wordpiece is not None:
+            return self.executor.submit(self.wordpiece.tokenize, texts)
+        return self.executor.submit(gpu_tokenize.tokenize, self.key, texts)
 
     def submit(self, texts: Sequence[str], piece: int) -> list[Future[tuple[np.ndarray, np.ndarray]]]:
-        return [self.executor.submit(gpu_tokenize.tokenize, self.key, list(texts[i:i + piece]))
-                for i in range(0, len(texts), piece)]
+        return [self._task(list(texts[i:i + piece])) for i in range(0, len(texts), piece)]
 
     def warmup(self) -> None:
-        list(f.result() for f in [self.executor.submit(gpu_tokenize.tokenize, self.key, ["warm up"])
-                                  for _ in range(self.workers)])
+        list(f.result() for f in [self._task(["warm up"]) for _ in range(self.workers)])
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
         gpu_tokenize._tokenizers.pop(self.key, None)
+
+
+def _default_workers(compiled: bool) -> int:
+    """Tokenizer workers on CUDA: compiled WordPiece runs 70-85k Cranfield documents/s a thread (2-core CPU, one
+    thread), so 4 threads are ahead of any GPU here; the library's tokenizer needs every core but the two the driver
+    and the caller use (about 1,500 documents/s a process on an H200 host)."""
+    cores = os.cpu_count() or 2
+    if compiled:
+        return max(1, min(4, cores - 2))
+    return max(1, cores - 2)
 
 
 @dataclass
@@ -192,7 +217,7 @@ class _Pipeline:
     def __init__(self, st_model: Any, *, device: str | torch.device | None = None, dtype: str = "fp16",
                  token_budget: int = 131072, max_batch: int = 4096, workers: int | None = None,
                  chunk_size: int = 4096, piece: int = 512, prefetch: int = 8, in_flight: int = 6,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, compiled_tokenizer: bool = True) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
         modules = list(st_model)
@@ -211,9 +236,11 @@ class _Pipeline:
         self.max_length = int(max_length or getattr(st_model, "max_seq_length", None) or 512)
         self.token_budget, self.max_batch = token_budget, max_batch
         self.chunk_size, self.piece, self.prefetch, self.in_flight = chunk_size, piece, prefetch, in_flight
+        # BERT-style tokenizers run compiled (``compiled_tokenizer=False``: the library's, in processes on CUDA)
+        wordpiece = WordPiece.from_tokenizer(st_model.tokenizer, self.max_length) if compiled_tokenizer else None
         if workers is None:
-            workers = max(1, (os.cpu_count() or 2) - 2) if self.cuda else 0
-        self.tokenizers = _Tokenizers(st_model.tokenizer, self.max_length, workers)
+            workers = _default_workers(wordpiece is not None) if self.cuda else 0
+        self.tokenizers = _Tokenizers(st_model.tokenizer, self.max_length, workers, wordpiece)
         self.pad_id = int(getattr(st_model.tokenizer, "pad_token_id", None) or 0)
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._lock = threading.Lock()  # one stream at a time: the model and stream are not shared
@@ -516,8 +543,7 @@ class SparsePipeline(_Pipeline):
 
     def _exact(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """One text with every positive impact (the rare overflow of ``cap``), synchronously."""
-        ids, lengths = gpu_tokenize.tokenize(self.tokenizers.key, [text]) if self.tokenizers.workers == 1 and \
-            self.tokenizers.key in gpu_tokenize._tokenizers else self.tokenizers.submit([text], 1)[0].result()
+        ids, lengths = self.tokenizers.submit([text], 1)[0].result()
         host_ids, host_lens = self._batch_inputs(ids, np.zeros(1, np.int64), lengths, np.zeros(1, np.int64))
         with torch.inference_mode():
             ids_t = host_ids.to(self.device).long()
