@@ -42,3 +42,18 @@ def test_dense_vectors_are_unit_length_and_batch_equals_single() -> None:
     assert batch.shape == (3, 384) and np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-4)
     single = np.stack([encoder.encode_query(t) for t in TEXTS])
     assert np.allclose(batch, single, atol=1e-5)
+
+
+def test_folders_that_are_not_models_are_refused_with_a_model_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The API and the CLI report these as a 422 / one line, never a 500 (found by the schema fuzzer)."""
+    from retrieval.encoders.dense import DenseEncoder
+    from retrieval.encoders.models import ModelError, resolve_model
+
+    with pytest.raises(ModelError, match="holds none of"):
+        resolve_model(str(tmp_path))  # a plain folder: refused before its files are walked (it may be "/")
+    with pytest.raises(ModelError):
+        resolve_model("a" * 5000)  # too long for a path, and no hub id either
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ModelError, match="could not be loaded"):
+        DenseEncoder(resolve_model(str(tmp_path)))

@@ -16,7 +16,7 @@ import torch
 
 from retrieval.encoders.gpu_paths import GpuPaths
 from retrieval.encoders.gpu_pipeline import DensePipeline
-from retrieval.encoders.models import ResolvedModel
+from retrieval.encoders.models import ResolvedModel, load_model
 from retrieval.encoders.onnx_query import OnnxQueries
 from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
@@ -30,7 +30,7 @@ class DenseEncoder(GpuPaths, OnnxQueries):
 
         self.model_info = model
         self.device = device
-        self._model = SentenceTransformer(str(model.path), device=device)
+        self._model = load_model(SentenceTransformer, model, device)
         if max_length is not None:
             self._model.max_seq_length = max_length
         if device.startswith("cuda"):

@@ -12,10 +12,22 @@ import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from retrieval.core.errors import HybridError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
+MODEL_MARKERS = ("modules.json", "config.json")  # a sentence-transformers folder, or a bare transformers one
+
+
+def load_model(loader: Any, model: ResolvedModel, device: str) -> Any:
+    """``loader(folder, device=...)`` (``SentenceTransformer``, ``SparseEncoder``), with a folder that is not a model
+    it can load reported as a :class:`ModelError` (an API 422, a CLI line) instead of the library's own error."""
+    try:
+        return loader(str(model.path), device=device)
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelError(f"model {model.model_id!r} could not be loaded from its folder: {first}") from None
 
 
 class ModelError(HybridError, ValueError):
@@ -111,10 +123,18 @@ def resolve_model(name: str) -> ResolvedModel:
                     f"expected {expected[:12]}...; reinstall its package"
                 )
         return ResolvedModel(model_id=name, path=folder, weights_sha256=weights_fingerprint(folder))
-    local = Path(name).expanduser()
-    if local.exists():
+    try:
+        local = Path(name).expanduser()
+        exists = local.exists()
+    except (OSError, RuntimeError, ValueError):  # a name too long for a path, "~user" unknown, a NUL byte
+        exists = False
+    if exists:
         if not local.is_dir():
             raise ModelError(f"model path {name!r} is not a folder")
+        if not any((local / marker).is_file() for marker in MODEL_MARKERS):
+            # checked before the weights are looked for: that search walks the folder, which may be "/" itself
+            raise ModelError(f"model folder {name!r} holds none of {', '.join(MODEL_MARKERS)}: "
+                             "not a sentence-transformers or transformers model")
         return ResolvedModel(model_id=str(local.resolve()), path=local.resolve(), weights_sha256=weights_fingerprint(local))
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name!r} does not exist")

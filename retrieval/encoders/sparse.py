@@ -19,7 +19,7 @@ import torch
 from retrieval.core.types import SparseVector
 from retrieval.encoders.gpu_paths import GpuPaths
 from retrieval.encoders.gpu_pipeline import SparsePipeline
-from retrieval.encoders.models import ResolvedModel
+from retrieval.encoders.models import ResolvedModel, load_model
 from retrieval.encoders.onnx_query import OnnxQueries
 from retrieval.encoders.st_forward import embed_one, plain_query_forward
 
@@ -41,7 +41,7 @@ class SpladeEncoder(GpuPaths, OnnxQueries):
 
         self.model_info = model
         self.device = device
-        self._model = SparseEncoder(str(model.path), device=device)
+        self._model = load_model(SparseEncoder, model, device)
         if max_length is not None:
             self._model.max_seq_length = max_length
         if device.startswith("cuda"):
