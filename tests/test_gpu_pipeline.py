@@ -47,6 +47,33 @@ def test_plan_batches_covers_every_index_once_within_the_budget() -> None:
     assert firsts == sorted(firsts, reverse=True)  # longest first
 
 
+def test_bucketed_batches_have_the_shapes_the_graphs_hold() -> None:
+    """With a width step, every full batch of one padded width has that width's row count (one graph each)."""
+    from retrieval.encoders.gpu_graphs import bucket_rows, bucket_width, bucket_widths
+
+    assert bucket_widths(256, 32) == [32, 64, 96, 128, 160, 192, 224, 256]
+    assert bucket_widths(100, 32) == [32, 64, 96, 100]
+    assert [bucket_width(n, 100, 32) for n in (0, 1, 32, 33, 96, 97, 100)] == [32, 32, 32, 64, 96, 100, 100]
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 257, size=5000)
+    batches = plan_batches(lengths, 8192, 4096, step=32, max_width=256)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(5000))
+    partial = 0
+    for batch in batches:
+        width = bucket_width(int(lengths[batch].max()), 256, 32)
+        assert len(batch) * width <= 8192 and lengths[batch].max() <= width
+        partial += len(batch) != bucket_rows(width, 8192, 4096)
+    assert partial == 1  # only the last batch (the shortest texts) is not full
+
+
+def test_a_few_short_texts_get_the_smallest_shape_that_holds_them() -> None:
+    from retrieval.encoders.gpu_graphs import small_shape, small_shapes
+
+    assert small_shape(1, 5) == (1, 16) and small_shape(3, 17) == (4, 32) and small_shape(32, 64) == (32, 64)
+    assert small_shape(33, 5) is None and small_shape(2, 65) is None
+    assert (32, 64) in small_shapes(512) and all(w <= 32 for _, w in small_shapes(32))
+
+
 def test_plan_batches_edge_cases() -> None:
     assert plan_batches(np.array([], dtype=int), 100) == []
     assert [b.tolist() for b in plan_batches(np.array([500, 3]), 100)] == [[0], [1]]  # over-budget text alone

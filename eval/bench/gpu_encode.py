@@ -15,8 +15,8 @@ Cranfield-length documents (the corpus resampled with a fixed seed, title + text
   ``SpladeEncoder`` on CUDA, ``encode_documents_stream`` over 16,384-document chunks (SPLADE includes
   turning ids into term -> impact maps);
 - tokenize: the tokenizer worker pool alone over all documents (what the pipeline can at most reach);
-- the fp16 pipeline and the tokenizers alone again with ``tokenizers`` in worker processes instead of the compiled
-  WordPiece (``compiled_tokenizer=False``), for a same-run comparison.
+- the fp16 pipeline again without CUDA graphs (``graphs=False``), and with ``tokenizers`` in worker processes instead
+  of the compiled WordPiece (``compiled_tokenizer=False``, with that pool alone), for same-run comparisons.
 
 Then equality with the weights in ``DIR`` (dense cosine against the fp32 model; SPLADE impacts against
 the fp32 model through ``sparse.quantize``) and batch-1 query latency: eager against CUDA graphs.
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 CHUNK = 16384
+EQUALITY_BUDGET = 16384  # tokens a batch in the equality runs: most of 1,000 documents' batches are full, so replayed
 DEVICE = "cuda"  # --device cpu runs a smoke version here (no timings worth reading)
 
 
@@ -165,8 +166,12 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
             out["tokenize_only_docs_per_s"] = len(texts) / seconds
             out["tokenizer"] = pipe.tokenizers.kind
             pipe.stats.update(dict.fromkeys(pipe.stats, 0.0))
+            if pipe.graphs is not None:
+                pipe.graphs.replays = 0
             seconds = timed(lambda: pipe.encode(texts))
             out["pipeline_fp16_stage_seconds"] = {"wall_s": seconds, **pipe.stats}
+            out["graphs"] = {"captured": len(pipe.graphs.graphs), "rejected": pipe.graphs.rejected,
+                             "replayed_batches": pipe.graphs.replays} if pipe.graphs is not None else pipe.graph_error
             if sparse:
                 out["sparse_redone_docs"] = pipe.redone
                 out["sparse_cap"] = pipe.cap
@@ -174,19 +179,21 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
         pipe.close()
         del pipe
         _empty_cache()
-    if "fp16" in dtypes:  # the same pipeline with ``tokenizers`` in worker processes, as it ran before the compiled one
-        pipe = cls.from_model(model, dtype="fp16", token_budget=budget, compiled_tokenizer=False)
-        pipe.warmup()
-        pipe.encode(texts[:4096])
-        out["pipeline_fp16_library_tokenizer_docs_per_s"] = len(texts) / min(timed(lambda: pipe.encode(texts))
-                                                                             for _ in range(2))
-        seconds = timed(lambda: [f.result() for f in pipe.tokenizers.submit(texts, pipe.piece)])
-        out["library_tokenize_only_docs_per_s"] = len(texts) / seconds
-        out["library_tokenizer"] = f"{pipe.tokenizers.kind} x {pipe.tokenizers.workers}"
-        print(kind, "fp16, library tokenizer", round(out["pipeline_fp16_library_tokenizer_docs_per_s"]), flush=True)
-        pipe.close()
-        del pipe
-        _empty_cache()
+    if "fp16" in dtypes:  # the same pipeline without CUDA graphs, and with ``tokenizers`` in worker processes
+        for name, options in (("eager", {"graphs": False}), ("library_tokenizer", {"compiled_tokenizer": False})):
+            pipe = cls.from_model(model, dtype="fp16", token_budget=budget, **options)
+            pipe.warmup()
+            pipe.encode(texts[:4096])
+            out[f"pipeline_fp16_{name}_docs_per_s"] = len(texts) / min(timed(lambda: pipe.encode(texts))
+                                                                        for _ in range(2))
+            if name == "library_tokenizer":
+                seconds = timed(lambda: [f.result() for f in pipe.tokenizers.submit(texts, pipe.piece)])
+                out["library_tokenize_only_docs_per_s"] = len(texts) / seconds
+                out["library_tokenizer"] = f"{pipe.tokenizers.kind} x {pipe.tokenizers.workers}"
+            print(kind, f"fp16, {name}", round(out[f"pipeline_fp16_{name}_docs_per_s"]), flush=True)
+            pipe.close()
+            del pipe
+            _empty_cache()
 
     # the encode stage of a build, as indexes/kinds/{dense,splade}.py run it on CUDA
     resolved = ResolvedModel(kind, folder, "")
@@ -219,8 +226,10 @@ def equality(folder_dense: Path, folder_sparse: Path, texts: list[str]) -> dict[
     dense = SentenceTransformer(str(folder_dense), device=DEVICE).float()
     reference = dense.encode(texts, batch_size=128, convert_to_numpy=True, normalize_embeddings=True)
     for dtype in ("fp16", "bf16", "fp32"):
-        pipe = DensePipeline.from_model(dense, dtype=dtype, workers=4)
+        pipe = DensePipeline.from_model(dense, dtype=dtype, workers=4, token_budget=EQUALITY_BUDGET)
+        pipe.warmup()
         got = pipe.encode(texts)
+        out[f"dense_{dtype}_graph_replays"] = pipe.graphs.replays if pipe.graphs is not None else pipe.graph_error
         cos = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
         out[f"dense_{dtype}_cosine_min"] = float(cos.min())
         out[f"dense_{dtype}_cosine_mean"] = float(cos.mean())
@@ -237,7 +246,8 @@ def equality(folder_dense: Path, folder_sparse: Path, texts: list[str]) -> dict[
         quant = Quantization(scale=100.0, top_k=top_k)
         want = [quantize(w, quant) for w in weights]
         for dtype in ("fp32", "fp16", "bf16"):
-            pipe = SparsePipeline.from_model(sparse, dtype=dtype, workers=4)
+            pipe = SparsePipeline.from_model(sparse, dtype=dtype, workers=4, token_budget=EQUALITY_BUDGET)
+            pipe.warmup()
             pipe.configure(scale=100.0, top_k=top_k)
             got_rows = pipe.encode(texts)
             got = []
@@ -251,7 +261,8 @@ def equality(folder_dense: Path, folder_sparse: Path, texts: list[str]) -> dict[
             name = f"splade_{dtype}_topk{top_k}"
             out[name] = {"identical_docs": identical, "max_impact_diff": max(diffs) if diffs else 0,
                          "terms_differing": int(sum(d > 0 for d in diffs)), "terms": len(diffs),
-                         "terms_off_by_more_than_1": int(sum(d > 1 for d in diffs)), "redone": pipe.redone}
+                         "terms_off_by_more_than_1": int(sum(d > 1 for d in diffs)), "redone": pipe.redone,
+                         "graph_replays": pipe.graphs.replays if pipe.graphs is not None else pipe.graph_error}
             print(name, out[name], flush=True)
             pipe.close()
     del dense, sparse
@@ -321,6 +332,28 @@ def query_latency(folder_dense: Path, folder_sparse: Path, queries: list[str]) -
         res["encoder_encode_query_eager_ms_p50"] = p50(call, queries)
         encoder.use_query_graphs = True
         res["encoder_encode_query_graphs_ms_p50"] = p50(call, queries)
+        res["single_queries_per_s"] = 1000 / res["encoder_encode_query_graphs_ms_p50"]
+        # what the service's micro-batcher sends when queries arrive together: one encoder call for the list, which
+        # goes through the pipeline (made and warmed first, as a service makes it at its first batch)
+        batched = (lambda b: encoder.encode_queries(b, quant)) if sparse else encoder.encode_queries
+        pipe = encoder.pipeline()
+        res["small_graphs"] = len(pipe.small_graphs.graphs) if pipe.small_graphs is not None else pipe.graph_error
+        for size in (8, 32):
+            groups = [queries[i:i + size] for i in range(0, len(queries) - size + 1, size)]
+            res[f"batch{size}_ms_p50"] = p50(batched, groups)
+            res[f"batch{size}_queries_per_s"] = size / res[f"batch{size}_ms_p50"] * 1000
+        # the batched vectors against each query's own eager forward
+        groups = [queries[i:i + 32] for i in range(0, len(queries), 32)]
+        got = [v for g in groups for v in batched(g)]
+        if sparse:
+            eager = [_eager_sparse(encoder, q, quant) for q in queries]
+            res["batch32_vectors_identical_to_eager"] = f"{sum(v == e for v, e in zip(got, eager))}/{len(queries)}"
+            res["batch32_max_impact_diff_to_eager"] = max(abs(v.get(t, 0) - e.get(t, 0))
+                                                          for v, e in zip(got, eager) for t in set(v) | set(e))
+        else:
+            cosines = [float(torch.nn.functional.cosine_similarity(torch.as_tensor(v), torch.nn.functional.normalize(
+                embed_one(model, q).float().cpu(), dim=0), dim=0)) for v, q in zip(got, queries)]
+            res["batch32_min_cosine_to_eager"] = min(cosines)
         if sparse:
             same = sum(encoder.encode_query(q, quant) == _eager_sparse(encoder, q, quant) for q in queries)
             res["encoder_query_vectors_identical_to_eager"] = f"{same}/{len(queries)}"

@@ -308,34 +308,38 @@ class DenseKind(RetrieverKind):
                 yield batches.pop(0), vectors
 
     def build(self, ctx: BuildContext) -> RetrieverManifest:
+        """Vectors go to FAISS chunk by chunk as they are read or encoded (``faiss_backend.IndexBuilder``: a flat
+        index holds each vector once and has nothing left to add at the end; trained types still see them all)."""
         assert ctx.model is not None
         o, name = ctx.options, ctx.spec.name
-        parts: list[np.ndarray] = []
         started = time.perf_counter()
         if ctx.vector_set is not None:
             dimension = int(ctx.vector_set.parameters["dimension"])
             faiss_backend.check_factory(o.faiss_factory, dimension, len(ctx.store))
+            builder = faiss_backend.IndexBuilder(o.faiss_factory, dimension, o.device)
             ids = ctx.store.live_ids()
             with ctx.stage.bar(len(ids), f"{name} read vectors") as bar:
                 for start in range(0, len(ids), 65536):
-                    parts.append(ctx.vectors.rows(ids[start : start + 65536]))
-                    bar.update(len(parts[-1]))
-            encode_seconds = 0.0
+                    rows = ctx.vectors.rows(ids[start : start + 65536])
+                    builder.add(rows)
+                    bar.update(len(rows))
         else:
             encoder = self.document_encoder(ctx.model, o)
             dimension = encoder.dimension
             faiss_backend.check_factory(o.faiss_factory, dimension, len(ctx.store))
+            builder = faiss_backend.IndexBuilder(o.faiss_factory, dimension, o.device)
             try:
-                parts = [vectors for _, vectors in self._encoded(ctx, encoder)]
+                for _, vectors in self._encoded(ctx, encoder):
+                    builder.add(vectors)
             finally:
                 encoder.close()
-            encode_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        index = faiss_backend.build(np.concatenate(parts), o.faiss_factory, device=o.device)
+        index = builder.finish()
         ctx.stage(f"{name}-faiss-built")
+        encode_seconds = 0.0 if ctx.vector_set is not None else time.perf_counter() - started - builder.seconds
+        started = time.perf_counter()
         faiss_backend.save(index, ctx.out)
         ctx.stage(f"{name}-faiss-written")
-        index_seconds = time.perf_counter() - started
+        index_seconds = builder.seconds + time.perf_counter() - started
         return RetrieverManifest(name, ctx.model.model_id, ctx.model.weights_sha256,
                                  {**self.parameters(o), "dimension": dimension},
                                  round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),

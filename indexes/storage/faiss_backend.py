@@ -18,6 +18,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,6 +131,50 @@ def build(vectors: np.ndarray, factory: str, device: str = "cpu") -> object:
         index.train(vectors)
     index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
     return _to_cpu(index)
+
+
+class IndexBuilder:
+    """Vectors in docno order, a chunk at a time, for a build that encodes as it goes (issue 12, item 2).
+
+    A flat index takes each chunk as it arrives, so a build holds every vector once (in the index) rather than twice
+    (the chunks, then their concatenation) and finishes with nothing left to add. An index with no training and no
+    graph (``Flat``) comes out the same whether it is given its vectors at once or in chunks. Any other type keeps the
+    chunks until :meth:`finish`: training then sees every vector, and an HNSW graph is built in one ``add``, as a
+    one-shot :func:`build` does, so the index is the same as before.
+    """
+
+    def __init__(self, factory: str, dimension: int, device: str = "cpu") -> None:
+        self.factory, self.dimension, self.device = factory, dimension, device
+        self.count = 0
+        self.seconds = 0.0  # spent adding and finishing: the build's indexing time, apart from encoding
+        self.streams = factory.strip() == "Flat"
+        self._parts: list[np.ndarray] = []
+        self._index: object | None = None
+        if self.streams:
+            faiss = _faiss()
+            self._index = _to_gpu(faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT),
+                                  device)
+
+    def add(self, vectors: np.ndarray) -> None:
+        started = time.perf_counter()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
+        if self._index is not None:
+            self._index.add_with_ids(vectors, np.arange(self.count, self.count + len(vectors), dtype=np.int64))  # type: ignore[attr-defined]
+        else:
+            self._parts.append(vectors)
+        self.count += len(vectors)
+        self.seconds += time.perf_counter() - started
+
+    def finish(self) -> object:
+        started = time.perf_counter()
+        if self._index is not None:
+            index = _to_cpu(self._index)
+        else:
+            vectors = np.concatenate(self._parts) if self._parts else np.zeros((0, self.dimension), np.float32)
+            self._parts = []
+            index = build(vectors, self.factory, self.device)
+        self.seconds += time.perf_counter() - started
+        return index
 
 
 def empty(factory: str, dimension: int) -> object:

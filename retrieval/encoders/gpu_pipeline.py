@@ -7,7 +7,9 @@ How a stream of text chunks becomes vectors:
    most ``prefetch`` chunks in flight, so memory stays flat however long the stream.
 2. A driver thread takes the chunks in order, sorts each by token count and cuts it into batches that fill
    a token budget (``plan_batches``), writes each batch's padded ids into pinned host memory, copies it to
-   the GPU without blocking, and runs the model on its own CUDA stream. Pooling happens there too:
+   the GPU without blocking, and runs the model on its own CUDA stream: a full batch, padded to a multiple of
+   32 tokens, is one replay of that width's CUDA graph (``gpu_graphs``), a window's last batch runs eagerly.
+   Pooling happens there too:
    dense: masked mean + L2 normalization; SPLADE: max-pool of the logits, ``log1p(relu)``, integer
    quantization and a top-k, so that only ``(term ids, impacts)`` come back. Results are copied back
    into pinned memory without blocking and an event is recorded; at most ``in_flight`` batches are queued,
@@ -15,6 +17,9 @@ How a stream of text chunks becomes vectors:
    batches is on this thread.
 3. The caller's thread scatters each batch's rows into its chunk's result and yields the chunk once all
    its batches are in, in input order.
+
+A call with a few short texts (``encode`` of up to 32 texts of up to 64 ids: the service's micro-batched queries)
+skips all that: it is tokenized and replayed as one small-batch graph on the caller's thread.
 
 The same code runs on the CPU (no pinned memory, streams or events), which is how the tests check that
 it gives the existing encoders' vectors.
@@ -39,6 +44,14 @@ import numpy as np
 import torch
 
 from retrieval.encoders import gpu_tokenize
+from retrieval.encoders.gpu_graphs import (
+    SMALL_ROWS,
+    BucketGraphs,
+    bucket_width,
+    document_shapes,
+    small_shape,
+    small_shapes,
+)
 from retrieval.encoders.wordpiece import WordPiece
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -48,18 +61,20 @@ class UnsupportedModel(ValueError):
     """The model's module chain is not one the pipeline reproduces; use sentence-transformers' encode."""
 
 
-def plan_batches(lengths: np.ndarray, token_budget: int, max_batch: int = 4096) -> list[np.ndarray]:
+def plan_batches(lengths: np.ndarray, token_budget: int, max_batch: int = 4096, step: int = 1,
+                 max_width: int = 1 << 30) -> list[np.ndarray]:
     """Indices of ``lengths`` grouped into batches, longest first, each padded size within ``token_budget``.
 
-    A batch is padded to its first (longest) member, so ``len(batch) * lengths[batch[0]] <= token_budget``
-    (a single text longer than the budget gets a batch of its own).
+    A batch is padded to its first (longest) member rounded up to a multiple of ``step`` (at most ``max_width``),
+    so ``len(batch) * width <= token_budget`` (a single text longer than the budget gets a batch of its own). With
+    ``step > 1`` every full batch of one width has the same shape, which is what a CUDA graph replays.
     """
     lengths = np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")
     batches: list[np.ndarray] = []
     start, n = 0, len(order)
     while start < n:
-        longest = max(int(lengths[order[start]]), 1)
+        longest = bucket_width(int(lengths[order[start]]), max_width, step)
         size = max(1, min(max_batch, token_budget // longest, n - start))
         batches.append(order[start:start + size])
         start += size
@@ -183,6 +198,12 @@ class _Tokenizers:
     def submit(self, texts: Sequence[str], piece: int) -> list[Future[tuple[np.ndarray, np.ndarray]]]:
         return [self._task(list(texts[i:i + piece])) for i in range(0, len(texts), piece)]
 
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """On the caller's thread when compiled (a few texts: no hand-off), else through the workers."""
+        if self.wordpiece is not None:
+            return self.wordpiece.tokenize(list(texts))
+        return self._task(list(texts)).result()
+
     def warmup(self) -> None:
         list(f.result() for f in [self._task(["warm up"]) for _ in range(self.workers)])
 
@@ -214,10 +235,13 @@ class _Chunk:
 class _Pipeline:
     """What dense and sparse share: tokenizers, the driver thread, pinned transfers, ordering."""
 
+    _sparse = False  # how a captured graph is checked against the eager forward (``gpu_graphs``)
+
     def __init__(self, st_model: Any, *, device: str | torch.device | None = None, dtype: str = "fp16",
                  token_budget: int = 131072, max_batch: int = 4096, workers: int | None = None,
                  chunk_size: int = 4096, piece: int = 512, prefetch: int = 8, in_flight: int = 6,
-                 max_length: int | None = None, compiled_tokenizer: bool = True) -> None:
+                 max_length: int | None = None, compiled_tokenizer: bool = True, graphs: bool = True,
+                 graph_step: int = 32) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
         modules = list(st_model)
@@ -243,12 +267,17 @@ class _Pipeline:
         self.tokenizers = _Tokenizers(st_model.tokenizer, self.max_length, workers, wordpiece)
         self.pad_id = int(getattr(st_model.tokenizer, "pad_token_id", None) or 0)
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        # CUDA graphs of the forward per padded width (``gpu_graphs``), captured at ``warmup``; eager until then
+        self.use_graphs, self.graph_step = graphs and self.cuda, graph_step
+        self.graphs: BucketGraphs | None = None  # full batches of the stream
+        self.small_graphs: BucketGraphs | None = None  # a few short texts in one call (``encode``)
+        self.graph_error: str | None = None
         self._lock = threading.Lock()  # one stream at a time: the model and stream are not shared
         # seconds per stage, summed over calls: the driver waiting for tokens, building padded batches on the host,
         # launching GPU work, waiting for the GPU (``in_flight`` batches queued); the caller waiting for results and
-        # turning them into rows
+        # turning them into rows; and the number of batches launched
         self.stats = dict.fromkeys(("tokenize_wait_s", "host_batches_s", "launch_s", "result_wait_s", "caller_wait_s",
-                                    "absorb_s"), 0.0)
+                                    "absorb_s", "batches"), 0.0)
 
     def _net(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The transformer's first output, with the padding mask given as a ready 4D additive mask.
@@ -262,8 +291,16 @@ class _Pipeline:
         return self.net(input_ids=ids, attention_mask=additive)[0]
 
     # -- to be provided by the kinds -------------------------------------------------------------
-    def _compute(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The part a CUDA graph captures: fixed shapes, nothing that depends on settings changed per call."""
         raise NotImplementedError
+
+    def _post(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """What runs eagerly after the forward (or its replay), on the same stream."""
+        return outputs
+
+    def _compute(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._post(self._forward(ids, mask))
 
     def _new_result(self, n: int) -> Any:
         raise NotImplementedError
@@ -277,9 +314,14 @@ class _Pipeline:
     # -- the moving parts ----------------------------------------------------------------------------
     def _batch_inputs(self, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                       index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ``[B, L]`` int32 ids in (pinned) host memory, and the lengths."""
+        """Padded ``[B, L]`` int32 ids in (pinned) host memory, and the lengths. ``L`` is the longest length, or its
+        bucket's width when a captured graph has exactly this batch's shape."""
         lens = lengths[index]
         width = int(lens.max()) if len(lens) else 1
+        if self.graphs is not None:
+            bucket = bucket_width(width, self.max_length, self.graph_step)
+            if self.graphs.fits(len(index), bucket):
+                width = bucket
         total = int(lens.sum())
         host = torch.empty((len(index), width), dtype=torch.int32, pin_memory=self.cuda)
         out = host.numpy()
@@ -302,10 +344,13 @@ class _Pipeline:
                 return tuple(t.numpy() for t in self._compute(ids, mask.long())), None
         assert self.stream is not None
         with torch.cuda.stream(self.stream), torch.inference_mode():
-            ids = host_ids.to(self.device, non_blocking=True).long()
-            lens = host_lens.to(self.device, non_blocking=True)
-            mask = (torch.arange(ids.shape[1], device=self.device)[None, :] < lens[:, None]).long()
-            outputs = self._compute(ids, mask)
+            if self.graphs is not None and self.graphs.fits(*host_ids.shape):
+                outputs = self._post(self.graphs.run(host_ids, host_lens))
+            else:
+                ids = host_ids.to(self.device, non_blocking=True).long()
+                lens = host_lens.to(self.device, non_blocking=True)
+                mask = (torch.arange(ids.shape[1], device=self.device)[None, :] < lens[:, None]).long()
+                outputs = self._compute(ids, mask)
             hosts = []
             for t in outputs:
                 h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
@@ -353,7 +398,8 @@ class _Pipeline:
                 lengths = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
                 offsets = np.cumsum(lengths, dtype=np.int64) - lengths
                 chunk.tokens = int(lengths.sum())
-                batches = plan_batches(lengths, self.token_budget, self.max_batch)
+                step = self.graph_step if self.graphs is not None else 1
+                batches = plan_batches(lengths, self.token_budget, self.max_batch, step, self.max_length)
                 chunk.batches_total = len(batches)
                 if not batches:
                     done.put((chunk, None, None))
@@ -364,6 +410,7 @@ class _Pipeline:
                     hosts, event = self._run_batch(host_ids, host_lens)
                     stats["host_batches_s"] += launched - started
                     stats["launch_s"] += time.perf_counter() - launched
+                    stats["batches"] += 1
                     flying.append((chunk, index, hosts, event))
                     if len(flying) > self.in_flight:  # enough queued on the GPU: wait for the oldest batch
                         head = flying[0][3]
@@ -431,15 +478,63 @@ class _Pipeline:
                 driver.join()
 
     def encode(self, texts: Sequence[str]) -> Any:
-        """All of ``texts`` at once (streamed through the pipeline in windows of ``chunk_size``)."""
+        """All of ``texts`` at once (streamed through the pipeline in windows of ``chunk_size``; a few short texts
+        are one graph replay on the caller's thread instead)."""
+        if self.small_graphs is not None and 0 < len(texts) <= SMALL_ROWS[-1]:
+            small = self._encode_small(texts)
+            if small is not None:
+                return small
         return next(iter(self.encode_stream([texts])))
+
+    def _encode_small(self, texts: Sequence[str]) -> Any:
+        """A few short texts as one replay of a small-shape graph, without the driver thread; None when they do not
+        fit one (too many, or too long)."""
+        assert self.small_graphs is not None and self.stream is not None
+        ids, lengths = self.tokenizers.tokenize(texts)
+        shape = small_shape(len(texts), int(lengths.max()))
+        if shape is None or not self.small_graphs.fits(*shape):
+            return None
+        rows, width = shape
+        host = torch.full((rows, width), self.pad_id, dtype=torch.int32, pin_memory=True)
+        host_lens = torch.ones(rows, dtype=torch.int32, pin_memory=True)  # padding rows: one pad token each
+        out = host.numpy()
+        offsets = np.cumsum(lengths, dtype=np.int64) - lengths
+        for row, (start, n) in enumerate(zip(offsets.tolist(), lengths.tolist())):
+            out[row, :n] = ids[start:start + n]
+        host_lens.numpy()[:len(texts)] = lengths
+        with self._lock, torch.cuda.stream(self.stream), torch.inference_mode():
+            outputs = self._post(tuple(t[:len(texts)] for t in self.small_graphs.run(host, host_lens)))
+            hosts = tuple(t.cpu().numpy() for t in outputs)  # waits for this stream's work
+        chunk = _Chunk(texts, [])
+        chunk.rows = self._new_result(len(texts))
+        self._absorb(chunk, np.arange(len(texts)), hosts)
+        return self._join([self._finish(chunk)], len(texts))
 
     def _join(self, parts: list[Any], n: int) -> Any:
         raise NotImplementedError
 
     def warmup(self) -> None:
-        """Start the tokenizer workers and run the model once at a few shapes (kernels, allocator)."""
+        """Start the tokenizer workers, capture the CUDA graphs (on CUDA; any failure leaves the eager forward, with
+        the reason in ``graph_error``) and run the model once at a few shapes (kernels, allocator)."""
         self.tokenizers.warmup()
+        if self.use_graphs and self.graphs is None and self.graph_error is None:
+            with self._lock:
+                assert self.stream is not None
+                made = []
+                for shapes in (document_shapes(self.max_length, self.token_budget, self.max_batch, self.graph_step),
+                               small_shapes(self.max_length)):
+                    graphs = BucketGraphs(self._forward, shapes, device=self.device, stream=self.stream,
+                                          pad_id=self.pad_id, vocab=int(getattr(self.net.config, "vocab_size", 1000)),
+                                          sparse=self._sparse)
+                    try:
+                        graphs.capture()
+                    except Exception as exc:  # the eager forward is always right
+                        self.graph_error = f"{type(exc).__name__}: {exc}"
+                        torch.cuda.synchronize(self.device)
+                        break
+                    made.append(graphs)
+                else:
+                    self.graphs, self.small_graphs = made
         for width in (8, 64, min(self.max_length, 256)):
             text = " ".join(["warm"] * width)
             self.encode([text] * 8)
@@ -468,7 +563,7 @@ class DensePipeline(_Pipeline):
     def from_model(cls, st_model: Any, **kwargs: Any) -> DensePipeline:
         return cls(st_model, **kwargs)
 
-    def _compute(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         hidden = self._net(ids, mask)
         weights = mask.unsqueeze(-1).to(torch.float32)
         summed = (hidden.float() * weights).sum(dim=1)
@@ -492,6 +587,8 @@ class SparsePipeline(_Pipeline):
     encoder breaks those ties by token). ``cap`` is how many terms a text may bring back from the GPU
     before it is redone exactly; it doubles (up to the vocabulary) whenever a text overflows it.
     """
+
+    _sparse = True
 
     def __init__(self, st_model: Any, *, scale: float = 100.0, top_k: int | None = None, cap: int | None = None,
                  **kwargs: Any) -> None:
@@ -525,8 +622,12 @@ class SparsePipeline(_Pipeline):
         logits.masked_fill_(mask[:, :, None] == 0, float("-inf"))
         return torch.log1p(torch.relu(logits.amax(dim=1)))
 
-    def _compute(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return quantize_topk(self._pooled(ids, mask), self.scale, self.cap, sort=self.top_k is not None)
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self._pooled(ids, mask),)
+
+    def _post(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        # quantization and the top-k stay eager: ``cap`` and ``top_k`` change between calls
+        return quantize_topk(outputs[0], self.scale, self.cap, sort=self.top_k is not None)
 
     def _new_result(self, n: int) -> Any:
         return [None] * n
