@@ -40,9 +40,9 @@ class GpuPaths:
         return self._graphs if self.use_query_graphs else None
 
     def pipeline(self) -> Any:
-        """The GPU encoding pipeline, or None (CPU, or a model it does not reproduce); warmed up when made (every
-        tokenizer process started, the model run at a few shapes), so a build's first chunks do not wait for
-        processes spawned one by one as work arrives."""
+        """The GPU encoding pipeline, or None (CPU, or a model it does not reproduce); warmed up when made (tokenizer
+        workers started, the small-batch CUDA graphs captured, the model run once), so neither a build's first chunks
+        nor the first micro-batched queries wait for that."""
         if self.use_pipeline and self._pipeline is None:
             with self._lock:
                 if self._pipeline is None:

@@ -267,7 +267,8 @@ class _Pipeline:
         self.tokenizers = _Tokenizers(st_model.tokenizer, self.max_length, workers, wordpiece)
         self.pad_id = int(getattr(st_model.tokenizer, "pad_token_id", None) or 0)
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
-        # CUDA graphs of the forward per padded width (``gpu_graphs``), captured at ``warmup``; eager until then
+        # CUDA graphs of the forward (``gpu_graphs``): per padded width for a stream's full batches, captured when the
+        # first stream starts; small shapes for a few short texts, captured at ``warmup``; eager until then
         self.use_graphs, self.graph_step = graphs and self.cuda, graph_step
         self.graphs: BucketGraphs | None = None  # full batches of the stream
         self.small_graphs: BucketGraphs | None = None  # a few short texts in one call (``encode``)
@@ -430,6 +431,9 @@ class _Pipeline:
         at most ``prefetch`` windows are in flight, so memory stays flat however long the stream is.
         """
         with self._lock, (_short_switch_interval() if self.cuda else nullcontext()):
+            if self.graphs is None:
+                self.graphs = self._capture(document_shapes(self.max_length, self.token_budget, self.max_batch,
+                                                            self.graph_step))
             work: queue.Queue[_Chunk | None] = queue.Queue()
             done: queue.Queue[Any] = queue.Queue()
             driver = threading.Thread(target=self._drive, args=(work, done), daemon=True, name="gpu-pipeline")
@@ -513,29 +517,33 @@ class _Pipeline:
     def _join(self, parts: list[Any], n: int) -> Any:
         raise NotImplementedError
 
+    def _capture(self, shapes: list[tuple[int, int]]) -> BucketGraphs | None:
+        """Graphs of the forward at ``shapes`` (the caller holds ``_lock``), or None: on the CPU, with graphs off, or
+        after any capture failed (the eager forward is always right; the reason is kept in ``graph_error``)."""
+        if not self.use_graphs or self.graph_error is not None:
+            return None
+        assert self.stream is not None
+        graphs = BucketGraphs(self._forward, shapes, device=self.device, stream=self.stream, pad_id=self.pad_id,
+                              vocab=int(getattr(self.net.config, "vocab_size", 1000)), sparse=self._sparse)
+        try:
+            graphs.capture()
+        except Exception as exc:
+            self.graph_error = f"{type(exc).__name__}: {exc}"
+            torch.cuda.synchronize(self.device)
+            return None
+        return graphs
+
     def warmup(self) -> None:
-        """Start the tokenizer workers, capture the CUDA graphs (on CUDA; any failure leaves the eager forward, with
-        the reason in ``graph_error``) and run the model once at a few shapes (kernels, allocator)."""
+        """Start the tokenizer workers, capture the small-batch graphs and run the model once (kernels, allocator).
+
+        The full-batch graphs are captured when the first stream starts (``encode_stream``): a server that only
+        micro-batches queries never holds their memory pool (for SPLADE, the logits of a whole token budget)."""
         self.tokenizers.warmup()
-        if self.use_graphs and self.graphs is None and self.graph_error is None:
+        if self.small_graphs is None:
             with self._lock:
-                assert self.stream is not None
-                made = []
-                for shapes in (document_shapes(self.max_length, self.token_budget, self.max_batch, self.graph_step),
-                               small_shapes(self.max_length)):
-                    graphs = BucketGraphs(self._forward, shapes, device=self.device, stream=self.stream,
-                                          pad_id=self.pad_id, vocab=int(getattr(self.net.config, "vocab_size", 1000)),
-                                          sparse=self._sparse)
-                    try:
-                        graphs.capture()
-                    except Exception as exc:  # the eager forward is always right
-                        self.graph_error = f"{type(exc).__name__}: {exc}"
-                        torch.cuda.synchronize(self.device)
-                        break
-                    made.append(graphs)
-                else:
-                    self.graphs, self.small_graphs = made
-        for width in (8, 64, min(self.max_length, 256)):
+                self.small_graphs = self._capture(small_shapes(self.max_length))
+        widths = (8,) if self.small_graphs is not None else (8, 64, min(self.max_length, 256))
+        for width in widths:
             text = " ".join(["warm"] * width)
             self.encode([text] * 8)
 

@@ -271,7 +271,10 @@ class WordPiece:
         unk = vocab.get(model.get("unk_token", "[UNK]"))
         if template is None or unk is None:
             return None
-        table = _Table.build(vocab, str(model.get("continuing_subword_prefix", "##")))
+        try:
+            table = _Table.build(vocab, str(model.get("continuing_subword_prefix", "##")))
+        except ValueError:  # beyond the packed table's limits: the library's tokenizer serves it
+            return None
         return cls(table, cls=template[0], sep=template[1], unk=int(unk), lowercase=bool(norm.get("lowercase", True)),
                    max_word=int(model.get("max_input_chars_per_word", 100)), max_length=int(max_length),
                    added=list(added), tokenizer_json=tokenizer_json)

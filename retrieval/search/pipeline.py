@@ -225,15 +225,17 @@ class Searcher:
         return self
 
     def warm_modes(self) -> None:
-        """Check the default query modes and prepare them (an ONNX graph is exported and loaded once, here
-        rather than in the first request)."""
+        """Check the default query modes and prepare them, here rather than in the first requests: an ONNX graph is
+        exported and loaded once; on CUDA the single-query graphs are captured (one query), and the encoding pipeline
+        with its small-batch graphs is made (two queries: what the micro-batcher sends under load)."""
         for name in self.searchers:
             try:
                 mode = self.default_mode(name)
             except KindError as exc:
                 raise SearchError(f"default query mode: {exc}") from None
             if mode:
-                self.searchers[name].search(["warm up"], 1, 1, None, mode)
+                for queries in (["warm up"], ["warm up", "warm up"]):
+                    self.searchers[name].search(queries, 1, 1, None, mode)
         warm_fusion(min(len(self.searchers), 4))  # the compiled fusion too (a first compile takes seconds)
 
     @property
