@@ -213,9 +213,10 @@ class _Tokenizers:
 
 
 def _default_workers(compiled: bool) -> int:
-    """Tokenizer workers on CUDA: compiled WordPiece runs 70-85k Cranfield documents/s a thread (2-core CPU, one
-    thread), so 4 threads are ahead of any GPU here; the library's tokenizer needs every core but the two the driver
-    and the caller use (about 1,500 documents/s a process on an H200 host)."""
+    """Tokenizer workers on CUDA: compiled WordPiece runs 62-71k Cranfield documents/s a thread on the 2-core machine
+    (``python -m eval.bench.wordpiece``) and 48k on an H200 host, so 4 threads are ahead of any GPU here; the
+    library's tokenizer needs every core but the two the driver and the caller use (about 1,500 documents/s a process
+    on that host)."""
     cores = os.cpu_count() or 2
     if compiled:
         return max(1, min(4, cores - 2))
