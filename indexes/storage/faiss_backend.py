@@ -96,16 +96,20 @@ def _with_ids(factory: str) -> str:
     return factory if factory.startswith("IDMap") else f"IDMap2,{factory}"
 
 
-def needs_training(factory: str, dimension: int) -> bool:
+def _new_index(factory: str, dimension: int):  # type: ignore[no-untyped-def]
+    """An empty ID-mapped inner-product index of ``factory`` (FAISS raises RuntimeError for a bad string)."""
     faiss = _faiss()
-    return not faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT).is_trained
+    return faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT)
+
+
+def needs_training(factory: str, dimension: int) -> bool:
+    return not _new_index(factory, dimension).is_trained
 
 
 def check_factory(factory: str, dimension: int, count: int) -> None:
     """Reject impossible set-ups before hours of encoding are spent."""
-    faiss = _faiss()
     try:
-        probe = faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT)
+        probe = _new_index(factory, dimension)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
         raise FaissBuildError(f"invalid FAISS factory string {factory!r} for dimension {dimension}: {first}") from None
@@ -122,11 +126,9 @@ def check_factory(factory: str, dimension: int, count: int) -> None:
 
 def build(vectors: np.ndarray, factory: str, device: str = "cpu") -> object:
     """Vector ``i`` gets id (docno) ``i``."""
-    faiss = _faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     check_factory(factory, vectors.shape[1], vectors.shape[0])
-    index = faiss.index_factory(vectors.shape[1], _with_ids(factory), faiss.METRIC_INNER_PRODUCT)
-    index = _to_gpu(index, device)
+    index = _to_gpu(_new_index(factory, vectors.shape[1]), device)
     if not index.is_trained:
         index.train(vectors)
     index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
@@ -147,13 +149,13 @@ class IndexBuilder:
         self.factory, self.dimension, self.device = factory, dimension, device
         self.count = 0
         self.seconds = 0.0  # spent adding and finishing: the build's indexing time, apart from encoding
-        self.streams = factory.strip() == "Flat"
         self._parts: list[np.ndarray] = []
-        self._index: object | None = None
-        if self.streams:
-            faiss = _faiss()
-            self._index = _to_gpu(faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT),
-                                  device)
+        self._index = _to_gpu(_new_index(factory, dimension), device) if factory.strip() == "Flat" else None
+
+    @property
+    def streams(self) -> bool:
+        """Whether chunks go into the index as they come (a flat index) rather than at :meth:`finish`."""
+        return self._index is not None
 
     def add(self, vectors: np.ndarray) -> None:
         started = time.perf_counter()
@@ -179,11 +181,10 @@ class IndexBuilder:
 
 def empty(factory: str, dimension: int) -> object:
     """An index with no vectors, for an index created empty; only types that need no training."""
-    faiss = _faiss()
     check_factory(factory, dimension, 1 << 30)
     if needs_training(factory, dimension):
         raise FaissBuildError(f"{factory!r} must be trained on vectors: create the index from a corpus, or use 'Flat' or 'HNSW32'")
-    return faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT)
+    return _new_index(factory, dimension)
 
 
 def save(index: object, folder: Path) -> Path:

@@ -47,6 +47,7 @@ from retrieval.encoders import gpu_tokenize
 from retrieval.encoders.gpu_graphs import (
     SMALL_ROWS,
     BucketGraphs,
+    bucket_rows,
     bucket_width,
     document_shapes,
     small_shape,
@@ -74,8 +75,8 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_batch: int = 4096, 
     batches: list[np.ndarray] = []
     start, n = 0, len(order)
     while start < n:
-        longest = bucket_width(int(lengths[order[start]]), max_width, step)
-        size = max(1, min(max_batch, token_budget // longest, n - start))
+        width = bucket_width(int(lengths[order[start]]), max_width, step)
+        size = min(bucket_rows(width, token_budget, max_batch), n - start)  # a full batch: the rows a graph holds
         batches.append(order[start:start + size])
         start += size
     return batches
@@ -173,7 +174,6 @@ class _Tokenizers:
         if backend is None:
             raise UnsupportedModel("the pipeline needs a fast (Rust) tokenizer")
         self.key = f"{id(self)}"
-        text = backend.to_str()
         self.wordpiece = wordpiece
         self.executor: Executor
         if self.wordpiece is not None:
@@ -182,9 +182,10 @@ class _Tokenizers:
             import multiprocessing
 
             self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=gpu_tokenize.init, initargs=(self.key, text, max_length))
+                                                initializer=gpu_tokenize.init,
+                                                initargs=(self.key, backend.to_str(), max_length))
         else:
-            gpu_tokenize.init(self.key, text, max_length)
+            gpu_tokenize.init(self.key, backend.to_str(), max_length)
             self.executor = ThreadPoolExecutor(1)
         self.workers = max(workers, 1)
         self.kind = "wordpiece threads" if self.wordpiece is not None else \
@@ -213,7 +214,7 @@ class _Tokenizers:
 
 
 def _default_workers(compiled: bool) -> int:
-    """Tokenizer workers on CUDA: compiled WordPiece runs 62-71k Cranfield documents/s a thread on the 2-core machine
+    """Tokenizer workers on CUDA: compiled WordPiece runs 64-71k Cranfield documents/s a thread on the 2-core machine
     (``python -m eval.bench.wordpiece``) and 48k on an H200 host, so 4 threads are ahead of any GPU here; the
     library's tokenizer needs every core but the two the driver and the caller use (about 1,500 documents/s a process
     on that host)."""
@@ -314,27 +315,31 @@ class _Pipeline:
         return chunk.rows
 
     # -- the moving parts ----------------------------------------------------------------------------
-    def _batch_inputs(self, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-                      index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch_inputs(self, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, index: np.ndarray,
+                      shape: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded ``[B, L]`` int32 ids in (pinned) host memory, and the lengths. ``L`` is the longest length, or its
-        bucket's width when a captured graph has exactly this batch's shape."""
+        bucket's width when a captured graph has exactly this batch's shape; ``shape`` (a small-batch graph's) may
+        add padding rows, each one pad token long."""
         lens = lengths[index]
-        width = int(lens.max()) if len(lens) else 1
-        if self.graphs is not None:
-            bucket = bucket_width(width, self.max_length, self.graph_step)
-            if self.graphs.fits(len(index), bucket):
-                width = bucket
+        n = len(index)
+        if shape is None:
+            width = int(lens.max()) if n else 1
+            if self.graphs is not None:
+                bucket = bucket_width(width, self.max_length, self.graph_step)
+                if self.graphs.fits(n, bucket):
+                    width = bucket
+            shape = (n, width)
         total = int(lens.sum())
-        host = torch.empty((len(index), width), dtype=torch.int32, pin_memory=self.cuda)
+        host = torch.empty(shape, dtype=torch.int32, pin_memory=self.cuda)
         out = host.numpy()
         out.fill(self.pad_id)
-        rows = np.repeat(np.arange(len(index)), lens)
+        rows = np.repeat(np.arange(n), lens)
         starts = np.repeat(np.cumsum(lens) - lens, lens)
         cols = np.arange(total) - starts
         source = np.repeat(offsets[index], lens) + cols
         out[rows, cols] = ids[source]
-        lens_host = torch.empty(len(index), dtype=torch.int32, pin_memory=self.cuda)
-        lens_host.numpy()[:] = lens
+        lens_host = torch.ones(shape[0], dtype=torch.int32, pin_memory=self.cuda)
+        lens_host.numpy()[:n] = lens
         return host, lens_host
 
     def _run_batch(self, host_ids: torch.Tensor, host_lens: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
@@ -499,14 +504,8 @@ class _Pipeline:
         shape = small_shape(len(texts), int(lengths.max()))
         if shape is None or not self.small_graphs.fits(*shape):
             return None
-        rows, width = shape
-        host = torch.full((rows, width), self.pad_id, dtype=torch.int32, pin_memory=True)
-        host_lens = torch.ones(rows, dtype=torch.int32, pin_memory=True)  # padding rows: one pad token each
-        out = host.numpy()
         offsets = np.cumsum(lengths, dtype=np.int64) - lengths
-        for row, (start, n) in enumerate(zip(offsets.tolist(), lengths.tolist())):
-            out[row, :n] = ids[start:start + n]
-        host_lens.numpy()[:len(texts)] = lengths
+        host, host_lens = self._batch_inputs(ids, offsets, lengths, np.arange(len(texts)), shape)
         with self._lock, torch.cuda.stream(self.stream), torch.inference_mode():
             outputs = self._post(tuple(t[:len(texts)] for t in self.small_graphs.run(host, host_lens)))
             hosts = tuple(t.cpu().numpy() for t in outputs)  # waits for this stream's work
