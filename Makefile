@@ -8,7 +8,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo index serve test clean
+.PHONY: install demo index serve test test-fast clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,18 @@ index: $(INDEX_ROOT)/cranfield/manifest.json
 demo: index
 	$(BIN)/hybrid serve --index-root $(INDEX_ROOT) --host $(HOST) --port $(PORT)
 
+# The full suite (what .ci/run calls), and the edit-loop lane: unit tests and small real-component tests, no index
+# built with the real models, no Ray (tests marked slow are left out).
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
+
 clean:
 	rm -rf $(VENV) data build *.egg-info
+
+# docs/configuration.md, the reference of every setting, rendered from retrieval/core/settings.py.
+.PHONY: docs
+docs: | $(BIN)/.installed
+	$(BIN)/python -m retrieval.core.settings_reference

@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexes.storage.corpus import CorpusError, open_text_lines, read_jsonl_objects, resolve_corpus_file
+from indexes.storage.docstore.corpus import CorpusError, open_text_lines, read_jsonl_objects, resolve_corpus_file
 
 Qrels = dict[str, dict[str, int]]
 

@@ -21,16 +21,16 @@ import numpy as np
 from eval.beir_data import Dataset, load_dataset
 from eval.metrics import SELF_RETRIEVAL_DATASETS, Metric, Run, depth_needed, evaluate, mean, remove_self_hits
 from eval.significance import paired_randomization
-from eval.specs import MethodSpec, Source, parse_spec
 from indexes.indexing.builder import build_index
 from indexes.kinds import get_kind, parse_retrievers
-from indexes.storage.corpus import file_sha256
-from indexes.storage.layout import IndexNotFoundError, IndexRoot
-from indexes.storage.manifest import Manifest, ManifestError
+from indexes.storage.docstore.corpus import file_sha256
+from indexes.storage.docstore.layout import IndexNotFoundError, IndexRoot
+from indexes.storage.docstore.manifest import Manifest, ManifestError
 from retrieval.core.options import BuildOptions, OpenOptions
-from retrieval.core.types import PrfConfig, RetrieverSpec, ScoredDoc
+from retrieval.core.types import RetrieverSpec, ScoredDoc
 from retrieval.search.fusion import FEATURE_DEPTH, FEATURES, Adaptive, FusionConfig, fuse, list_features
 from retrieval.search.pipeline import Searcher
+from retrieval.search.specs import MethodSpec, Source, parse_spec
 
 SelfHits = Literal["auto", "remove", "keep"]
 QUERY_CHUNK = 256
@@ -117,17 +117,17 @@ def ensure_index(dataset: Dataset, retrievers: Sequence[str], options: EvalOptio
     return root.resolve(name)
 
 
-def _single_runs(searcher: Searcher, qids: list[str], texts: list[str], retriever: str, depth: int,
-                 prf: PrfConfig | None = None, mode: str | None = None) -> tuple[list[list[ScoredDoc]], float, float]:
+def _single_runs(searcher: Searcher, texts: list[str], source: Source, depth: int
+                 ) -> tuple[list[list[ScoredDoc]], float, float]:
+    """One source's ranked lists for every query, searched as the request :meth:`Source.request` gives."""
     runs: list[list[ScoredDoc]] = []
     encode = search = 0.0
-    feedback = {retriever: prf} if prf else None
-    modes = {retriever: mode} if mode else None
+    request = source.request(depth)
     for start in range(0, len(texts), QUERY_CHUNK):
         chunk = texts[start : start + QUERY_CHUNK]
-        results = searcher.batch_search(chunk, k=depth, retrievers=[retriever], prf=feedback, query_modes=modes)
-        encode += results[0].timings_ms.get(f"{retriever}_encode", 0.0) * len(chunk)
-        search += results[0].timings_ms.get(f"{retriever}_search", 0.0) * len(chunk)
+        results = searcher.batch_search(chunk, request)
+        encode += results[0].timings_ms.get(f"{source.retriever}_encode", 0.0) * len(chunk)
+        search += results[0].timings_ms.get(f"{source.retriever}_search", 0.0) * len(chunk)
         runs.extend([ScoredDoc(h.id, h.score) for h in r.hits] for r in results)
     return runs, encode / len(texts), search / len(texts)
 
@@ -306,7 +306,7 @@ def evaluate_dataset(folder: Path, options: EvalOptions, log: list[str]) -> list
     cost: dict[str, tuple[float, float]] = {}
     fetch = depth + 1 if drop_self else depth  # one spare hit per query for the self hit to be dropped
     for name, source in sorted(sources.items()):
-        singles[name], enc, sea = _single_runs(searcher, qids, texts, source.retriever, fetch, source.prf, source.mode)
+        singles[name], enc, sea = _single_runs(searcher, texts, source, fetch)
         cost[name] = (enc, sea)
     searcher.close()
 
@@ -364,7 +364,7 @@ def rerank_lists(index_folder: Path, texts: Sequence[str], lists: list[list[Scor
                  device: str) -> list[list[ScoredDoc]]:
     """Each list's top ``depth`` re-ordered by the cross-encoder (query against title + text), the rest after it
     in its old order; scores become descending ranks, so a run file keeps exactly this order."""
-    from indexes.storage.docstore import DocStore
+    from indexes.storage.docstore.store import DocStore
     from retrieval.search.rerank import shared_reranker
 
     reranker = shared_reranker(model, device)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from eval.beir_data import load_dataset
 from eval.metrics import evaluate, mean, parse_metrics
-from indexes.storage.corpus import iter_documents
+from indexes.storage.docstore.corpus import iter_documents
 
 ANCHORS = Path(__file__).resolve().parent / "anchors.json"
 RUNNER = ("import sys, runpy; from retrieval.core.jvm import ensure_pyserini; ensure_pyserini(); "

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrieval.core.errors import HybridError
+from retrieval.search.request import validation_message
 from service.schemas import ErrorResponse
 
 log = logging.getLogger("hybrid.service")
@@ -48,14 +49,6 @@ def describe(exc: BaseException) -> str:
     return api_error(exc).message if isinstance(exc, HybridError) else public_message(exc)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing API key"},
     403: {"model": ErrorResponse, "description": "Wrong API key"},
@@ -84,7 +77,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, _validation_message(exc))
+        return error_response(422, validation_message(exc))  # type: ignore[arg-type]
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

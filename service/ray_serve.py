@@ -32,9 +32,9 @@ from indexes.indexing.ray_cluster import ClusterError, connect, root_cause
 from indexes.indexing.remote import RemoteIndexError, RemoteShardedIndex, ShardState
 from indexes.kinds import get_kind
 from indexes.kinds.base import RetrieverRuns, onnx_cache_for
-from indexes.storage.corpus import Document
-from indexes.storage.layout import IndexRoot
-from indexes.storage.manifest import Manifest
+from indexes.storage.docstore.corpus import Document
+from indexes.storage.docstore.layout import IndexRoot
+from indexes.storage.docstore.manifest import Manifest
 from retrieval.core.errors import HybridError
 from retrieval.core.filters import Filter
 from retrieval.core.options import OpenOptions

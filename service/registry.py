@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from indexes.indexing.sharded import ServedIndex, open_index
-from indexes.storage.layout import IndexRoot
+from indexes.storage.docstore.layout import IndexRoot
 from retrieval.core.options import OpenOptions
 from retrieval.core.settings import Settings
 from service.errors import public_message

@@ -1,11 +1,18 @@
-"""Shared fixtures: one small real index (real models, real Lucene, real FAISS) per test session."""
+"""Shared fixtures: one small real index (real models, real Lucene, real FAISS) per test session, built once, and the
+two servers over it that several modules share.
+
+Tests live in two rooms: ``tests/unit`` (pure logic: no JVM, no model) and ``tests/integration`` (real components on
+small data). ``slow`` marks every test that needs a full index built with the real models (SPLADE-tiny and MiniLM
+encoding a corpus), Ray, or a long end-to-end flow; ``make test-fast`` runs the rest (``-m "not slow"``). A test that
+asks for the session index, directly or through another fixture, is marked ``slow`` here, so the fast lane never
+builds it.
+"""
 
 from __future__ import annotations
 
-import gzip
-import itertools
-import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,20 +20,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parent.parent
-CRANFIELD = REPO / "eval" / "datasets" / "cranfield"
-SMALL_DOCS = 60
+from tests.support.data import SMALL_DOCS, cranfield_docs, write_jsonl  # noqa: E402
+from tests.support.server import Server  # noqa: E402
+
+SESSION_INDEX = "index_root"  # every fixture over the session index depends on this one
 
 
-def cranfield_docs(limit: int) -> list[dict]:
-    with gzip.open(CRANFIELD / "corpus.jsonl.gz", "rt", encoding="utf-8") as handle:
-        docs = (json.loads(line) for line in handle)
-        return list(itertools.islice((d for d in docs if d["text"].strip()), limit))
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SESSION_INDEX in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +40,7 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def index_root(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
     from indexes.indexing.builder import BuildOptions, build_index
-    from indexes.storage.layout import IndexRoot
+    from indexes.storage.docstore.layout import IndexRoot
 
     root = tmp_path_factory.mktemp("indexes")
     build_index(small_corpus, "small", IndexRoot(root), BuildOptions(progress=False, batch_size=16))
@@ -46,7 +49,7 @@ def index_root(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> 
 
 @pytest.fixture(scope="session")
 def small_index(index_root: Path) -> Path:
-    from indexes.storage.layout import IndexRoot
+    from indexes.storage.docstore.layout import IndexRoot
 
     return IndexRoot(index_root).resolve("small")
 
@@ -58,3 +61,47 @@ def searcher(small_index: Path):  # type: ignore[no-untyped-def]
     s = Searcher.open(small_index)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real cross-encoder (tiny, randomly initialized) built here: no weights ship on PyPI."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from retrieval.encoders.models import resolve_model
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("splade-tiny").path))
+    torch.manual_seed(7)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def server(index_root: Path, cross_encoder: Path) -> Iterator[Server]:
+    """The server over the session index, read-only, no keys; it offers the test cross-encoder for reranking."""
+    s = Server(index_root, env={"HYBRID_RERANK_MODELS": str(cross_encoder)})
+    yield s
+    s.stop()
+
+
+KEYED_ENV = {"HYBRID_API_KEYS": "k1-secret,k2-secret,search-key", "HYBRID_ADMIN_KEYS": "admin-key",
+             "HYBRID_CORS_ORIGINS": "https://app.example"}
+
+
+@pytest.fixture(scope="session")
+def keyed_server(index_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    """A server with search keys, an admin key and one CORS origin over three copies of the session index, one per
+    user: ``small`` (searched only), ``copy`` (reloaded) and ``news`` (written to)."""
+    from indexes.storage.docstore.layout import IndexRoot
+
+    root = tmp_path_factory.mktemp("keyed-root")
+    for name in ("small", "copy", "news"):
+        shutil.copytree(IndexRoot(index_root).resolve("small"), root / name)
+    s = Server(root, env=KEYED_ENV)
+    yield s, root
+    s.stop()

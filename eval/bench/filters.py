@@ -7,7 +7,7 @@ A corpus of ``--docs`` documents with pre-encoded vectors comes from :mod:`eval.
 document gets metadata ``{"bucket": B, "group": "gG"}`` with ``B`` a seeded permutation of ``docno % 100``
 and ``G = B // 10``, so ``bucket`` ranges select exact shares of the corpus. The index is built from the
 vectors twice, with the metadata and without it (the Lucene indexes of a corpus with metadata are written
-by :class:`~indexes.storage.lucene_writer.LuceneWriter`, the others by ``IndexCollection``), to give the
+by :class:`~indexes.storage.lucene.writer.LuceneWriter`, the others by ``IndexCollection``), to give the
 build cost of filterable fields. Then, in the library, single queries (``k`` 10, depth 100) per retriever
 and for the RRF hybrid, with no filter and with:
 
@@ -38,8 +38,8 @@ import numpy as np
 from eval.bench.http_latency import percentiles
 from eval.bench.scale import generate
 from indexes.indexing.builder import build_index
-from indexes.storage.corpus import read_jsonl_objects
-from indexes.storage.layout import IndexRoot
+from indexes.storage.docstore.corpus import read_jsonl_objects
+from indexes.storage.docstore.layout import IndexRoot
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.search.pipeline import Searcher
 
@@ -66,7 +66,7 @@ def add_metadata(corpus: Path, out: Path, seed: int) -> None:
 
 def build(corpus: Path, vectors: Path, name: str, root: IndexRoot, factory: str, reuse: bool) -> dict[str, Any]:
     if reuse and (root.path(name) / "manifest.json").exists():
-        from indexes.storage.manifest import Manifest
+        from indexes.storage.docstore.manifest import Manifest
 
         manifest = Manifest.read(root.resolve(name))
         return {"wall_s": "reused", "stages_s": {n: round(r.index_seconds, 2) for n, r in manifest.retrievers.items()},

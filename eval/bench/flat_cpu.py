@@ -1,4 +1,4 @@
-"""Exact dense search on the CPU: FAISS's flat kernel against ours (indexes/storage/flat_kernel.py), one thread each.
+"""Exact dense search on the CPU: FAISS's flat kernel against ours (indexes/storage/faiss/flat_kernel.py), one thread each.
 
     python -m eval.bench.flat_cpu --docs 1398,100000,1000000 --out reports/bench/flat_cpu.json
 
@@ -40,7 +40,7 @@ def _p50_ms(fn: Any, queries: np.ndarray) -> float:
 def measure(docs: int, dim: int, k: int, queries: int, batch: int, seed: int = 0) -> dict[str, Any]:
     import faiss
 
-    from indexes.storage import faiss_backend
+    from indexes.storage.faiss import backend as faiss_backend
 
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(seed)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.bench.http_latency import emit, percentiles
-from indexes.storage.corpus import read_jsonl_objects
+from indexes.storage.docstore.corpus import read_jsonl_objects
 from retrieval.core.settings import parse_query_modes
 from retrieval.search.pipeline import Searcher
 

@@ -10,7 +10,7 @@ Cranfield-length documents (the corpus resampled with a fixed seed, title + text
 - bare: the bound. Tokenized up front (untimed), length-sorted batches of at most ``--budget`` tokens
   built into pinned memory up front (untimed); timed: copies in, fp16 forward, pooling on the GPU (dense
   masked mean + normalize; SPLADE masked max, log1p(relu), top-256), copies out;
-- pipeline: ``gpu_pipeline`` ``encode`` (fp16 and bf16) and ``encode_stream`` (16,384-document chunks);
+- pipeline: ``gpu.collect``'s pipelines, ``encode`` (fp16 and bf16) and ``encode_stream`` (16,384-document chunks);
 - build: the encode stage as ``hybrid index build --device cuda`` runs it: ``DenseEncoder`` /
   ``SpladeEncoder`` on CUDA, ``encode_documents_stream`` over 16,384-document chunks (SPLADE includes
   turning ids into term -> impact maps);
@@ -77,7 +77,7 @@ def bare_loop(model: Any, texts: list[str], sparse: bool, budget: int) -> float:
     """docs/s of the bound: everything but the GPU work done up front."""
     import torch
 
-    from retrieval.encoders.gpu_pipeline import plan_batches
+    from retrieval.encoders.gpu.batching import plan_batches
 
     net = model[0].auto_model
     tok = model.tokenizer
@@ -127,7 +127,7 @@ def bench_model(kind: str, folder: Path, texts: list[str], budget: int, workers:
     from sentence_transformers import SentenceTransformer, SparseEncoder
 
     from retrieval.encoders.dense import DenseEncoder
-    from retrieval.encoders.gpu_pipeline import DensePipeline, SparsePipeline
+    from retrieval.encoders.gpu.collect import DensePipeline, SparsePipeline
     from retrieval.encoders.models import ResolvedModel
     from retrieval.encoders.sparse import Quantization, SpladeEncoder
 
@@ -219,7 +219,7 @@ def equality(folder_dense: Path, folder_sparse: Path, texts: list[str]) -> dict[
     import torch
     from sentence_transformers import SentenceTransformer, SparseEncoder
 
-    from retrieval.encoders.gpu_pipeline import DensePipeline, SparsePipeline
+    from retrieval.encoders.gpu.collect import DensePipeline, SparsePipeline
     from retrieval.encoders.sparse import Quantization, quantize
 
     out: dict[str, Any] = {"documents": len(texts)}
@@ -274,7 +274,7 @@ def query_latency(folder_dense: Path, folder_sparse: Path, queries: list[str]) -
     import torch
 
     from retrieval.encoders.dense import DenseEncoder
-    from retrieval.encoders.gpu_query import GraphedQueries
+    from retrieval.encoders.gpu.query import GraphedQueries
     from retrieval.encoders.models import ResolvedModel
     from retrieval.encoders.sparse import Quantization, SpladeEncoder
     from retrieval.encoders.st_forward import embed_one

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from indexes.storage.corpus import read_jsonl_objects
-from indexes.storage.torch_flat import TorchFlat
+from indexes.storage.docstore.corpus import read_jsonl_objects
+from indexes.storage.faiss.torch_flat import TorchFlat
 
 DEVICE = "cuda"  # --device cpu runs a smoke version anywhere (no bandwidth, no bare timing, no FAISS GPU)
 
@@ -196,7 +196,7 @@ def ivf(corpus: Path, queries_file: Path, model: Path, docs: int, k: int, lists:
         factories: list[str], seed: int) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.encoders.gpu_pipeline import DensePipeline
+    from retrieval.encoders.gpu.collect import DensePipeline
 
     started = time.perf_counter()
     texts = resampled_texts(corpus, docs, seed)

@@ -85,7 +85,8 @@ def split(model: Any, texts: list[str]) -> dict[str, Any]:
     import torch
 
     from eval.bench import gpu_encode
-    from retrieval.encoders.gpu_pipeline import DensePipeline, plan_batches
+    from retrieval.encoders.gpu.batching import plan_batches
+    from retrieval.encoders.gpu.collect import DensePipeline
 
     report: dict[str, Any] = {"bare": gpu_encode.bare_loop(model, texts, False, 131072)}
     pipe = DensePipeline.from_model(model, dtype="fp16", workers=14)
@@ -137,7 +138,7 @@ def split(model: Any, texts: list[str]) -> dict[str, Any]:
 
 
 def _warm_pipeline(model: Any, texts: list[str], workers: int, compiled: bool = True) -> Any:
-    from retrieval.encoders.gpu_pipeline import DensePipeline
+    from retrieval.encoders.gpu.collect import DensePipeline
 
     pipe = DensePipeline.from_model(model, dtype="fp16", workers=workers, compiled_tokenizer=compiled)
     pipe.warmup()
@@ -179,22 +180,22 @@ def gil(model: Any, texts: list[str], counts: tuple[int, ...] = (14, 11),
         intervals: tuple[float, ...] = (0.005, 0.001, 0.0002)) -> dict[str, Any]:
     import sys
 
-    from retrieval.encoders import gpu_pipeline
+    from retrieval.encoders.gpu import run as gpu_run
 
     report: dict[str, Any] = {}
-    default, own = sys.getswitchinterval(), gpu_pipeline.SWITCH_INTERVAL
+    default, own = sys.getswitchinterval(), gpu_run.SWITCH_INTERVAL
     try:
         for count in counts:
             pipe = _warm_pipeline(model, texts, count, compiled=False)
             for interval in intervals:
                 # the pipeline streams at min(the interpreter's interval, its own): both set to the one measured
                 sys.setswitchinterval(interval)
-                gpu_pipeline.SWITCH_INTERVAL = interval
+                gpu_run.SWITCH_INTERVAL = interval
                 report[f"w{count}_switch_{interval * 1000:g}ms"] = _best_of_two(pipe, texts)
             pipe.close()
     finally:
         sys.setswitchinterval(default)
-        gpu_pipeline.SWITCH_INTERVAL = own
+        gpu_run.SWITCH_INTERVAL = own
     return report
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench.http_latency import emit, percentiles
-from indexes.storage.corpus import read_jsonl_objects
+from indexes.storage.docstore.corpus import read_jsonl_objects
 
 
 def main() -> None:
     import faiss
 
-    from indexes.storage.faiss_backend import FILE
+    from indexes.storage.faiss.backend import FILE
     from retrieval.search.pipeline import Searcher
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from indexes.storage.corpus import read_jsonl_objects
+from indexes.storage.docstore.corpus import read_jsonl_objects
 from retrieval.core.settings import parse_query_modes
 
 

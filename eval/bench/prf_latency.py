@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.bench.http_latency import emit, percentiles
-from indexes.storage.corpus import read_jsonl_objects
+from indexes.storage.docstore.corpus import read_jsonl_objects
 from retrieval.core.types import PrfConfig
 from retrieval.search.fusion import Adaptive, FusionConfig
 from retrieval.search.pipeline import Searcher

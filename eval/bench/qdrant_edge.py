@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from eval.bench.http_latency import percentiles
-from indexes.storage.lucene_backend import document_impacts
+from indexes.storage.lucene.backend import document_impacts
 from retrieval.core.types import ScoredDoc
 from retrieval.search.fusion import FusionConfig, fuse
 from retrieval.search.pipeline import Searcher

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench.http_latency import emit, percentiles
-from indexes.storage.corpus import read_jsonl_objects
+from indexes.storage.docstore.corpus import read_jsonl_objects
 from retrieval.core.settings import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL
 from retrieval.encoders.dense import DenseEncoder
 from retrieval.encoders.models import resolve_model

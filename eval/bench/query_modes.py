@@ -25,7 +25,7 @@ import numpy as np
 
 from eval.bench.http_latency import emit, percentiles
 from indexes.kinds import get_kind
-from indexes.storage.corpus import read_jsonl_objects
+from indexes.storage.docstore.corpus import read_jsonl_objects
 from retrieval.search.pipeline import Searcher
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 def resample(corpus: Path, docs: int, target: Path, seed: int = 0) -> Path:
     """``docs`` documents drawn with replacement from ``corpus`` (BEIR folder or jsonl[.gz]), each with a new id."""
-    from indexes.storage.corpus import read_jsonl_objects, resolve_corpus_file
+    from indexes.storage.docstore.corpus import read_jsonl_objects, resolve_corpus_file
 
     rows = [row for _, row in read_jsonl_objects(resolve_corpus_file(corpus)) if str(row.get("text", "")).strip()]
     rng = random.Random(seed)

@@ -37,8 +37,8 @@ import numpy as np
 
 from eval.bench.http_latency import free_port, percentiles
 from indexes.indexing.builder import build_index, encode_corpus
-from indexes.storage.corpus import read_jsonl_objects, resolve_corpus_file
-from indexes.storage.layout import IndexRoot
+from indexes.storage.docstore.corpus import read_jsonl_objects, resolve_corpus_file
+from indexes.storage.docstore.layout import IndexRoot
 from retrieval.core.options import BuildOptions
 
 METHODS: dict[str, list[str] | None] = {"bm25": ["bm25"], "splade": ["splade"], "dense": ["dense"], "hybrid": None}

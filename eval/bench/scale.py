@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from indexes.storage.corpus import read_jsonl_objects
-from indexes.storage.docstore import DocStore
-from indexes.storage.manifest import Manifest
-from indexes.storage.vector_files import DenseWriter, SparseWriter, VectorSet, VectorsManifest
+from indexes.storage.docstore.corpus import read_jsonl_objects
+from indexes.storage.docstore.manifest import Manifest
+from indexes.storage.docstore.store import DocStore
+from indexes.storage.vectors.files import DenseWriter, SparseWriter, VectorSet, VectorsManifest
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 KEEP_SENTENCE = 0.8
@@ -66,8 +66,8 @@ def _real(index: Path) -> tuple[list[Any], dict[str, dict[str, int]], np.ndarray
     """The source index's documents (docno order), their stored impacts and their dense vectors."""
     import faiss
 
-    from indexes.storage.faiss_backend import FILE
-    from indexes.storage.lucene_backend import document_impacts
+    from indexes.storage.faiss.backend import FILE
+    from indexes.storage.lucene.backend import document_impacts
 
     manifest = Manifest.read(index)
     store = DocStore.open(index)

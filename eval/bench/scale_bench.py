@@ -31,8 +31,8 @@ from eval.bench.http_latency import percentiles
 from eval.bench.scale import generate
 from eval.bench.suite import http_bench, library_latency
 from indexes.indexing.builder import build_index
-from indexes.storage.corpus import read_jsonl_objects
-from indexes.storage.layout import IndexRoot
+from indexes.storage.docstore.corpus import read_jsonl_objects
+from indexes.storage.docstore.layout import IndexRoot
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.settings import parse_query_modes, query_modes_text
 from retrieval.search.pipeline import Searcher

@@ -27,8 +27,8 @@ import numpy as np
 from eval.bench.http_latency import percentiles
 from eval.bench.scale import generate
 from indexes.indexing.builder import build_index
-from indexes.storage.corpus import read_jsonl_objects
-from indexes.storage.layout import IndexRoot
+from indexes.storage.docstore.corpus import read_jsonl_objects
+from indexes.storage.docstore.layout import IndexRoot
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.search.pipeline import Searcher
 

@@ -5,7 +5,7 @@ query by query over several rounds:
 
 * ``anserini``: the previous path, Anserini's ``SimpleImpactSearcher`` (a ``HashMap`` filled one
   ``put`` per token) or ``SimpleSearcher``, whose results carry each hit's stored document;
-* ``direct``: the current path (``indexes/storage/lucene_direct.py``), end to end;
+* ``direct``: the current path (``indexes/storage/lucene/direct.py``), end to end;
 * its stages: ``build`` (the query through Anserini's generator, one JNI call from a JSON string),
   ``lucene`` (``IndexSearcher.search`` alone, the query built beforehand), ``lucene+hits`` (search and
   the hits back as one JSON string), and the rest in Python (tie order, score rounding, ids).
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.bench.http_latency import percentiles
-from indexes.storage.lucene_backend import Bm25Index, ImpactIndex
-from indexes.storage.manifest import Manifest
+from indexes.storage.docstore.manifest import Manifest
+from indexes.storage.lucene.backend import Bm25Index, ImpactIndex
 from retrieval.core.jvm import JNI_LOCK
 from retrieval.core.types import ScoredDoc
 

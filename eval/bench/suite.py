@@ -35,9 +35,9 @@ from eval.bench.http_latency import RawClient, free_port, percentiles
 from eval.bench.soak import rss_kib, soak
 from eval.harness import EvalOptions, ensure_index
 from eval.metrics import parse_metrics
-from eval.specs import parse_spec
-from indexes.storage.corpus import iter_documents
-from indexes.storage.manifest import Manifest
+from retrieval.search.specs import parse_spec
+from indexes.storage.docstore.corpus import iter_documents
+from indexes.storage.docstore.manifest import Manifest
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.search.fusion import FusionConfig
 from retrieval.search.pipeline import Searcher

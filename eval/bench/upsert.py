@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from eval.bench.http_latency import emit, percentiles
-from indexes.storage.corpus import iter_documents
+from indexes.storage.docstore.corpus import iter_documents
 
 RETRIEVERS = ("bm25", "splade", "dense")
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from indexes.storage.docstore import DocStore
-from indexes.storage.faiss_backend import FaissIndex
-from indexes.storage.vector_files import DenseVectors, VectorsManifest
+from indexes.storage.docstore.store import DocStore
+from indexes.storage.faiss.backend import FaissIndex
+from indexes.storage.vectors.files import DenseVectors, VectorsManifest
 
 
 def compare(index: Path, vectors: Path, retriever: str = "dense") -> dict[str, Any]:

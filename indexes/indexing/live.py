@@ -35,11 +35,11 @@ import numpy as np
 from indexes.indexing.views import IndexFailedError, Views
 from indexes.kinds import get_kind
 from indexes.kinds.base import Component, ViewState, WriteBatch
-from indexes.storage.corpus import Document
-from indexes.storage.docstore import DocStore
-from indexes.storage.layout import IndexRoot, fsync_path
-from indexes.storage.manifest import MANIFEST, Manifest, checksum_files, folder_size, verify_files
-from indexes.storage.wal import WriteAheadLog
+from indexes.storage.docstore.corpus import Document
+from indexes.storage.docstore.layout import IndexRoot, fsync_path
+from indexes.storage.docstore.manifest import MANIFEST, Manifest, checksum_files, folder_size, verify_files
+from indexes.storage.docstore.store import DocStore
+from indexes.storage.docstore.wal import WriteAheadLog
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.gc_tuning import freeze_loaded, thaw

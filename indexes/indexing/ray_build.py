@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from indexes.indexing.builder import BuildError, ShardJob, build_shard, fill_store
+from indexes.indexing.folder_build import BuildError, ShardJob, build_shard, fill_store
 from indexes.indexing.ray_cluster import connect, root_cause
 from indexes.kinds import get_kind, parse_retrievers
 from indexes.kinds.base import BuildContext, BuildStage, RetrieverKind, build_chunk_for
-from indexes.storage.corpus import Document, file_sha256
-from indexes.storage.docstore import DocStore
-from indexes.storage.manifest import Manifest
-from indexes.storage.vector_files import VectorSet, VectorsManifest
+from indexes.storage.docstore.corpus import Document, file_sha256
+from indexes.storage.docstore.manifest import Manifest
+from indexes.storage.docstore.store import DocStore
+from indexes.storage.vectors.files import VectorSet, VectorsManifest
 from retrieval.core.options import BuildOptions
 from retrieval.core.types import RetrieverSpec
 from retrieval.encoders.models import ResolvedModel
@@ -235,13 +235,6 @@ def build_shards_on_ray(jobs: Sequence[ShardJob], options: BuildOptions) -> list
     return [results[i] for i in range(len(jobs))]
 
 
-CRASH_DIR = "HYBRID_RAY_TEST_CRASH_DIR"  # test hook: a file "shard-N" there makes shard N's first worker die
-
-
 def _build_shard_task(job: ShardJob, options: BuildOptions) -> Manifest:
-    armed = Path(os.environ.get(CRASH_DIR, "/nonexistent")) / f"shard-{int(job.folder.name)}"
-    if armed.exists():
-        armed.unlink()
-        build_shard(job, options, BuildStage(options))  # a shard half-written (and fully), then the worker dies
-        os._exit(1)
+    """One shard, built in a Ray worker (looked up by :func:`build_shards_on_ray` when it runs)."""
     return build_shard(job, options, BuildStage(options))

@@ -4,7 +4,7 @@ This is the index :mod:`service.ray_serve`'s ingress holds. It does what :class:
 one process, through clients instead of objects: each retriever's queries are encoded once (by the
 query-encoder client, where the kind can encode without the index) and sent to every shard, and the
 shards' lists are merged by score (:func:`~indexes.kinds.base.merge_runs`); documents are fetched from
-the shard that owns them; writes are split by :func:`~indexes.storage.shards.shard_of`. Everything
+the shard that owns them; writes are split by :func:`~indexes.storage.docstore.shards.shard_of`. Everything
 above the retriever searchers (fusion, pages, highlights, PRF wiring, filters' parsing) is the same
 :class:`~retrieval.search.pipeline.Searcher`.
 
@@ -34,9 +34,9 @@ from indexes.indexing.live import LiveIndex, WriteResult
 from indexes.indexing.sharded import current_manifest
 from indexes.kinds import get_kind
 from indexes.kinds.base import RetrieverRuns, merge_runs
-from indexes.storage.corpus import Document
-from indexes.storage.manifest import Manifest
-from indexes.storage.shards import ShardedStore, positions_by_shard
+from indexes.storage.docstore.corpus import Document
+from indexes.storage.docstore.manifest import Manifest
+from indexes.storage.docstore.shards import ShardedStore, positions_by_shard
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter

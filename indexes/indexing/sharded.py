@@ -26,10 +26,10 @@ from typing import Any, Union
 from indexes.indexing.live import LiveIndex, WriteResult, write_snapshot
 from indexes.indexing.views import IndexFailedError, Views
 from indexes.kinds.base import ViewState
-from indexes.storage.corpus import Document
-from indexes.storage.layout import IndexRoot
-from indexes.storage.manifest import Manifest
-from indexes.storage.shards import ShardedStore, positions_by_shard
+from indexes.storage.docstore.corpus import Document
+from indexes.storage.docstore.layout import IndexRoot
+from indexes.storage.docstore.manifest import Manifest
+from indexes.storage.docstore.shards import ShardedStore, positions_by_shard
 from retrieval.core.fields import FieldSchema
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher

@@ -23,12 +23,12 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from indexes.storage.corpus import Document
-from indexes.storage.docstore import DocStore
-from indexes.storage.layout import VERSIONS
-from indexes.storage.manifest import Manifest, RetrieverManifest
-from indexes.storage.shards import SHARDS_DIR
-from indexes.storage.vector_files import VectorSet
+from indexes.storage.docstore.corpus import Document
+from indexes.storage.docstore.layout import VERSIONS
+from indexes.storage.docstore.manifest import Manifest, RetrieverManifest
+from indexes.storage.docstore.shards import SHARDS_DIR
+from indexes.storage.docstore.store import DocStore
+from indexes.storage.vectors.files import VectorSet
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter

@@ -19,10 +19,10 @@ from indexes.kinds.base import (
     elapsed_ms,
 )
 from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
-from indexes.storage import lucene_backend
-from indexes.storage.lucene_backend import Bm25Index
-from indexes.storage.lucene_direct import SegmentIds
-from indexes.storage.manifest import RetrieverManifest, folder_size
+from indexes.storage.docstore.manifest import RetrieverManifest, folder_size
+from indexes.storage.lucene import backend as lucene_backend
+from indexes.storage.lucene.backend import Bm25Index
+from indexes.storage.lucene.direct import SegmentIds
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.types import PrfConfig, RetrieverSpec

@@ -29,11 +29,11 @@ from indexes.kinds.base import (
     checked_model,
     elapsed_ms,
 )
-from indexes.storage import faiss_backend
-from indexes.storage.docstore import DocStore
-from indexes.storage.faiss_backend import FaissIndex
-from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
-from indexes.storage.vector_files import DenseVectors, DenseWriter, VectorSet
+from indexes.storage.docstore.manifest import Manifest, RetrieverManifest, folder_size
+from indexes.storage.docstore.store import DocStore
+from indexes.storage.faiss import backend as faiss_backend
+from indexes.storage.faiss.backend import FaissIndex
+from indexes.storage.vectors.files import DenseVectors, DenseWriter, VectorSet
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.runs import Run

@@ -1,6 +1,6 @@
 """What the Lucene kinds (BM25, learned sparse impacts) share: a component over one Lucene index.
 
-Searches run on Lucene directly (``indexes.storage.lucene_direct``); a live component also holds an
+Searches run on Lucene directly (``indexes.storage.lucene.direct``); a live component also holds an
 ``IndexWriter`` and gives each view's searcher a near-real-time reader of it, so a view sees uncommitted
 writes. The component keeps the per-segment id tables, so a new view reads the ids of new segments only.
 """
@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from indexes.kinds.base import Component, RetrieverSearcher, ViewState, WriteBatch
-from indexes.storage.docstore import DocStore
-from indexes.storage.engine import check_readable
-from indexes.storage.lucene_direct import SegmentIds, multi_reader, open_reader
-from indexes.storage.lucene_writer import Kind, LuceneWriter, committed_seq, write_new_index
-from indexes.storage.manifest import RetrieverManifest
+from indexes.storage.docstore.manifest import RetrieverManifest
+from indexes.storage.docstore.store import DocStore
+from indexes.storage.lucene.direct import SegmentIds, multi_reader, open_reader
+from indexes.storage.lucene.engine import check_readable
+from indexes.storage.lucene.writer import Kind, LuceneWriter, committed_seq, write_new_index
 from retrieval.core.jvm import JNI_LOCK
 
 

@@ -29,13 +29,15 @@ from indexes.kinds.base import (
     elapsed_ms,
 )
 from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
-from indexes.storage import anserini_order, impact_matrix, lucene_backend
-from indexes.storage.docstore import DocStore
-from indexes.storage.impact_matrix import ImpactMatrix, MatrixWriter
-from indexes.storage.lucene_backend import ImpactIndex
-from indexes.storage.lucene_direct import SegmentIds, anserini_ranked, anserini_run_arrays
-from indexes.storage.manifest import Manifest, RetrieverManifest, folder_size
-from indexes.storage.vector_files import SparseVectors, SparseWriter, VectorSet
+from indexes.storage.docstore.manifest import Manifest, RetrieverManifest, folder_size
+from indexes.storage.docstore.store import DocStore
+from indexes.storage.lucene import anserini_order
+from indexes.storage.lucene import backend as lucene_backend
+from indexes.storage.lucene.backend import ImpactIndex
+from indexes.storage.lucene.direct import SegmentIds, anserini_ranked, anserini_run_arrays
+from indexes.storage.sparse import impact_matrix
+from indexes.storage.sparse.impact_matrix import ImpactMatrix, MatrixWriter
+from indexes.storage.vectors.files import SparseVectors, SparseWriter, VectorSet
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, ScoredDoc, SparseVector
@@ -93,7 +95,7 @@ class MatrixSearch:
 class SpladeSearcher:
     """``encoder`` and ``quantization`` are public so baselines can encode exactly as this searcher does.
 
-    ``matrix``: search in memory (:mod:`indexes.storage.impact_matrix`) instead of Lucene, metadata filters
+    ``matrix``: search in memory (:mod:`indexes.storage.sparse.impact_matrix`) instead of Lucene, metadata filters
     included; PRF reads its feedback hits and their term vectors through Lucene, then searches the moved query in
     memory too.
     """

@@ -82,6 +82,37 @@ def _configure_jnius(java_home: Path) -> None:
     jnius_config._hybrid_wrapped = True  # type: ignore[attr-defined]
 
 
+def quiet_options(java_home: Path) -> list[str]:
+    """JVM options that keep the JVM's own start-up warnings off stderr, for the runtime at ``java_home``.
+
+    Each is accepted by the Java versions it is given to (an unknown option stops the JVM from starting):
+
+    * ``--enable-native-access=ALL-UNNAMED`` (21+): Anserini's jar runs on the class path (the unnamed module);
+      granting it native access drops the "A restricted method ... has been called" warnings.
+    * ``--sun-misc-unsafe-memory-access=allow`` (23+): Lucene 9 unmaps memory-mapped files with
+      ``sun.misc.Unsafe::invokeCleaner``; Java 24+ warns about it ("A terminally deprecated method in
+      sun.misc.Unsafe has been called", 4 lines) unless the use is allowed.
+    * ``-Dorg.apache.lucene.store.MMapDirectory.enableMemorySegments=false`` (22+): Lucene 9.9 (pyserini 1.6.0)
+      has no memory-segment reader for Java 22+, maps files with byte buffers there anyway and logs "You are
+      running with Java 22 or later ... please update Apache Lucene" (java.util.logging, 2 lines) unless told to
+      use byte buffers. Lucene 10 (pyserini 2.x) no longer reads the property.
+    * ``-Dslf4j.internal.verbosity=WARN``: SLF4J 2 reports the provider it binds ("SLF4J(I): Connected with
+      provider ...") at INFO.
+
+    Log4j 2 (behind SLF4J) needs nothing: its status logger already reports errors only, and Anserini's classes
+    that log at INFO are not the ones used here.
+    """
+    version = _major_version(_release_info(java_home))
+    options = ["-Dslf4j.internal.verbosity=WARN"]
+    if version >= 21:
+        options.append("--enable-native-access=ALL-UNNAMED")
+    if version >= 22:
+        options.append("-Dorg.apache.lucene.store.MMapDirectory.enableMemorySegments=false")
+    if version >= 23:
+        options.append("--sun-misc-unsafe-memory-access=allow")
+    return options
+
+
 def ensure_pyserini() -> None:
     """Set JAVA_HOME, JVM options and import-time placeholders; idempotent and thread-safe."""
     global _ready
@@ -95,6 +126,10 @@ def ensure_pyserini() -> None:
         # pyserini.search builds an OpenAI client at import time; it is never used by us.
         os.environ.setdefault("OPENAI_API_KEY", "placeholder-not-used")
         _configure_jnius(java_home)
+        import jnius_config
+
+        if not jnius_config.vm_running:  # a JVM someone else started keeps its options
+            jnius_config.add_options(*quiet_options(java_home))
         import pyserini.pyclass  # noqa: F401  (starts the JVM with the classpath)
 
         _ready = True

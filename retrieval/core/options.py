@@ -2,7 +2,7 @@
 
 ``from_settings`` is the one path from the settings to these consumers: every field whose name is a
 settings field is filled from the settings, so a new setting reaches builds, opens, the CLI, the
-service and the harness alike without anything being copied by hand (tests/test_layers.py fails if a
+service and the harness alike without anything being copied by hand (tests/unit/test_layers.py fails if a
 settings field reaches no consumer).
 """
 
@@ -42,7 +42,7 @@ class BuildOptions:
     splade_scale: float = 100.0
     splade_doc_top_k: int | None = None
     splade_doc_vectors: bool = True  # term vectors for SPLADE PRF
-    splade_matrix: bool = True  # impacts beside the Lucene index, for in-memory search (indexes/storage/impact_matrix.py)
+    splade_matrix: bool = True  # impacts beside the Lucene index, for in-memory search (indexes/storage/sparse/impact_matrix.py)
     threads: int = 2
     progress: bool = True
     on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest
@@ -53,7 +53,7 @@ class BuildOptions:
     ray_workers: int = 0
     # Retrievers that encode nothing (BM25) build beside the encoding ones: "auto" (on CUDA), "on", "off".
     overlap_builds: str = "auto"
-    # Test hook: called with a stage name as the build passes it (crash-safety tests kill there).
+    # Called with each stage's name as the build passes it (crash-safety tests use it to stop a build there).
     on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     # Progress for background jobs: (stage, documents done in it, total or None).
     on_progress: Callable[[str, int, int | None], None] | None = field(default=None, repr=False, compare=False)

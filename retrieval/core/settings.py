@@ -95,15 +95,19 @@ class Settings(BaseSettings):
     overlap_builds: Literal["auto", "on", "off"] = Field(
         "auto", description="Build retrievers that encode nothing (BM25) on the CPU while the others encode: 'auto' "
                             "does so when the device is CUDA (on the CPU the encoders already use every core).")
-    threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1,
+                         description="Lucene threads for indexing and batch searches; the server's search pool has "
+                                     "twice as many.")
     depth: int = Field(100, ge=1, le=10_000, description="Candidates per retriever before fusion.")
-    rrf_k: int = Field(60, ge=1)
+    rrf_k: int = Field(60, ge=1, description="RRF's k when a search does not say (a hit scores 1/(k + rank)): a "
+                                             "larger k narrows the gap between top and lower ranks.")
     verify: Literal["full", "size", "off"] = Field(
         "full", description="Check index files against the manifest at load: sha256 and size, size only, or not."
     )
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1)
+    host: str = Field("127.0.0.1", description="Address the server listens on (0.0.0.0: every interface).")
+    port: int = Field(8000, ge=1, le=65535, description="Port the server listens on.")
+    workers: int = Field(1, ge=1, description="Server processes (Ray Serve: ingress replicas), each holding its own "
+                                              "copy of the indexes; writes need 1.")
     access_log: bool = Field(
         False, description="One log line per request from uvicorn (about 0.1 ms a request on 2 cores; /metrics counts "
                            "requests either way).")
@@ -116,8 +120,12 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS; empty means CORS stays off."
     )
-    max_batch_queries: int = Field(1000, ge=1)
-    max_query_chars: int = Field(10_000, ge=1)
+    max_batch_queries: int = Field(1000, ge=1, description="The most queries one batch search over HTTP may send.")
+    max_k: int = Field(1000, ge=1, le=10_000, description="The largest k (hits) a search over HTTP may ask for.")
+    max_depth: int = Field(1000, ge=1, le=10_000, description="The largest depth (candidates per retriever) a search "
+                                                              "over HTTP may ask for.")
+    max_query_chars: int = Field(10_000, ge=1, description="The longest query (characters) a search over HTTP may "
+                                                          "send.")
     micro_batch_max: int = Field(32, ge=1, le=1024, description="Concurrent single queries fused into one batch (1 = off).")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a lone query waits for company.")
     max_write_docs: int = Field(1000, ge=1, description="Documents (or ids) in one upsert or delete request.")

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from retrieval.encoders.gpu_paths import GpuPaths
-from retrieval.encoders.gpu_pipeline import DensePipeline
+from retrieval.encoders.gpu.collect import DensePipeline
+from retrieval.encoders.gpu.paths import GpuPaths
 from retrieval.encoders.models import ResolvedModel, load_model
 from retrieval.encoders.onnx_query import OnnxQueries
 from retrieval.encoders.st_forward import embed_one, plain_query_forward

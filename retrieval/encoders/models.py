@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,38 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 MODEL_MARKERS = ("modules.json", "config.json")  # a sentence-transformers folder, or a bare transformers one
 
 
+_bars_lock = threading.Lock()
+_loading = [0, False]  # loads in progress; whether transformers' progress bars were on before the first
+
+
+@contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """transformers' progress bars ("Loading weights: 100%|...") off while a model loads, through its own switch;
+    restored once the last concurrent load ends. The switch is shared with huggingface_hub, whose download bars
+    (``resolve_model`` of a hub id) therefore stay as they were outside loads."""
+    from transformers.utils import logging as hf_logging
+
+    with _bars_lock:
+        if _loading[0] == 0:
+            _loading[1] = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+        _loading[0] += 1
+    try:
+        yield
+    finally:
+        with _bars_lock:
+            _loading[0] -= 1
+            if _loading[0] == 0 and _loading[1]:
+                hf_logging.enable_progress_bar()
+
+
 def load_model(loader: Any, model: ResolvedModel, device: str) -> Any:
     """``loader(folder, device=...)`` (``SentenceTransformer``, ``SparseEncoder``), with a folder that is not a model
-    it can load reported as a :class:`ModelError` (an API 422, a CLI line) instead of the library's own error."""
+    it can load reported as a :class:`ModelError` (an API 422, a CLI line) instead of the library's own error.
+    Loads print no progress bars."""
     try:
-        return loader(str(model.path), device=device)
+        with _no_loading_bars():
+            return loader(str(model.path), device=device)
     except (ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelError(f"model {model.model_id!r} could not be loaded from its folder: {first}") from None

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from retrieval.core.types import SparseVector
-from retrieval.encoders.gpu_paths import GpuPaths
-from retrieval.encoders.gpu_pipeline import SparsePipeline
+from retrieval.encoders.gpu.collect import SparsePipeline
+from retrieval.encoders.gpu.paths import GpuPaths
 from retrieval.encoders.models import ResolvedModel, load_model
 from retrieval.encoders.onnx_query import OnnxQueries
 from retrieval.encoders.st_forward import embed_one, plain_query_forward

@@ -11,7 +11,7 @@ What it covers: a ``tokenizer.json`` whose normalizer is ``BertNormalizer`` (cle
 pre-tokenizer is ``BertPreTokenizer``, whose model is ``WordPiece`` and whose single-text template is
 ``[CLS] $A [SEP]``, which is every BERT-family checkpoint (MiniLM, SPLADE, BERT itself). :meth:`WordPiece.from_json` returns
 None for any other tokenizer. Within a batch, a text that is not all ASCII, or that contains an added token's text
-(``[MASK]`` written out), goes to ``tokenizers`` itself, and its ids land in its place. ``tests/test_wordpiece.py``
+(``[MASK]`` written out), goes to ``tokenizers`` itself, and its ids land in its place. ``tests/unit/test_wordpiece.py``
 checks the ids against ``tokenizers`` on Cranfield and on generated text heavy in punctuation, control characters and
 long words.
 """

@@ -1,6 +1,6 @@
 """Highlights: the passage of a hit's text that best matches the query, with the query's terms marked.
 
-Query and text both go through the BM25 analyzer (:mod:`indexes.storage.lucene_analysis`), so "fluttering"
+Query and text both go through the BM25 analyzer (:mod:`indexes.storage.lucene.analysis`), so "fluttering"
 in a document is marked for the query "flutter" exactly when BM25 matches them, and stop words are never
 marked. The passage is the window of at most ``fragment_chars`` characters, starting at a matching token,
 that holds the most distinct query terms (then the most matches, then the earliest), widened with the
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from indexes.storage.lucene_analysis import Token, analyze, matching
+from indexes.storage.lucene.analysis import Token, analyze, matching
 
 ELLIPSIS = "…"
 

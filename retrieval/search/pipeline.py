@@ -6,7 +6,6 @@ same rankings for the same request.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,10 +16,9 @@ from typing import Any
 
 from indexes.kinds import get_kind
 from indexes.kinds.base import Component, KindError, RetrieverRuns, RetrieverSearcher, ViewState
-from indexes.storage.docstore import DocStore
-from indexes.storage.manifest import Manifest, verify_files
-from indexes.storage.shards import ShardedStore
-from retrieval.core.errors import HybridError
+from indexes.storage.docstore.manifest import Manifest, verify_files
+from indexes.storage.docstore.shards import ShardedStore
+from indexes.storage.docstore.store import DocStore
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter, FilterError, parse_filter
 from retrieval.core.gc_tuning import freeze_loaded, thaw
@@ -31,6 +29,7 @@ from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
 from retrieval.search.highlight import HighlightConfig, query_terms
 from retrieval.search.highlight import highlight as mark
 from retrieval.search.rank_sum import warm as warm_fusion
+from retrieval.search.request import SearchError, SearchOptions, SearchRequest
 from retrieval.search.rerank import RerankConfig, RerankError, shared_reranker
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -42,10 +41,6 @@ _REMOTE_CALLS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remote-re
 def clean_query(text: str) -> str:
     """Control characters become spaces: they carry no meaning for any retriever and upset tokenizers."""
     return _CONTROL.sub(" ", text)
-
-
-class SearchError(HybridError, ValueError):
-    """A request the index cannot answer as asked; the message says what to fix."""
 
 
 @dataclass(slots=True)
@@ -180,7 +175,7 @@ class Searcher:
 
     @classmethod
     def _open_shards(cls, folder: Path, manifest: Manifest, options: OpenOptions, wanted: list[str]) -> Searcher:
-        """A sharded index (:mod:`indexes.storage.shards`): each retriever gets one searcher over all shards
+        """A sharded index (:mod:`indexes.storage.docstore.shards`): each retriever gets one searcher over all shards
         (``Component.merged_searcher``: one Lucene ``MultiReader``, dense hits merged by score), and the shards'
         document stores are read as one. Rankings equal an unsharded index's of the same documents."""
         stores: list[DocStore] = []
@@ -242,17 +237,14 @@ class Searcher:
     def retrievers(self) -> list[str]:
         return list(self.searchers)
 
-    def _validate(self, queries: Sequence[str], k: int, depth: int, retrievers: Sequence[str] | None,
-                  vectors: Mapping[str, Sequence[Any]]) -> list[str]:
-        if k < 1:
-            raise SearchError(f"k must be >= 1, got {k}")
-        if depth < 1:
-            raise SearchError(f"depth must be >= 1, got {depth}")
-        names = list(dict.fromkeys(list(retrievers) if retrievers else self.retrievers))
-        for name in names:
-            if name not in self.searchers:
-                raise SearchError(f"retriever {name!r} is not available in index {self.manifest.name!r}; "
-                                  f"choose from {', '.join(self.retrievers)}")
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _checked_vectors(self, queries: Sequence[str], names: Sequence[str],
+                         vectors: Mapping[str, Sequence[Any]]) -> None:
         searched_only(vectors, names, "a query vector is given for {name}")
         for name, given in vectors.items():
             kind = get_kind(self.manifest.retrievers[name].kind)
@@ -264,53 +256,51 @@ class Searcher:
         for i, query in enumerate(queries):
             if not isinstance(query, str) or (text_needed and not query.strip()):
                 raise SearchError(f"query {i} is empty; send some text to search for")
-        return names
 
-    def search(self, query: str, k: int = 10, **options: Any) -> SearchResult:
-        return self.batch_search([query], k=k, **options)[0]
+    def search(self, query: str | SearchRequest, k: int | None = None, **options: Any) -> SearchResult:
+        """One query: ``search("wing flutter", k=5, retrievers=["bm25", "splade"])``, or ``search(request)`` with a
+        :class:`~retrieval.search.request.SearchRequest` (client vectors included). Keywords are the request's
+        fields (see :meth:`batch_search`)."""
+        if isinstance(query, SearchRequest):
+            if k is not None or options:
+                raise TypeError("Searcher.search takes a SearchRequest or keywords, not both")
+            return self.batch_search([query.query], query.options(), vectors=query.vectors() or None)[0]
+        if k is not None:
+            options["k"] = k
+        return self.batch_search([query], **options)[0]
 
-    def batch_search(
-        self,
-        queries: Sequence[str],
-        k: int = 10,
-        retrievers: Sequence[str] | None = None,
-        fusion: FusionConfig | None = None,
-        depth: int | None = None,
-        explain: bool = False,
-        include_text: bool = False,
-        prf: Mapping[str, PrfConfig] | None = None,
-        query_modes: Mapping[str, str] | None = None,
-        offset: int = 0,
-        min_score: float | None = None,
-        vectors: Mapping[str, Sequence[Any]] | None = None,
-        rerank: RerankConfig | None = None,
-        filter: Mapping[str, Any] | Filter | None = None,
-        highlight: bool | HighlightConfig = False,
-    ) -> list[SearchResult]:
-        """``depth`` (candidates per retriever before fusion) and RRF's k default to the open options'.
-
-        ``prf`` maps retriever names to pseudo-relevance feedback settings (``{"bm25": PrfConfig("rm3")}``):
-        those retrievers search twice, the second time with the query expanded from their own top hits.
-        ``query_modes`` maps retriever names to one of their kind's query modes (``{"splade": "tokens"}``,
-        ``{"dense": "onnx-int8"}``); the open options' ``query_modes`` are the defaults.
-        ``offset`` skips that many fused hits (page ``p`` of size ``k`` is ``offset = (p - 1) * k``): every
-        retriever fetches ``max(depth, offset + k)`` candidates, so a page equals the same ranks of one larger
-        request. ``min_score`` drops hits whose fused score (raw score for one retriever) is below it, before
-        the page is cut. ``vectors`` maps retriever names to query vectors a client computed, one per query
+    def batch_search(self, queries: Sequence[str], request: SearchOptions | None = None, *,
+                     vectors: Mapping[str, Sequence[Any]] | None = None, **options: Any) -> list[SearchResult]:
+        """Many queries with the same options: ``request`` (a :class:`~retrieval.search.request.SearchOptions`), or
+        keywords that build one (``k=10, retrievers=["bm25"], fusion=Fusion(method="weighted", weights=...)``; the
+        library also takes its dataclasses there: ``FusionConfig``, ``PrfConfig``, ``RerankConfig``, and
+        ``query_modes`` for ``query_mode``). Every field is documented on the request; unset ``depth`` and RRF ``k``
+        take the open options'. ``vectors`` maps retriever names to query vectors a client computed, one per query
         (dense: a list of floats, scaled to unit length; learned sparse: ``{token: weight}`` in the model's float
-        weights, quantized as the index's queries are): those retrievers encode nothing, and where every
-        retriever searched has vectors the query text may be empty. ``rerank`` re-scores the fused top
-        ``rerank.depth`` with a cross-encoder (:mod:`retrieval.search.rerank`); the page must lie within them.
-        ``filter`` is a metadata filter (:mod:`retrieval.core.filters`, e.g. ``{"term": {"lang": "en"}}``), checked
-        against the index's field types; every retriever ranks only the documents it selects, before its top-k.
-        ``highlight`` adds each hit's best passage with the query's terms marked (:mod:`retrieval.search.highlight`;
-        ``True`` for ``<em>`` tags and 200-character passages).
+        weights, quantized as the index's queries are): those retrievers encode nothing, and where every retriever
+        searched has vectors the query text may be empty.
         """
-        depth = depth if depth is not None else self.options.depth
-        fusion = fusion or FusionConfig(rrf_k=self.options.rrf_k)
+        if request is None:
+            if "query_modes" in options:
+                options["query_mode"] = options.pop("query_modes")
+            # A keyword given as None means "the default", as it did when these were parameters.
+            request = SearchOptions.parse({key: value for key, value in options.items() if value is not None})
+        elif options:
+            raise TypeError("Searcher.batch_search takes a request or keywords, not both")
+        return self._run(list(queries), request, vectors or {})
+
+    def _run(self, queries: list[str], request: SearchOptions, vectors: Mapping[str, Sequence[Any]]
+             ) -> list[SearchResult]:
+        """The request for these queries: each retriever searched (``max(depth, offset + k)`` candidates when
+        fusing), the lists fused, reranked, paged, and the page filled with text and highlights as asked."""
+        k, offset, min_score, explain, include_text = (request.k, request.offset, request.min_score, request.explain,
+                                                        request.include_text)
+        depth = request.depth if request.depth is not None else self.options.depth
+        fusion = request.fusion.config(self.options.rrf_k)
         queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
-        vectors = vectors or {}
-        names = self._validate(queries, k, depth, retrievers, vectors)
+        names = request.searched(self.retrievers, self.manifest.name)
+        self._checked_vectors(queries, names, vectors)
+        rerank = request.rerank.config() if request.rerank is not None else None
         if rerank is not None:
             try:
                 rerank.check(offset + k)
@@ -318,16 +308,12 @@ class Searcher:
                 raise SearchError(str(exc)) from None
             if any(not q.strip() for q in queries):
                 raise SearchError("rerank reads the query text; send 'query' with the vectors")
-        marking = HighlightConfig() if highlight is True else highlight or None
+        marking = HighlightConfig() if request.highlight else None
         if marking is not None and any(not q.strip() for q in queries):
             raise SearchError("highlight marks the query's words; send 'query' with the vectors")
-        if offset < 0:
-            raise SearchError(f"offset must be >= 0, got {offset}")
-        if min_score is not None and not math.isfinite(min_score):
-            raise SearchError("min_score must be a finite number")
-        feedback = self._feedback(prf or {}, names)
-        modes = self._modes(query_modes or {}, names)
-        where = self.checked_filter(filter)
+        feedback = self._feedback(request.prf_configs(), names)
+        modes = self._modes(request.query_mode or {}, names)
+        where = self.checked_filter(request.filter)
         started = time.perf_counter()
         fusing = len(names) > 1
         per_retriever_depth = max(depth, offset + k) if fusing else offset + k

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from indexes.indexing.builder import build_index, create_empty_index
 from indexes.indexing.live import snapshot_root
 from indexes.kinds import KindError, parse_retrievers
-from indexes.storage.corpus import CorpusError, resolve_corpus_file
-from indexes.storage.layout import IndexNameError, IndexNotFoundError, validate_name
+from indexes.storage.docstore.corpus import CorpusError, resolve_corpus_file
+from indexes.storage.docstore.layout import IndexNameError, IndexNotFoundError, validate_name
 from retrieval.core.options import BuildOptions
 from service.auth import require_admin, require_key
 from service.errors import ERRORS, WRITE_ERRORS, ApiError, describe, public_message

@@ -12,14 +12,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from indexes.indexing.views import IndexFailedError
-from retrieval.core.types import PrfConfig
-from retrieval.search.fusion import Adaptive, FusionConfig, FusionError
+from retrieval.search.fusion import FusionError
 from retrieval.search.pipeline import SearchError, SearchResult, clean_query
-from retrieval.search.rerank import RerankConfig
 from service.auth import require_key
 from service.errors import ERRORS, ApiError
 from service.schemas import (
-    AdaptiveFusion,
     BatchSearchRequest,
     BatchSearchResponse,
     SearchOptions,
@@ -42,42 +39,24 @@ def _check_queries(state: ServiceState, queries: list[str], text_optional: bool 
             raise ApiError(422, f"query {i} is empty or whitespace; send some text to search for")
 
 
-def adaptive_config(adaptive: AdaptiveFusion | None) -> Adaptive | None:
-    if adaptive is None:
-        return None
-    return Adaptive(coefficients=dict(adaptive.coefficients),
-                    centers={name: dict(c) for name, c in adaptive.centers.items()} if adaptive.centers else None)
-
-
 async def run_search(state: ServiceState, name: str, queries: list[str], options: SearchOptions,
                      vectors: dict[str, list[Any]] | None = None) -> list[SearchResult]:
+    """``options`` for ``queries`` on index ``name``: the server's limits first, then the searcher (which checks the
+    request against the index); a lone query waits briefly for company in the micro-batcher."""
     live = state.index_for(name)
     _check_queries(state, queries, text_optional=bool(vectors))
     settings = state.settings
-    fusion = FusionConfig(method=options.fusion.method,
-                          rrf_k=options.fusion.rrf_k if options.fusion.rrf_k is not None else settings.rrf_k,
-                          weights=options.fusion.weights, normalization=options.fusion.normalization,
-                          adaptive=adaptive_config(options.fusion.adaptive),
-                          bounds={n: (float(lo), float(hi)) for n, (lo, hi) in options.fusion.bounds.items()}
-                          if options.fusion.bounds else None)
-
-    prf = {name: PrfConfig(**p.model_dump()) for name, p in options.prf.items()} if options.prf else None
-    rerank = None
-    if options.rerank is not None:
-        if options.rerank.model not in settings.rerank_models:
-            allowed = ", ".join(settings.rerank_models) or "none (start the server with HYBRID_RERANK_MODELS)"
-            raise ApiError(422, f"rerank model {options.rerank.model!r} is not one this server offers: {allowed}")
-        rerank = RerankConfig(options.rerank.model, options.rerank.depth, options.rerank.batch_size)
+    for field, value, cap in (("k", options.k, settings.max_k), ("depth", options.depth, settings.max_depth)):
+        if value is not None and value > cap:
+            raise ApiError(422, f"{field} must be <= {cap} on this server (max_{field}), got {value}")
+    if options.rerank is not None and options.rerank.model not in settings.rerank_models:
+        allowed = ", ".join(settings.rerank_models) or "none (start the server with HYBRID_RERANK_MODELS)"
+        raise ApiError(422, f"rerank model {options.rerank.model!r} is not one this server offers: {allowed}")
 
     def work(batch: list[str]) -> list[SearchResult]:
         given = {n: v * len(batch) for n, v in vectors.items()} if vectors else None  # batch-mates share the key
         with live.view() as searcher:  # one point in time for every retriever and the text lookup
-            return searcher.batch_search(batch, k=options.k, retrievers=options.retrievers, fusion=fusion, vectors=given,
-                                         depth=options.depth, explain=options.explain,
-                                         include_text=options.include_text, prf=prf,
-                                         query_modes=options.query_mode, offset=options.offset,
-                                         min_score=options.min_score, rerank=rerank, filter=options.filter,
-                                         highlight=options.highlight)
+            return searcher.batch_search(batch, options, vectors=given)
 
     try:
         if len(queries) == 1 and settings.micro_batch_max > 1:
@@ -123,13 +102,7 @@ class FastJSON(Response):
              responses=ERRORS)
 async def search(name: str, request: SearchRequest, state: ServiceState = Depends(get_state)) -> Response:
     """Search one index with any subset of its retrievers (by name), fused."""
-    vectors: dict[str, list[Any]] = {}
-    for given in (request.query_vector, request.query_sparse):
-        for retriever, vector in (given or {}).items():
-            if retriever in vectors:
-                raise ApiError(422, f"{retriever!r} has both a query_vector and a query_sparse; send one")
-            vectors[retriever] = [vector]
-    results = await run_search(state, name, [request.query], request, vectors)
+    results = await run_search(state, name, [request.query], request, request.vectors())
     return FastJSON(to_payload(results[0]))
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from indexes.indexing.live import LiveWriteError
-from indexes.storage.corpus import Document
+from indexes.storage.docstore.corpus import Document
 from service.auth import require_admin
 from service.errors import WRITE_ERRORS, ApiError, describe
 from service.jobs import Job

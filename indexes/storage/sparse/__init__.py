@@ -1,0 +1,1 @@
+"""Learned-sparse impacts searched in memory."""

@@ -1,0 +1,403 @@
+"""Learned-sparse search in memory: the impacts of a SPLADE retriever as a term-by-document matrix.
+
+Why: Lucene cannot prune SPLADE's long, flat posting lists much, so it scores them almost exhaustively
+anyway, with a JNI crossing and Java objects per query on top: 0.44 ms a query on Cranfield and 64 ms at a
+million documents, where Qdrant Edge took 0.05 and 13 ms (issue 19; eval/bench/README.md, "Qdrant Edge").
+Here a query is one pass over its terms' postings, adding ``weight x impact`` into a score per row (a
+compiled loop, numba; scipy's column product where numba is missing), then a top-k that looks only at
+the rows above a bound taken from block maxima.
+
+The scores are Lucene's exactly: impacts and query weights are integers, so their products and sums are
+exact in float32 (below 2**24) whatever the order of the additions. The hits and their order match too:
+the caller ranks (score, id) and applies Anserini's tie rounding as the Lucene path does
+(:func:`indexes.storage.lucene.direct.tie_adjusted`). The Lucene index stays the index of record;
+this matrix is derived from the same vectors, written beside it:
+
+* ``matrix/part-NNNNN.npz``: rows of documents in docno order (``docnos``, CSR ``indptr``, int32 ``terms`` into
+  the part's own ``vocab``, integer ``weights``, uint16 where they fit) and the ``seq`` it holds writes up to. A build writes parts of
+  about :data:`PART_NNZ` impacts as it streams (its memory stays flat); each live checkpoint appends one part
+  with the rows written since. Parts are written once (temporary file, fsync, rename) and never changed.
+* ``matrix/removed.npy``: docnos removed by compactions, rewritten atomically at a checkpoint;
+* ``matrix/state.json``: the ``seq`` of the last checkpoint (one with no new rows writes no part).
+
+A crash between Lucene's commit and a part's rename leaves the part missing: :attr:`ImpactMatrix.seq` is then
+below Lucene's, the write-ahead log replays the difference, and :meth:`ImpactMatrix.append` skips the docnos it
+already holds. Which versions a search may return comes from the view (``bound``, ``bitmap``), as for FAISS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+try:  # the scoring loop compiled; without numba, scipy's sparse product (about 1.5x slower at 1M documents)
+    import numba
+except ImportError:  # pragma: no cover - numba is a dependency; kept importable without it
+    numba = None
+
+from indexes.storage.docstore.layout import fsync_path
+from indexes.storage.kernels import top_k
+from indexes.storage.kernels.docno_flags import row_flags
+
+FOLDER = "matrix"
+REMOVED = "removed.npy"
+STATE = "state.json"
+PART_NNZ = 16_000_000  # impacts per part a build writes (about 200 MB of memory while it fills)
+MERGE_BLOCKS = 8  # appended blocks are merged into one past this many
+
+
+def exists(retriever_folder: Path) -> bool:
+    return (retriever_folder / FOLDER).is_dir() and any((retriever_folder / FOLDER).glob("part-*.npz"))
+
+
+def memory_bytes(retriever_folder: Path) -> int:
+    """About what :class:`ImpactMatrix` holds in memory: an int32 row and the weight (uint16 or int32) per impact."""
+    total = 0
+    for part in sorted((retriever_folder / FOLDER).glob("part-*.npz")):
+        with np.load(part) as data:
+            total += int(data["indptr"][-1]) * (4 + data["weights"].dtype.itemsize) + len(data["docnos"]) * 12
+    return total
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        write(handle)
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def write_part(folder: Path, number: int, docnos: np.ndarray, vectors: Sequence[dict[str, int]], seq: int) -> str:
+    """One part file holding ``vectors`` (term -> integer impact) of ``docnos``; returns its name."""
+    vocab: dict[str, int] = {}
+    indptr = np.zeros(len(vectors) + 1, dtype=np.int64)
+    total = sum(len(v) for v in vectors)
+    terms = np.empty(total, dtype=np.int32)
+    weights = np.empty(total, dtype=np.int32)
+    at = 0
+    for row, vector in enumerate(vectors):
+        n = len(vector)
+        terms[at:at + n] = [vocab.setdefault(t, len(vocab)) for t in vector]
+        weights[at:at + n] = list(vector.values())
+        at += n
+        indptr[row + 1] = at
+    if total and int(weights.max()) <= np.iinfo(np.uint16).max and int(weights.min()) >= 0:
+        weights = weights.astype(np.uint16)  # impacts are small integers: 6 bytes an impact on disk, not 8
+    name = f"part-{number:05d}.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = np.array(list(vocab), dtype=str) if vocab else np.zeros(0, dtype="<U1")
+    _write_atomically(folder / name, lambda h: np.savez(h, docnos=np.asarray(docnos, dtype=np.int64), indptr=indptr,
+                                                       terms=terms, weights=weights, vocab=names,
+                                                       seq=np.asarray([seq], dtype=np.int64)))
+    return name
+
+
+_TINY = np.float32(np.finfo(np.float32).tiny)  # a hit scores above 0
+
+
+def _block_top_py(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: int, columns: np.ndarray,
+                  weights: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One block's top ``k`` (row, score) and every tie at the cut, in one compiled call (a query on Cranfield
+    spent more in a dozen numpy calls around the scoring than in the scoring).
+
+    Scores: ``weight x impact`` added over the postings of ``columns`` (ones outside the block are skipped);
+    products and sums of integers below 2**24 are exact in float32, so the order of the additions cannot change a
+    score. ``mask`` (one bool per row, or empty for all) drops rows before the cut (:func:`top_k.select`).
+    """
+    scores = np.zeros(rows, dtype=np.float32)
+    width = len(indptr) - 1
+    for j in range(len(columns)):
+        c, w = columns[j], weights[j]
+        if c < 0 or c >= width:
+            continue
+        at, end = indptr[c], indptr[c + 1]
+        # Four postings at a time, loads before stores: a column's rows are distinct (a document's impacts are one
+        # {term: impact} map), so the four updates are independent, which the compiler cannot know (Cranfield:
+        # 17.5 -> 14.1 us a query). float32 math: numba would widen uint16 to float64.
+        while at + 4 <= end:
+            r0, r1, r2, r3 = indices[at], indices[at + 1], indices[at + 2], indices[at + 3]
+            s0 = scores[r0] + np.float32(data[at]) * w
+            s1 = scores[r1] + np.float32(data[at + 1]) * w
+            s2 = scores[r2] + np.float32(data[at + 2]) * w
+            s3 = scores[r3] + np.float32(data[at + 3]) * w
+            scores[r0], scores[r1], scores[r2], scores[r3] = s0, s1, s2, s3
+            at += 4
+        while at < end:
+            scores[indices[at]] += np.float32(data[at]) * w
+            at += 1
+    if len(mask):
+        for r in range(rows):
+            if not mask[r]:
+                scores[r] = 0
+    return top_k.select(scores, k, _TINY)
+
+
+def _block_top_numpy(block: sparse.csc_matrix, columns: np.ndarray, weights: np.ndarray, mask: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_block_top_py`'s answer through scipy and numpy, where numba is missing (about 1.5x slower at 1M
+    documents)."""
+    inside = (columns >= 0) & (columns < block.shape[1])
+    scores = np.asarray(block[:, columns[inside]] @ weights[inside], dtype=np.float32).ravel()
+    if len(mask):
+        scores = np.where(mask, scores, np.float32(0))
+    return top_k.select_numpy(scores, k, _TINY)
+
+
+_block_top = numba.njit(cache=True, nogil=True)(_block_top_py) if numba is not None else None
+
+
+def block_top(block: sparse.csc_matrix, columns: np.ndarray, weights: np.ndarray, mask: np.ndarray | None,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` rows of one block for a query (``columns`` of the block, -1 for a term it lacks, with
+    ``weights``), ties at the cut included, as (rows, float32 scores) in no set order."""
+    mask = _NO_MASK if mask is None else mask
+    if _block_top is None:
+        return _block_top_numpy(block, columns, weights, mask, k)
+    return _block_top(block.indptr, block.indices, block.data, block.shape[0], columns, weights, mask, k)  # type: ignore[no-any-return]
+
+
+_NO_MASK = np.zeros(0, dtype=np.bool_)
+
+
+class MatrixWriter:
+    """Parts of a batch build, written as documents stream by in docno order (``add``), flushed every
+    :data:`PART_NNZ` impacts, so memory does not grow with the corpus."""
+
+    def __init__(self, folder: Path, first_docno: int = 0) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._next = first_docno
+        self._pending: list[dict[str, int]] = []
+        self._pending_nnz = 0
+        self._start = first_docno
+        self._parts = 0
+
+    def add(self, vector: dict[str, int]) -> None:
+        self._pending.append(vector)
+        self._pending_nnz += len(vector)
+        self._next += 1
+        if self._pending_nnz >= PART_NNZ:
+            self._flush(0)
+
+    def _flush(self, seq: int) -> None:
+        write_part(self.folder, self._parts, np.arange(self._start, self._next, dtype=np.int64), self._pending, seq)
+        self._parts += 1
+        self._start = self._next
+        self._pending, self._pending_nnz = [], 0
+
+    def close(self, seq: int = 0) -> None:
+        if self._pending or not self._parts:
+            self._flush(seq)
+
+
+class _Vocabulary(dict):  # type: ignore[type-arg]
+    """Term -> column; a term no document has is column -1 (so a query's columns come from one C-level ``map``)."""
+
+    def __missing__(self, term: str) -> int:
+        return -1
+
+
+class ImpactMatrix:
+    """Every part of a retriever's matrix in memory, searched exactly; appended to by live writes.
+
+    Rows are stored in blocks (scipy CSC, terms as columns): the loaded parts as one block, then one block per
+    write batch, the appended ones merged once there are more than :data:`MERGE_BLOCKS`. Searches and writes may run at once: a search reads
+    one consistent list of blocks. ``rows=False`` keeps only what writing needs (the docnos held, the seq, the
+    removed docnos): a live index whose searches go through Lucene still keeps its matrix current.
+    """
+
+    def __init__(self, folder: Path, rows: bool = True) -> None:
+        self.folder = folder
+        self.searchable = rows
+        self._lock = threading.Lock()
+        self._vocab: dict[str, int] = _Vocabulary()
+        self._blocks: list[tuple[sparse.csc_matrix, np.ndarray]] = []  # (rows x terms, docnos of the rows)
+        self._docnos = np.zeros(0, dtype=np.int64)
+        self._removed = np.zeros(0, dtype=np.int64)
+        self._removed_version = 0
+        self._pending: list[tuple[np.ndarray, list[dict[str, int]]]] = []  # appended since the last part
+        self._parts = 0
+        self._loaded = 0  # blocks from the files (the first), never merged with appended ones
+        self.seq = 0
+        self._mask: tuple[Any, int | None, int, int, np.ndarray] | None = None  # cached visibility of the rows
+        self._load()
+        if rows:  # compile (or load the cached machine code) now, not in a first query: appended blocks hold float32
+            for dtype in {np.dtype(np.float32), *(block.data.dtype for block, _ in self._blocks)}:
+                tiny = sparse.csc_matrix(np.ones((1, 1), dtype=dtype))
+                block_top(tiny, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.float32), None, 1)
+
+    # --- loading and writing ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        folder = self.folder / FOLDER
+        parts = sorted(folder.glob("part-*.npz"))
+        indptrs, terms, weights, docnos = [], [], [], []
+        offset = 0
+        for path in parts:
+            with np.load(path) as data:
+                self.seq = max(self.seq, int(data["seq"][0]))
+                docnos.append(data["docnos"])
+                if not self.searchable:
+                    continue
+                local = [self._vocab.setdefault(str(t), len(self._vocab)) for t in data["vocab"]]
+                mapping = np.asarray(local, dtype=np.int32)
+                indptrs.append(data["indptr"][1:] + offset)
+                offset += int(data["indptr"][-1])
+                terms.append(mapping[data["terms"]] if len(mapping) else data["terms"])
+                weights.append(data["weights"])  # uint16 where the impacts fit: 6 bytes an impact in memory
+        self._parts = len(parts)
+        if (folder / REMOVED).exists():
+            self._removed = np.load(folder / REMOVED)
+        if (folder / STATE).exists():
+            self.seq = max(self.seq, int(json.loads((folder / STATE).read_text())["seq"]))
+        if parts and not self.searchable:
+            self._docnos = np.concatenate(docnos)
+        elif parts:
+            rows = np.concatenate(docnos)
+            indptr = np.concatenate([np.zeros(1, dtype=np.int64), *indptrs])
+            values = np.concatenate(weights) if len({w.dtype for w in weights}) == 1 else \
+                np.concatenate([w.astype(np.int32) for w in weights])
+            csr = sparse.csr_matrix((values, np.concatenate(terms), indptr),
+                                    shape=(len(rows), max(len(self._vocab), 1)))
+            self._blocks = [(csr.tocsc(), rows)] if len(rows) else []
+            self._docnos = rows
+        self._loaded = len(self._blocks)
+
+    @property
+    def max_docno(self) -> int:
+        return int(self._docnos[-1]) if len(self._docnos) else -1
+
+    @property
+    def rows(self) -> int:
+        return len(self._docnos)
+
+    @property
+    def nnz(self) -> int:
+        return sum(int(block.nnz) for block, _ in self._blocks)
+
+    def append(self, docnos: Sequence[int], vectors: Sequence[dict[str, int]]) -> None:
+        """Rows for new document versions; those at or below the largest docno held are skipped (a replayed
+        write is a no-op)."""
+        keep = [i for i, d in enumerate(docnos) if d > self.max_docno]
+        if not keep:
+            return
+        new_docnos = np.asarray([docnos[i] for i in keep], dtype=np.int64)
+        rows = [vectors[i] for i in keep]
+        with self._lock:
+            self._pending.append((new_docnos, rows))
+            if not self.searchable:
+                self._docnos = np.concatenate([self._docnos, new_docnos])
+                return
+            terms = [self._vocab.setdefault(t, len(self._vocab)) for v in rows for t in v]
+            weights = np.fromiter((w for v in rows for w in v.values()), dtype=np.float32, count=len(terms))
+            indptr = np.concatenate([[0], np.cumsum([len(v) for v in rows])]).astype(np.int64)
+            block = sparse.csr_matrix((weights, np.asarray(terms, dtype=np.int32), indptr),
+                                      shape=(len(rows), max(len(self._vocab), 1))).tocsc()
+            blocks = [*self._blocks, (block, new_docnos)]
+            if len(blocks) - self._loaded > MERGE_BLOCKS:  # the loaded block stays as it is: merging it costs O(N)
+                blocks = [*blocks[: self._loaded], self._merged(blocks[self._loaded :])]
+            self._blocks = blocks
+            self._docnos = np.concatenate([self._docnos, new_docnos])
+
+    def _merged(self, blocks: list[tuple[sparse.csc_matrix, np.ndarray]]) -> tuple[sparse.csc_matrix, np.ndarray]:
+        width = max(len(self._vocab), 1)
+        stacked = [sparse.csc_matrix((b.data, b.indices, b.indptr), shape=b.shape) for b, _ in blocks]
+        for b in stacked:
+            b.resize((b.shape[0], width))
+        return sparse.vstack(stacked, format="csc"), np.concatenate([d for _, d in blocks])
+
+    def remove(self, docnos: Iterable[int]) -> None:
+        """Docnos gone for good (a compaction): never returned again, whatever a view says."""
+        with self._lock:
+            self._removed = np.union1d(self._removed, np.asarray(list(docnos), dtype=np.int64))
+            self._removed_version += 1
+
+    def commit(self, seq: int) -> list[str]:
+        """Write the rows appended since the last commit as a new part, and the removed docnos; returns every file
+        of the matrix (relative to the retriever folder), for the index manifest."""
+        folder = self.folder / FOLDER
+        with self._lock:
+            pending, self._pending = self._pending, []
+            removed = self._removed.copy()
+        if pending:
+            try:
+                write_part(folder, self._parts, np.concatenate([d for d, _ in pending]),
+                           [v for _, rows in pending for v in rows], seq)
+            except BaseException:  # e.g. a full disk: the rows go back, and the next commit writes this part again
+                with self._lock:
+                    self._pending[:0] = pending
+                raise
+            self._parts += 1
+        if len(removed):
+            _write_atomically(folder / REMOVED, lambda h: np.save(h, removed))
+        _write_atomically(folder / STATE, lambda h: h.write(json.dumps({"seq": seq}).encode()))
+        self.seq = max(self.seq, seq)
+        return sorted(f"{FOLDER}/{p.name}" for p in folder.iterdir() if p.suffix in (".npz", ".npy", ".json"))
+
+    # --- searching -------------------------------------------------------------------------------------
+
+    def _visible(self, docnos: np.ndarray, bound: int | None, bitmap: np.ndarray | None) -> np.ndarray | None:
+        """Which rows a view may return (None: all); the last answer is kept, since a view's bitmap is made once
+        and searched many times."""
+        if bound is None and bitmap is None and not len(self._removed):
+            return None
+        cached = self._mask
+        if (cached is not None and (cached[0]() if cached[0] is not None else None) is bitmap
+                and cached[1:4] == (bound, len(docnos), self._removed_version)):
+            return cached[4]
+        keep = np.ones(len(docnos), dtype=bool)
+        if bound is not None:
+            keep &= docnos < bound
+        if bitmap is not None:
+            keep &= row_flags(docnos, np.unpackbits(bitmap, bitorder="little"))
+        if len(self._removed):
+            keep &= ~np.isin(docnos, self._removed)
+        ref = weakref.ref(bitmap) if bitmap is not None else None
+        self._mask = (ref, bound, len(docnos), self._removed_version, keep)
+        return keep
+
+    def search(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None,
+               allowed: np.ndarray | None = None) -> list[tuple[float, int]]:
+        """The top ``k`` (score, docno) pairs by score, plus every pair tied with the ``k``-th: the caller orders
+        ties by id, as Anserini does. Only documents matching a query term (score above 0) are hits; with
+        ``allowed`` (one bool per docno: a metadata filter's matches), only those, ranked before the cut."""
+        found, hit_docnos = self.search_arrays(vector, k, bound, bitmap, allowed)
+        return list(zip(found.tolist(), hit_docnos.tolist()))
+
+    def search_arrays(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None,
+                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search`'s hits as arrays: float32 scores and int64 docnos, in no set order."""
+        with self._lock:
+            blocks, docnos = self._blocks, self._docnos
+        if not blocks or not vector or k < 1:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        columns = np.fromiter(map(self._vocab.__getitem__, vector), dtype=np.int64, count=len(vector))
+        weights = np.fromiter(vector.values(), dtype=np.float32, count=len(vector))
+        visible = self._visible(docnos, bound, bitmap)
+        if allowed is not None:
+            selected = row_flags(docnos, allowed)
+            visible = selected if visible is None else visible & selected
+        found_parts, docno_parts = [], []
+        start = 0
+        for block, block_docnos in blocks:  # each block's top k and its ties, then the cut over all of them
+            end = start + len(block_docnos)
+            rows, found = block_top(block, columns, weights, None if visible is None else visible[start:end], k)
+            found_parts.append(found)
+            docno_parts.append(block_docnos[rows])
+            start = end
+        if len(blocks) == 1:  # one block's answer is already its top k and the ties at its cut
+            return found_parts[0], docno_parts[0]
+        found, hit_docnos = np.concatenate(found_parts), np.concatenate(docno_parts)
+        if len(found) > k:
+            keep = found >= np.partition(found, len(found) - k)[len(found) - k]
+            found, hit_docnos = found[keep], hit_docnos[keep]
+        return found, hit_docnos

@@ -1,0 +1,1 @@
+"""Pre-encoded document vectors on disk (hybrid encode, build --vectors)."""

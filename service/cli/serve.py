@@ -1,0 +1,63 @@
+"""``hybrid serve``: the REST API over every index under the index root (uvicorn, or Ray Serve)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from retrieval.core.settings import query_modes_text
+from service.cli.common import QUERY_MODE_HELP, index_root_of, index_root_option, parse_query_modes, settings_from
+
+
+@click.command("serve")
+@index_root_option
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes; each loads every index.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--query-mode", "mode_specs", multiple=True, metavar="NAME=MODE",
+              help="Default query mode of one retriever (name or kind), repeatable; requests may choose another. "
+                   + QUERY_MODE_HELP.split(", repeatable: ")[1])
+@click.option("--access-log/--no-access-log", default=None,
+              help="Log every request (default: the access_log setting, off; /metrics counts requests either way).")
+@click.option("--ray", "ray_address", default=None, metavar="local|auto|ADDRESS",
+              help="Serve as a Ray Serve application: one deployment per shard, one of query encoders, an ingress "
+                   "(--workers replicas). Needs the [ray] extra; README 'Scale-out'.")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: replicas per shard (more than 1: read-only, as of each shard's last checkpoint).")
+@click.option("--encoder-replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ray: replicas of each index's query encoders (one GPU each with --device cuda).")
+def serve(index_root: Path | None, host: str | None, port: int | None, workers: int | None, device: str | None,
+          mode_specs: tuple[str, ...], access_log: bool | None, ray_address: str | None, replicas: int,
+          encoder_replicas: int) -> None:
+    """Serve every index under the index root over HTTP (REST API under /v1, docs at /docs)."""
+    import uvicorn
+
+    modes = parse_query_modes(mode_specs)
+    settings = settings_from(index_root, host=host, port=port, workers=workers, device=device, query_modes=modes,
+                         access_log=access_log)
+    # Worker processes rebuild the settings from the environment; pass the resolved values on.
+    os.environ.update({"HYBRID_INDEX_ROOT": str(settings.index_root), "HYBRID_DEVICE": settings.device})
+    if settings.query_modes:
+        os.environ["HYBRID_QUERY_MODES"] = query_modes_text(settings.query_modes)
+    names = index_root_of(settings).names()
+    if not names:
+        click.echo(f"warning: no indexes under {settings.index_root}; build one with 'hybrid index build'", err=True)
+    base = f"http://{settings.host}:{settings.port}"
+    example = names[0] if names else "NAME"
+    auth = " -H 'Authorization: Bearer $HYBRID_KEY'" if settings.api_keys else ""
+    click.echo(f"serving {len(names)} index(es) from {settings.index_root} on {base} (docs: {base}/docs)")
+    click.echo("try:")
+    click.echo(f"  curl -s {base}/v1/indexes/{example}/search{auth} -H 'Content-Type: application/json' "
+               "-d '{\"query\": \"heat transfer in laminar boundary layers\", \"k\": 5, \"explain\": true}'")
+    if ray_address:
+        from service.ray_serve import serve_on_ray
+
+        click.echo(f"on Ray ({ray_address}): {replicas} replica(s) per shard, {encoder_replicas} encoder replica(s), "
+                   f"{settings.workers} ingress replica(s); Ctrl-C stops the application")
+        serve_on_ray(settings, ray_address, replicas, encoder_replicas)
+        return
+    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level="info", access_log=settings.access_log)
