@@ -4,8 +4,8 @@ two servers over it that several modules share.
 Tests live in two rooms: ``tests/unit`` (pure logic: no JVM, no model) and ``tests/integration`` (real components on
 small data). ``slow`` marks every test that needs a full index built with the real models (SPLADE-tiny and MiniLM
 encoding a corpus), Ray, or a long end-to-end flow; ``make test-fast`` runs the rest (``-m "not slow"``). A test that
-asks for the session index, directly or through another fixture, is marked ``slow`` here, so the fast lane never
-builds it.
+asks for the session index or the session's encoded corpus, directly or through another fixture, is marked ``slow``
+here, so the fast lane never builds them.
 """
 
 from __future__ import annotations
@@ -20,16 +20,22 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from tests.support.cli import run_cli  # noqa: E402
 from tests.support.data import SMALL_DOCS, cranfield_docs, write_jsonl  # noqa: E402
 from tests.support.server import Server  # noqa: E402
 
-SESSION_INDEX = "index_root"  # every fixture over the session index depends on this one
+# Every fixture over the session index depends on index_root; small_vectors is the small corpus encoded.
+ENCODED_CORPUS = ("index_root", "small_vectors")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SESSION_INDEX in getattr(item, "fixturenames", ()):
+        if any(name in getattr(item, "fixturenames", ()) for name in ENCODED_CORPUS):
             item.add_marker(pytest.mark.slow)
+    # The JVM handles SIGSEGV itself (it is how compiled Java code checks for nulls), and a Ray driver in this
+    # process takes over the handling of fatal signals: Lucene work here after Ray has started can kill the process
+    # (seen: a 10,000-document impact build in tests/integration/test_vectors.py). Tests that start Ray here run last.
+    items.sort(key=lambda item: item.get_closest_marker("ray_driver") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +67,18 @@ def searcher(small_index: Path):  # type: ignore[no-untyped-def]
     s = Searcher.open(small_index)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def small_vectors(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
+    """``hybrid encode`` of the small corpus with the session index's batch size, so the same batches and the same
+    vectors: builds of these 60 documents with metadata or in shards import them instead of encoding them again
+    (tests/integration/test_vectors.py checks that an import gives the index a direct build gives)."""
+    out = tmp_path_factory.mktemp("vectors") / "cranfield-vectors"
+    done = run_cli("encode", str(small_corpus), "--out", str(out), "--batch-size", "16", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "index them with: hybrid index build" in done.stdout
+    return out
 
 
 @pytest.fixture(scope="session")

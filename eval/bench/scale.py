@@ -21,6 +21,10 @@ How a synthetic document is made (seeded, ``numpy.random.default_rng(seed)``):
   its template (cosine about 0.9) but never a duplicate, so ANN indexes see no exact ties.
 * ``--encode`` instead runs the real encoders on the generated text (``hybrid encode``'s code): affordable
   on 2 cores up to about 10k documents.
+* ``--text-only`` writes the corpus and queries alone, from the source folder alone (no index, no vectors): for
+  builds that encode the text themselves (``hybrid index build --device cuda`` on a GPU machine, where carrying a
+  gigabyte of text costs more than making it). The templates and donors are drawn as in a full run, but the
+  sentence draws differ from a full run's (no impact draws are interleaved), so its text is its own.
 """
 
 from __future__ import annotations
@@ -85,6 +89,40 @@ def _real(index: Path) -> tuple[list[Any], dict[str, dict[str, int]], np.ndarray
     return docs, document_impacts(index / "splade"), dense, manifest
 
 
+def generate_text(source: Path, docs: int, out: Path, seed: int = 13) -> dict[str, Any]:
+    """``--text-only``: the corpus (and the source's queries) from the source folder alone (module docstring)."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    corpus_file = source / "corpus.jsonl"
+    real = [obj for _, obj in read_jsonl_objects(corpus_file if corpus_file.exists() else source / "corpus.jsonl.gz")
+            if f"{obj.get('title', '')} {obj.get('text', '')}".strip()]
+    sentences = [split_sentences(d.get("title", ""), d.get("text", "")) for d in real]
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    templates = rng.integers(0, len(real), docs)
+    donors = rng.integers(0, len(real), docs)
+    with (out / "corpus.jsonl").open("w", encoding="utf-8") as corpus:
+        for j in range(docs):
+            t, d = int(templates[j]), int(donors[j])
+            text = resample_text(sentences[t], sentences[d], rng)
+            corpus.write(json.dumps({"_id": f"s{j:07d}", "title": real[t].get("title", ""), "text": text},
+                                    ensure_ascii=False) + "\n")
+    _copy_queries(source, out)
+    report = {"documents": docs, "seed": seed, "source": str(source), "source_documents": len(real),
+              "vectors": "none (text only)", "keep_sentence": KEEP_SENTENCE,
+              "seconds": round(time.perf_counter() - started, 1)}
+    (out / "generation.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _copy_queries(source: Path, out: Path) -> None:
+    queries = source / "queries.jsonl"
+    with (out / "queries.jsonl").open("w", encoding="utf-8") as handle:
+        for _, obj in read_jsonl_objects(queries if queries.exists() else source / "queries.jsonl.gz"):
+            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
 def generate(source: Path, index: Path, docs: int, out: Path, seed: int = 13, encode: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -127,10 +165,7 @@ def generate(source: Path, index: Path, docs: int, out: Path, seed: int = 13, en
                 mixed += rng.normal(0.0, NOISE, size=mixed.shape).astype(np.float32)
                 mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
                 dense_out.write(ids[start:stop], mixed.astype(np.float32))
-    queries = source / "queries.jsonl"
-    with (out / "queries.jsonl").open("w", encoding="utf-8") as handle:
-        for _, obj in read_jsonl_objects(queries if queries.exists() else source / "queries.jsonl.gz"):
-            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    _copy_queries(source, out)
     if encode:
         from indexes.indexing.builder import encode_corpus
         from retrieval.core.options import BuildOptions
@@ -160,12 +195,18 @@ def generate(source: Path, index: Path, docs: int, out: Path, seed: int = 13, en
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True, help="The BEIR folder the source index was built from.")
-    parser.add_argument("--index", type=Path, required=True, help="An index of --source with splade and dense.")
+    parser.add_argument("--index", type=Path, help="An index of --source with splade and dense (not with --text-only).")
     parser.add_argument("--docs", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--encode", action="store_true", help="Real encoders instead of resampled vectors.")
+    parser.add_argument("--text-only", action="store_true", help="The corpus and queries alone, no vectors, no index.")
     args = parser.parse_args()
+    if args.text_only:
+        print(json.dumps(generate_text(args.source, args.docs, args.out, args.seed), indent=1))
+        return
+    if args.index is None:
+        parser.error("--index is required unless --text-only")
     print(json.dumps(generate(args.source, args.index, args.docs, args.out, args.seed, args.encode), indent=1))
 
 

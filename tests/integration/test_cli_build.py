@@ -93,8 +93,10 @@ def test_killed_build_leaves_previous_index_serving(tmp_path: Path) -> None:
     before = Searcher.open(IndexRoot(root).resolve("live")).search("boundary layer", k=5)
 
     bigger = write_jsonl(tmp_path / "bigger.jsonl", cranfield_docs(400))
+    # Batches of 4: the first chunk of staged impacts (8 batches) lands after 32 documents, not 256.
     proc = subprocess.Popen([*HYBRID, "index", "build", str(bigger), "--name", "live", "--retrievers", "bm25,splade",
-                             "--index-root", str(root), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--batch-size", "4", "--index-root", str(root), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     # Wait until the build is encoding SPLADE (its staged impact vectors appear), then kill -9.
     while time.time() < deadline and not list((root / ".versions").glob("*.building/.work/splade/splade-input/*.jsonl")):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from indexes.storage.docstore.corpus import iter_documents
 from indexes.storage.faiss import backend as faiss_backend
 
 
 @pytest.fixture(scope="module")
-def vectors(searcher, small_corpus) -> np.ndarray:  # type: ignore[no-untyped-def]
-    encoder = searcher.searchers["dense"].encoder
-    return encoder.encode_documents([d.contents for d in iter_documents(small_corpus)])
+def vectors(small_index: Path) -> np.ndarray:
+    """The small corpus's MiniLM embeddings, in corpus order, as the session index's dense retriever holds them."""
+    import faiss
+
+    stored = faiss.read_index(str(small_index / "dense" / faiss_backend.FILE))
+    return faiss.downcast_index(stored.index).reconstruct_n(0, stored.ntotal)
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF4,Flat"])

@@ -39,12 +39,15 @@ def with_metadata(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def meta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Searcher, dict[str, dict[str, Any]]]]:
+def meta(tmp_path_factory: pytest.TempPathFactory,
+         small_vectors: Path) -> Iterator[tuple[Searcher, dict[str, dict[str, Any]]]]:
+    """The small corpus with metadata, built with the session's vectors of its documents (their text is the same)."""
     rows = cranfield_docs(DOCS)
     metadata = with_metadata(rows)
     folder = tmp_path_factory.mktemp("meta")
     corpus = write_jsonl(folder / "corpus.jsonl", rows)
-    build_index(corpus, "meta", IndexRoot(folder / "root"), BuildOptions(progress=False, batch_size=16))
+    build_index(corpus, "meta", IndexRoot(folder / "root"), BuildOptions(progress=False, batch_size=16),
+                vectors=small_vectors)
     searcher = Searcher.open(IndexRoot(folder / "root").resolve("meta"))
     yield searcher, metadata
     searcher.close()

@@ -36,6 +36,7 @@ def dense_vectors(dense_encoder) -> np.ndarray:  # type: ignore[no-untyped-def]
     return dense_encoder.encode_documents(TEXTS)
 
 
+@pytest.mark.slow  # the 43 texts encoded by the real models, through the pipeline and the default path
 def test_dense_pipeline_on_cpu_equals_the_encoder(dense_encoder, dense_vectors) -> None:  # type: ignore[no-untyped-def]
     want = dense_vectors
     pipe = DensePipeline.from_model(dense_encoder.model, dtype="fp32", token_budget=2048, workers=0)
@@ -50,6 +51,7 @@ def test_dense_pipeline_on_cpu_equals_the_encoder(dense_encoder, dense_vectors) 
         pipe.close()
 
 
+@pytest.mark.slow  # the 43 texts encoded by the real models, through the pipeline and the default path
 @pytest.mark.parametrize("top_k", [None, 16])
 def test_sparse_pipeline_on_cpu_equals_the_encoder(splade_encoder, top_k) -> None:  # type: ignore[no-untyped-def]
     quant = Quantization(scale=100.0, top_k=top_k)
@@ -74,6 +76,7 @@ def test_sparse_pipeline_redoes_texts_over_the_cap(splade_encoder) -> None:  # t
         pipe.close()
 
 
+@pytest.mark.slow  # the 43 texts encoded by the real models, through the pipeline and the default path
 @pytest.mark.parametrize("compiled", [True, False])
 def test_pipeline_with_tokenizer_workers(dense_encoder, compiled: bool) -> None:  # type: ignore[no-untyped-def]
     """Compiled WordPiece in threads for the built-in (BERT-style) tokenizers; ``tokenizers`` in processes else."""
@@ -88,6 +91,7 @@ def test_pipeline_with_tokenizer_workers(dense_encoder, compiled: bool) -> None:
         pipe.close()
 
 
+@pytest.mark.slow  # the 43 texts encoded by the real models, through the pipeline and the default path
 def test_encoders_route_batches_through_the_pipeline(dense_encoder, splade_encoder,  # type: ignore[no-untyped-def]
                                                     dense_vectors) -> None:
     """What --device cuda switches on, run on the CPU: same vectors as the default path."""

@@ -24,7 +24,9 @@ from tests.support.cli import assert_one_line_error, hybrid
 from tests.support.server import free_port
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow  # a local Ray cluster, Ray Data encoder actors, Ray Serve replicas
+# A local Ray cluster, Ray Data encoder actors, Ray Serve replicas; this process becomes a Ray driver, so the
+# module runs after every other test (conftest).
+pytestmark = [pytest.mark.slow, pytest.mark.ray_driver]
 
 QUERIES = ["boundary layer transition at supersonic speeds", "heat transfer to a flat plate",
            "what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft"]
@@ -83,11 +85,19 @@ def built(cluster: None, crash_dir: Path, tmp_path_factory: pytest.TempPathFacto
     return root
 
 
-def test_ray_build_equals_the_in_process_build(built: IndexRoot) -> None:
+@pytest.fixture(scope="module")
+def plain(built: IndexRoot) -> Iterator[Searcher]:
+    """The in-process build, opened once for every comparison."""
+    s = Searcher.open(built.resolve("plain"))
+    yield s
+    s.close()
+
+
+def test_ray_build_equals_the_in_process_build(built: IndexRoot, plain: Searcher) -> None:
     folder = built.resolve("onray")
     counts = [Manifest.read(folder / rel).doc_count for rel in Manifest.read(folder).shards]
     assert sum(counts) == 60 and min(counts) > 0
-    a, b = Searcher.open(built.resolve("plain")), Searcher.open(folder)
+    a, b = plain, Searcher.open(folder)
     try:
         for retriever in ("bm25", "splade", "dense"):
             for query in QUERIES:
@@ -95,7 +105,6 @@ def test_ray_build_equals_the_in_process_build(built: IndexRoot) -> None:
                 assert ([(h.id, h.score) for h in b.search(query, k=60, retrievers=[retriever]).hits]
                         == [(h.id, h.score) for h in a.search(query, k=60, retrievers=[retriever]).hits])
     finally:
-        a.close()
         b.close()
 
 
@@ -129,27 +138,23 @@ def served(built: IndexRoot) -> Iterator[RayService]:
     service.stop()
 
 
-def local_hits(root: IndexRoot, query: str, retriever: str) -> list[tuple[str, float]]:
-    s = Searcher.open(root.resolve("plain"))
-    try:
-        return [(h.id, h.score) for h in s.search(query, k=60, retrievers=[retriever]).hits]
-    finally:
-        s.close()
+def local_hits(plain: Searcher, query: str, retriever: str) -> list[tuple[str, float]]:
+    return [(h.id, h.score) for h in plain.search(query, k=60, retrievers=[retriever]).hits]
 
 
 @pytest.mark.parametrize("retriever", ["splade", "dense"])
-def test_served_shards_equal_one_process(served: RayService, built: IndexRoot, retriever: str) -> None:
+def test_served_shards_equal_one_process(served: RayService, plain: Searcher, retriever: str) -> None:
     for query in QUERIES:
         body = served.search("onray", query, k=60, retrievers=[retriever]).json()
-        assert [(h["id"], h["score"]) for h in body["hits"]] == local_hits(built, query, retriever)
+        assert [(h["id"], h["score"]) for h in body["hits"]] == local_hits(plain, query, retriever)
 
 
-def test_served_bm25_uses_per_shard_statistics(served: RayService, built: IndexRoot) -> None:
+def test_served_bm25_uses_per_shard_statistics(served: RayService, plain: Searcher) -> None:
     """Remote shards score BM25 with their own statistics (README "Scale-out"): the same documents match, the
     scores differ."""
     query = QUERIES[0]
     remote = [(h["id"], h["score"]) for h in served.search("onray", query, k=60, retrievers=["bm25"]).json()["hits"]]
-    local = local_hits(built, query, "bm25")
+    local = local_hits(plain, query, "bm25")
     assert {i for i, _ in remote} == {i for i, _ in local}
     assert dict(remote) != dict(local)
 
@@ -239,7 +244,7 @@ def test_a_killed_shard_replica_comes_back(served: RayService, built: IndexRoot)
 
 
 def test_an_unreachable_cluster_is_one_line(tmp_path: Path) -> None:
-    # In processes of their own: this process is a Ray driver already (the cluster fixture).
+    # In processes of their own: a process is one Ray driver, and this one is already (the cluster fixture).
     corpus = write_jsonl(tmp_path / "corpus.jsonl", cranfield_docs(5))
     root = tmp_path / "root"
     proc = hybrid("index", "build", str(corpus), "--name", "x", "--shards", "2", "--ray", "127.0.0.1:1", "--quiet",

@@ -32,20 +32,22 @@ def lang(i: int) -> str:
     return ["en", "fr", "de"][i % 3]
 
 
-def build_with_lang(folder: Path, name: str, shards: int) -> IndexRoot:
-    """The small corpus (the ``searcher`` fixture's documents) with a metadata field, built in ``shards`` shards."""
+def build_with_lang(folder: Path, name: str, shards: int, vectors: Path) -> IndexRoot:
+    """The small corpus (the ``searcher`` fixture's documents) with a metadata field, built in ``shards`` shards from
+    the session's vectors of its documents (a sharded build encodes once, then indexes each shard from the vectors:
+    given them, it skips only the encoding)."""
     rows = cranfield_docs(60)
     for i, row in enumerate(rows):
         row["metadata"] = {"lang": lang(i)}
     root = IndexRoot(folder / "root")
     build_index(write_jsonl(folder / "corpus.jsonl", rows), name, root,
-                BuildOptions(progress=False, batch_size=16, shards=shards))
+                BuildOptions(progress=False, batch_size=16, shards=shards), vectors=vectors)
     return root
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_with_lang(tmp_path_factory.mktemp("sharded"), "sharded", SHARDS).root
+def sharded(tmp_path_factory: pytest.TempPathFactory, small_vectors: Path) -> Path:
+    return build_with_lang(tmp_path_factory.mktemp("sharded"), "sharded", SHARDS, small_vectors).root
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +113,9 @@ NEW_DOCS = [Document(f"new-{i}", "Shock waves", f"Shock wave boundary layer inte
 
 
 @pytest.fixture(scope="module")
-def unsharded_meta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def unsharded_meta(tmp_path_factory: pytest.TempPathFactory, small_vectors: Path) -> Path:
     """The sharded fixture's documents in one folder, to compare live writes against."""
-    return build_with_lang(tmp_path_factory.mktemp("unsharded"), "one", 1).resolve("one")
+    return build_with_lang(tmp_path_factory.mktemp("unsharded"), "one", 1, small_vectors).resolve("one")
 
 
 @pytest.mark.slow

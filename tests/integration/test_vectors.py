@@ -19,12 +19,10 @@ pytestmark = pytest.mark.slow  # the small corpus encoded with the real models, 
 
 
 @pytest.fixture(scope="module")
-def vectors(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Path:
-    out = tmp_path_factory.mktemp("vectors") / "cranfield-vectors"
-    done = run_cli("encode", str(small_corpus), "--out", str(out), "--batch-size", "16", "--quiet")
-    assert done.returncode == 0, done.stderr
-    assert "index them with: hybrid index build" in done.stdout
-    return out
+def vectors(small_vectors: Path) -> Path:
+    """``hybrid encode`` of the small corpus, batch size 16 (the session's ``small_vectors``; conftest checks the
+    command's output)."""
+    return small_vectors
 
 
 def test_encode_writes_the_documented_format(vectors: Path, small_corpus: Path) -> None:

@@ -15,7 +15,6 @@ import pytest
 from tests.support import REPO
 
 
-
 def test_import_linter_contracts_hold() -> None:
     lint = Path(sys.executable).parent / "lint-imports"
     proc = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300)
