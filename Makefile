@@ -38,6 +38,12 @@ test-fast: $(BIN)/.installed
 clean:
 	rm -rf $(VENV) data build *.egg-info
 
+# The impact writer's jar (indexes/storage/lucene/java/hybrid-lucene.jar), rebuilt from its Java sources; needs a JDK
+# 17+ (javac). The jar is committed: a test fails when it is stale against the sources.
+.PHONY: jar
+jar: | $(BIN)/.installed
+	$(BIN)/python -m indexes.storage.lucene.jar
+
 # docs/configuration.md, the reference of every setting, rendered from retrieval/core/settings.py.
 .PHONY: docs
 docs: | $(BIN)/.installed

@@ -218,7 +218,8 @@ def merged_manifest(name: str, corpus_file: Path, corpus_sha256: str, shards: li
         retrievers[retriever] = replace(
             first, build_seconds=round(sum(e.build_seconds for e in entries), 3),
             encode_seconds=round(sum(e.encode_seconds for e in entries), 3),
-            index_seconds=round(sum(e.index_seconds for e in entries), 3), size_bytes=sum(e.size_bytes for e in entries))
+            index_seconds=round(sum(e.index_seconds for e in entries), 3), size_bytes=sum(e.size_bytes for e in entries),
+            stages={k: round(sum(e.stages.get(k, 0.0) for e in entries), 3) for k in first.stages})
     return Manifest(name=name, created=shards[0].created, corpus_path=str(corpus_file.resolve()),
                     corpus_sha256=corpus_sha256, doc_count=sum(s.doc_count for s in shards), retrievers=retrievers,
                     docstore_bytes=sum(s.docstore_bytes for s in shards), skipped=skipped.as_dict(),

@@ -31,13 +31,13 @@ from indexes.kinds.base import (
 from indexes.kinds.lucene import LuceneComponent, create_empty_lucene
 from indexes.storage.docstore.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.docstore.store import DocStore
-from indexes.storage.lucene import anserini_order
+from indexes.storage.lucene import anserini_order, impacts
 from indexes.storage.lucene import backend as lucene_backend
 from indexes.storage.lucene.backend import ImpactIndex
 from indexes.storage.lucene.direct import SegmentIds, anserini_ranked, anserini_run_arrays
 from indexes.storage.sparse import impact_matrix
 from indexes.storage.sparse.impact_matrix import ImpactMatrix, MatrixWriter
-from indexes.storage.vectors.files import SparseVectors, SparseWriter, VectorSet
+from indexes.storage.vectors.files import SparseVectors, SparseWriter, VectorFileError, VectorSet
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions, OpenOptions
 from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, ScoredDoc, SparseVector
@@ -197,6 +197,15 @@ class SpladeSearcher:
         self._index.close()
 
 
+def indexable(encoder: SpladeEncoder) -> SpladeEncoder:
+    """A document encoder whose every term the impact writer can index, checked once per encoder: a refusal at
+    load time, never a write-ahead-log record that cannot be applied."""
+    if not encoder.__dict__.get("_terms_indexable"):
+        impacts.check_terms(encoder.vocabulary, f"model {encoder.model_info.model_id!r}")
+        encoder.__dict__["_terms_indexable"] = True
+    return encoder
+
+
 def open_matrix(folder: Path, name: str, options: OpenOptions) -> ImpactMatrix | None:
     """The retriever's impact matrix as ``options.splade_search`` wants it: in memory for searches, or only for
     keeping it current under live writes (Lucene searches), or None when the index has none."""
@@ -285,7 +294,8 @@ class SpladeKind(RetrieverKind):
                 "doc_vectors": options.splade_doc_vectors, "matrix": options.splade_matrix}
 
     def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> SpladeEncoder:
-        return shared_encoder(SpladeEncoder, checked_model(manifest, name), device, role)
+        encoder = shared_encoder(SpladeEncoder, checked_model(manifest, name), device, role)
+        return indexable(encoder) if role == "document" else encoder
 
     def encode_queries(self, encoder: Any, entry: RetrieverManifest, queries: Sequence[str], mode: str | None,
                        batch_size: int, onnx_cache: Path) -> Encoded | None:
@@ -328,59 +338,75 @@ class SpladeKind(RetrieverKind):
                 if ctx.encoder is None:
                     encoder.close()
 
-    def _stored(self, ctx: BuildContext) -> Iterator[tuple[str, SparseVector]]:
-        """Every document's impacts from the pre-encoded vectors (``--vectors``), in store order."""
-        ids = ctx.store.live_ids()
-        with ctx.stage.bar(len(ids), f"{ctx.spec.name} read vectors") as bar:
-            for row in ctx.vectors.vectors(ids):
-                yield row
-                bar.update(1)
+    def _chunks(self, ctx: BuildContext, clock: dict[str, float]) -> Iterator[tuple[impacts.Chunk, list[str]]]:
+        """Every document of the store for the impact writer, in store order, in chunks: where the vectors file
+        holds their lines (``--vectors``: Java reads them), else the encoder's vectors as JSON lines."""
+        size = impacts.chunk_documents(len(ctx.store), ctx.options.threads)
+        if ctx.vectors is not None:
+            ids = ctx.store.live_ids()
+            with ctx.stage.bar(len(ids), f"{ctx.spec.name} index vectors") as bar:
+                for begin, ranges in zip(range(0, len(ids), size), ctx.vectors.line_ranges(ids, size)):
+                    part = ids[begin:begin + size]
+                    yield impacts.Chunk(len(part), file=ctx.vectors.path, ranges=ranges), part
+                    bar.update(len(part))
+            return
+        batch: list[tuple[str, SparseVector]] = []
+        for row in self._encoded(ctx, clock):
+            batch.append(row)
+            if len(batch) == size:
+                yield impacts.Chunk(len(batch), lines=impacts.vector_lines(batch)), [doc_id for doc_id, _ in batch]
+                batch = []
+        if batch:
+            yield impacts.Chunk(len(batch), lines=impacts.vector_lines(batch)), [doc_id for doc_id, _ in batch]
 
     def build(self, ctx: BuildContext) -> RetrieverManifest:
         assert ctx.model is not None
         o, name = ctx.options, ctx.spec.name
         total = len(ctx.store)
         clock: dict[str, float] = {}
-        terms = 0
-        stream = self._stored(ctx) if ctx.vectors is not None else self._encoded(ctx, clock)
-
         metadata = ctx.store.iter_metadata() if ctx.fields else None
+        # Parts in docno order, which is the store's order in a build (as FAISS's vector i is docno i).
+        matrix = ctx.work / f"{name}-matrix" if o.splade_matrix else None
 
-        # Rows in docno order, which is the store's order in a build (as FAISS's vector i is docno i).
-        matrix = MatrixWriter(ctx.work / f"{name}-matrix") if o.splade_matrix else None
-
-        def counted() -> Iterator[tuple[str, SparseVector, dict[str, Any]]]:
-            nonlocal terms
-            for doc_id, vector in stream:
-                terms += len(vector)
-                if matrix is not None:
-                    matrix.add(vector)
-                if metadata is None:
-                    yield doc_id, vector, {}
-                    continue
-                same_id, fields = next(metadata)
-                assert same_id == doc_id, f"metadata of {same_id!r} met the vector of {doc_id!r}"
-                yield doc_id, vector, fields
+        def with_fields() -> Iterator[impacts.Chunk]:
+            for chunk, ids in self._chunks(ctx, clock):
+                if metadata is not None:
+                    fields = []
+                    for doc_id in ids:
+                        same_id, values = next(metadata)
+                        assert same_id == doc_id, f"metadata of {same_id!r} met the vector of {doc_id!r}"
+                        fields.append(impacts.metadata_line(values) + b"\n")
+                    chunk.fields = b"".join(fields)
+                yield chunk
 
         started = time.perf_counter()
-        lucene_backend.build_impact(counted(), ctx.work / name, ctx.out, o.threads, expected=total,
-                                    doc_vectors=o.splade_doc_vectors, with_metadata=metadata is not None)
+        try:
+            stages = lucene_backend.build_impact(with_fields(), ctx.work / name, ctx.out, o.threads, expected=total,
+                                                 doc_vectors=o.splade_doc_vectors, matrix=matrix)
+        except impacts.ImpactInputError as exc:
+            if ctx.vectors is not None:  # the file's fault: say which file
+                raise VectorFileError(f"{ctx.vectors.path}: {exc}") from None
+            raise
         if matrix is not None:
-            matrix.close()
-            shutil.move(str(matrix.folder), str(ctx.out / impact_matrix.FOLDER))
+            if not matrix.is_dir() or not any(matrix.glob("part-*.npz")):
+                MatrixWriter(matrix).close()  # no documents: one empty part, as an empty index has
+            shutil.move(str(matrix), str(ctx.out / impact_matrix.FOLDER))
         encode_seconds = clock.get("encode", 0.0)
         index_seconds = time.perf_counter() - started - encode_seconds
         ctx.stage(f"{name}-indexed")
         # From vectors, the quantization is the encoder's; storing term vectors is this build's choice.
         encoded = {k: ctx.vector_set.parameters[k] for k in ("scale", "doc_top_k")} if ctx.vector_set else {}
-        parameters = {**self.parameters(o), **encoded, "avg_terms_per_doc": round(terms / max(total, 1), 2)}
+        postings = int(stages.pop("postings"))
+        parameters = {**self.parameters(o), **encoded, "avg_terms_per_doc": round(postings / max(total, 1), 2)}
+        stages["read_s"] = round(stages["read_s"] - encode_seconds, 3)  # what producing the chunks took, encoding aside
         return RetrieverManifest(name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
                                  round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),
-                                 round(index_seconds, 3), folder_size(ctx.out), kind=self.name)
+                                 round(index_seconds, 3), folder_size(ctx.out), kind=self.name,
+                                 stages={k: float(v) for k, v in stages.items() if isinstance(v, (int, float))})
 
     def document_encoder(self, model: ResolvedModel | None, options: BuildOptions) -> SpladeEncoder:
         assert model is not None
-        return SpladeEncoder(model, device=options.device)
+        return indexable(SpladeEncoder(model, device=options.device))
 
     def export(self, ctx: BuildContext, out: Path) -> VectorSet:
         assert ctx.model is not None

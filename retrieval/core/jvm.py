@@ -7,6 +7,7 @@ environment is right no matter which entry point (CLI, server, tests) imports Lu
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import threading
@@ -113,6 +114,17 @@ def quiet_options(java_home: Path) -> list[str]:
     return options
 
 
+def project_jar() -> Path | None:
+    """The project's own Java classes (the impact writer), built from source by ``indexes/storage/lucene/jar.py``
+    and committed; found as a file of the installed ``indexes`` package, without importing it (this layer is below)."""
+    spec = importlib.util.find_spec("indexes")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        jar = Path(folder) / "storage" / "lucene" / "java" / "hybrid-lucene.jar"
+        if jar.is_file():
+            return jar
+    return None
+
+
 def ensure_pyserini() -> None:
     """Set JAVA_HOME, JVM options and import-time placeholders; idempotent and thread-safe."""
     global _ready
@@ -128,8 +140,11 @@ def ensure_pyserini() -> None:
         _configure_jnius(java_home)
         import jnius_config
 
-        if not jnius_config.vm_running:  # a JVM someone else started keeps its options
+        if not jnius_config.vm_running:  # a JVM someone else started keeps its options (and class path)
             jnius_config.add_options(*quiet_options(java_home))
+            jar = project_jar()
+            if jar is not None:
+                jnius_config.add_classpath(str(jar))
         import pyserini.pyclass  # noqa: F401  (starts the JVM with the classpath)
 
         _ready = True

@@ -47,6 +47,8 @@ class RetrieverManifest:
     kind: str = ""  # manifests written before named retrievers have none: the kind was the name
     # Lucene retrievers: the Lucene major version that created the index; None for others and old manifests.
     lucene_major: int | None = None
+    # Where the build's time went, seconds by stage (the SPLADE impact writer's: reading, Lucene, matrix, ...).
+    stages: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name

@@ -1,7 +1,8 @@
 """Lucene through Pyserini/Anserini: building BM25 and impact indexes, and searching them.
 
-Builds go through Anserini's ``IndexCollection`` in-process (the JVM is already up), fed with
-JSONL shards so its worker threads can index in parallel. Searches run Anserini's queries on Lucene's
+BM25 builds go through Anserini's ``IndexCollection`` in-process (the JVM is already up), fed with
+JSONL shards so its worker threads can index in parallel; impact builds through the project's impact writer
+(:mod:`indexes.storage.lucene.impacts`), which gives Lucene each impact as a frequency. Searches run Anserini's queries on Lucene's
 ``IndexSearcher`` without Anserini's search wrapper (:mod:`indexes.storage.lucene.direct`), with the
 wrapper's hits and scores: BM25 as Pyserini's ``LuceneSearcher``, impacts as ``SimpleImpactSearcher``
 with our own query vectors (Pyserini's Python wrapper drops query terms whose idf is 0, which would
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ from indexes.storage.lucene.direct import (
     open_reader,
     read_postings,
 )
+from indexes.storage.lucene.impacts import Chunk, ImpactBuilder
 from indexes.storage.lucene.writer import Kind, write_new_index
 from retrieval.core.errors import HybridError
 from retrieval.core.filters import Filter
@@ -106,15 +109,40 @@ def build_bm25(docs: Iterable[tuple[str, str, dict[str, Any]]], work_dir: Path, 
     )
 
 
-def build_impact(vectors: Iterable[tuple[str, dict[str, int], dict[str, Any]]], work_dir: Path, index_dir: Path,
-                 threads: int, expected: int, doc_vectors: bool = True, with_metadata: bool = False) -> None:
-    """Index pre-tokenized integer impacts: Lucene stores each weight as the term's frequency, and (for
-    learned-sparse PRF, with ``doc_vectors``) each document's vector as a term vector."""
-    if with_metadata:
-        write_documents("impact", vectors, index_dir, expected, doc_vectors)
-        return
+def build_impact(chunks: Iterable[Chunk], work_dir: Path, index_dir: Path, threads: int, expected: int,
+                 doc_vectors: bool = True, matrix: Path | None = None) -> dict[str, Any]:
+    """Index integer impacts through the impact writer (:mod:`indexes.storage.lucene.impacts`), ``chunks`` of
+    documents in store order: Lucene stores each impact as the term's frequency and, with ``doc_vectors`` (for
+    learned-sparse PRF), each document's vector as a term vector; with ``matrix``, the impact matrix's parts are
+    written there too. Returns where the time went: ``read_s`` (producing the chunks) and the writer's stages."""
+    builder = ImpactBuilder(index_dir, work_dir, doc_vectors, threads, matrix)
+    read = 0.0
+    try:
+        source = iter(chunks)
+        while True:
+            started = time.perf_counter()
+            chunk = next(source, None)
+            read += time.perf_counter() - started
+            if chunk is None:
+                break
+            builder.add_chunk(chunk)
+        summary = builder.finish()
+    finally:
+        builder.close()
+    (index_dir / "write.lock").unlink(missing_ok=True)  # as IndexCollection's and write_new_index's indexes
+    indexed = lucene_doc_count(index_dir)
+    if indexed != expected:
+        raise LuceneBuildError(f"Lucene indexed {indexed} of {expected} documents in {index_dir}")
+    return {"read_s": round(read, 3), **summary}
+
+
+def build_impact_anserini(vectors: Iterable[tuple[str, dict[str, int]]], work_dir: Path, index_dir: Path, threads: int,
+                          expected: int, doc_vectors: bool = True) -> None:
+    """The former path, Anserini's ``IndexCollection`` over ``JsonVectorCollection`` (each term repeated ``impact``
+    times as text): kept only as the reference the impact writer is compared with (its test and
+    ``eval/bench/lucene_ceiling.py``), not as an option. With one thread, Lucene's order is the input's."""
     staged = work_dir / "splade-input"
-    write_jsonl_shards(({"id": i, "contents": "", "vector": v} for i, v, _ in vectors), staged)
+    write_jsonl_shards(({"id": i, "contents": "", "vector": v} for i, v in vectors), staged)
     flags = ["-impact", "-pretokenized"] + (["-storeDocvectors"] if doc_vectors else [])
     index_collection("JsonVectorCollection", staged, index_dir, threads, flags, expected)
 

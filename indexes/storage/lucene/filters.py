@@ -60,21 +60,34 @@ class _Java:
         return _Java()
 
 
+def metadata_fields(metadata: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """``metadata``'s filterable fields as ``(form, Lucene field, value)``, form ``keyword`` (a ``StringField``, not
+    stored) or ``numeric`` (a ``DoublePoint``), in the order a document gets them; the one definition both writers
+    use (:func:`add_metadata` here, the impact writer through :mod:`indexes.storage.lucene.impacts`)."""
+    out: list[tuple[str, str, Any]] = []
+    seen: set[str] = set()
+    for name, value in document_fields(metadata) if metadata else ():
+        if value.keyword is not None:
+            out.append(("keyword", keyword_field(name), value.keyword))
+        if value.numeric is not None:
+            out.append(("numeric", numeric_field(name), value.numeric))
+        if name not in seen:
+            seen.add(name)
+            out.append(("keyword", HAS_FIELD, name))
+    return out
+
+
 def add_metadata(document: Any, metadata: Mapping[str, Any]) -> None:
     """Add ``metadata``'s filterable fields to a Lucene document (caller holds the JNI lock)."""
     if not metadata:
         return
     java = _Java.get()
     store_no = java.Store.NO
-    seen: set[str] = set()
-    for name, value in document_fields(metadata):
-        if value.keyword is not None:
-            document.add(java.StringField(keyword_field(name), value.keyword, store_no))
-        if value.numeric is not None:
-            document.add(java.DoublePoint(numeric_field(name), value.numeric))
-        if name not in seen:
-            seen.add(name)
-            document.add(java.StringField(HAS_FIELD, name, store_no))
+    for form, field, value in metadata_fields(metadata):
+        if form == "keyword":
+            document.add(java.StringField(field, value, store_no))
+        else:
+            document.add(java.DoublePoint(field, value))
 
 
 @functools.lru_cache(maxsize=512)

@@ -1,9 +1,10 @@
 """Live adds and deletes on an Anserini-built Lucene index, and near-real-time readers over them.
 
-Documents are made by Anserini's own ``DefaultLuceneDocumentGenerator`` from the same collection
-classes ``IndexCollection`` reads (``JsonCollection`` for BM25, ``JsonVectorCollection`` for impacts),
-and the ``IndexWriter`` gets the analyzer and similarity ``IndexCollection`` would use; so a document
-written here is indexed exactly as a batch build would have indexed it, and scores stay comparable.
+BM25 documents are made by Anserini's own ``DefaultLuceneDocumentGenerator`` from the collection class
+``IndexCollection`` reads (``JsonCollection``); impact documents by the impact writer
+(:mod:`indexes.storage.lucene.impacts`), the one that batch-builds them. The ``IndexWriter`` gets the analyzer and
+similarity ``IndexCollection`` would use; so a document written here is indexed exactly as a batch build would
+have indexed it, and scores stay comparable.
 
 Each document also gets its metadata's filterable fields (:mod:`indexes.storage.lucene.filters`), which
 ``IndexCollection`` cannot add: batch builds of a corpus with metadata write through this class too.
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from indexes.storage.lucene import impacts
 from indexes.storage.lucene.filters import add_metadata
 from retrieval.core.errors import ConflictError
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
@@ -41,8 +43,6 @@ def _jclasses() -> dict[str, Any]:
         "Args": "io.anserini.index.IndexCollection$Args",
         "Generator": "io.anserini.index.generator.DefaultLuceneDocumentGenerator",
         "JsonDoc": "io.anserini.collection.JsonCollection$Document",
-        "VectorDoc": "io.anserini.collection.JsonVectorCollection$Document",
-        "Mapper": "com.fasterxml.jackson.databind.ObjectMapper",
         "EnglishAnalyzer": "io.anserini.analysis.DefaultEnglishAnalyzer",
         "WhitespaceAnalyzer": "org.apache.lucene.analysis.core.WhitespaceAnalyzer",
         "BM25Similarity": "org.apache.lucene.search.similarities.BM25Similarity",
@@ -71,10 +71,8 @@ def _text_setup(j: dict[str, Any], args: Any) -> tuple[Any, Any]:
 
 
 def _impact_setup(j: dict[str, Any], args: Any) -> tuple[Any, Any]:
-    """Impacts, as IndexCollection indexes JsonVectorCollection with -impact -pretokenized -storeDocvectors."""
-    args.impact = True
-    args.pretokenized = True
-    args.storeDocvectors = True
+    """Impacts, as IndexCollection indexes JsonVectorCollection with -impact -pretokenized (documents: the impact
+    writer's)."""
     return j["WhitespaceAnalyzer"](), j["ImpactSimilarity"]()
 
 
@@ -82,16 +80,13 @@ def _text_document(writer: LuceneWriter, doc_id: str, payload: Any) -> Any:
     return writer._j["JsonDoc"].fromString(json.dumps({"id": doc_id, "contents": payload}, ensure_ascii=False))
 
 
-def _impact_document(writer: LuceneWriter, doc_id: str, payload: Any) -> Any:
-    node = writer._mapper.readTree(json.dumps({"id": doc_id, "contents": "", "vector": payload}, ensure_ascii=False))
-    return writer._j["VectorDoc"](node)
-
-
-# How each kind of Lucene index is configured and how a document of it is made: (setup, document).
-_FORMATS: dict[str, tuple[Callable[[dict[str, Any], Any], tuple[Any, Any]], Callable[[LuceneWriter, str, Any], Any]]] = {
+# How each kind of Lucene index is configured and how a document of it is made (impacts: in batches, by the
+# impact writer, see LuceneWriter.upsert).
+_FORMATS: dict[str, tuple[Callable[[dict[str, Any], Any], tuple[Any, Any]], Callable[[LuceneWriter, str, Any], Any] | None]] = {
     "bm25": (_text_setup, _text_document),
-    "impact": (_impact_setup, _impact_document),
+    "impact": (_impact_setup, None),
 }
+IMPACT_BATCH = 256  # impact documents a Java call: long upserts let other writes' calls in between
 
 
 class LuceneWriter:
@@ -110,8 +105,8 @@ class LuceneWriter:
         setup, self._make_document = _FORMATS[kind]
         analyzer, similarity = setup(j, args)
         args.storeDocvectors = doc_vectors  # as the index was built: Lucene wants one schema per field
+        self._doc_vectors = doc_vectors
         self._generator = j["Generator"](args)
-        self._mapper = j["Mapper"]()
         config = j["Config"](analyzer)
         config.setSimilarity(similarity)
         config.setOpenMode(j["OpenMode"].CREATE if create else j["OpenMode"].APPEND)
@@ -133,12 +128,18 @@ class LuceneWriter:
             raise LuceneWriteError(f"{self.index_dir}: cannot open for writing ({message.splitlines()[0][:200]})") from None
 
     def _document(self, doc_id: str, payload: str | dict[str, int], metadata: Mapping[str, Any]) -> Any:
+        assert self._make_document is not None
         document = self._generator.createDocument(self._make_document(self, doc_id, payload))
         add_metadata(document, metadata)
         return document
 
     def upsert(self, docs: Iterable[tuple[str, str | dict[str, int], Mapping[str, Any]]]) -> None:
         """Replace (or add) each document by id; an empty payload only deletes (Lucene cannot index it)."""
+        if self.kind == "impact":
+            batch = list(docs)
+            for begin in range(0, len(batch), IMPACT_BATCH):
+                impacts.update(self._writer, batch[begin:begin + IMPACT_BATCH], self._doc_vectors)  # type: ignore[arg-type]
+            return
         term = self._j["Term"]
         for doc_id, payload, metadata in docs:  # the lock per document: searches get their turn during long batches
             if not payload:
@@ -149,6 +150,10 @@ class LuceneWriter:
 
     def add(self, docs: Iterable[tuple[str, str | dict[str, int], Mapping[str, Any]]]) -> int:
         """Append documents to a new index (a batch build: no id can be present yet); returns how many."""
+        if self.kind == "impact":
+            batch = list(docs)
+            self.upsert(batch)
+            return len(batch)
         count = 0
         for doc_id, payload, metadata in docs:
             with JNI_LOCK:

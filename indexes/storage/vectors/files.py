@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -133,29 +135,46 @@ def _check_ids(path: Path, found: Iterable[str], wanted: Sequence[str], partial:
         raise VectorFileError(f"{path}: {'; '.join(parts)}; encode this corpus with 'hybrid encode'")
 
 
+# A line as SparseWriter (and json.dumps) writes it starts with its id: read that string alone, not the whole line.
+_LEADING_ID = re.compile(rb'\{\s*"id"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
 class SparseVectors:
-    """Random access by id into a sparse ``.jsonl``: one pass records each line's offset (and checks ids)."""
+    """Random access by id into a sparse ``.jsonl``: one pass records each line's place (and checks ids).
+
+    The pass reads each line's id only (its leading ``{"id": "..."``, else the whole line as JSON): the vectors
+    are parsed when read, by :meth:`vectors` or, for a build, by the impact writer from :meth:`line_chunks`.
+    """
 
     def __init__(self, path: Path, wanted: Sequence[str], partial: bool = False) -> None:
         self.path = path
-        self._offsets: dict[str, int] = {}
+        self._rows: dict[str, int] = {}
+        starts = array("q")
         with path.open("rb") as handle:
             offset = 0
             for number, line in enumerate(handle, start=1):
+                match = _LEADING_ID.match(line)
                 try:
-                    doc_id = json.loads(line)["id"]
+                    doc_id = json.loads(match.group(1)) if match else json.loads(line)["id"]
                 except (ValueError, KeyError, TypeError):
                     raise VectorFileError(f"{path}, line {number}: not a JSON object with an 'id'") from None
-                if doc_id in self._offsets:
+                if doc_id in self._rows:
                     raise VectorFileError(f"{path}, line {number}: id {doc_id!r} appears twice")
-                self._offsets[doc_id] = offset
+                self._rows[doc_id] = len(starts)
+                starts.append(offset)
                 offset += len(line)
-        _check_ids(path, self._offsets, wanted, partial)
+        starts.append(offset)
+        self._starts = np.frombuffer(starts, dtype=np.int64) if len(starts) else np.zeros(1, dtype=np.int64)
+        _check_ids(path, self._rows, wanted, partial)
+
+    def ids(self) -> list[str]:
+        """Every id of the file, in the file's order."""
+        return list(self._rows)
 
     def vectors(self, ids: Iterable[str]) -> Iterator[tuple[str, dict[str, int]]]:
         with self.path.open("rb") as handle:
             for doc_id in ids:
-                handle.seek(self._offsets[doc_id])
+                handle.seek(int(self._starts[self._rows[doc_id]]))
                 line = handle.readline()
                 try:
                     vector = json.loads(line)["vector"]
@@ -164,6 +183,26 @@ class SparseVectors:
                     raise VectorFileError(f"{self.path}: the vector of {doc_id!r} is not a {{token: integer}} "
                                           "object") from None
                 yield doc_id, {t: w for t, w in impacts.items() if w > 0}
+
+    def line_ranges(self, ids: Sequence[str], size: int) -> Iterator[list[tuple[int, int]]]:
+        """Where the lines of ``ids`` are, in ``ids``' order, ``size`` ids a chunk: each chunk's byte ranges of the
+        file, lines that follow each other in the file in one range (a file in the store's order: one range a chunk)."""
+        rows = np.fromiter((self._rows[i] for i in ids), dtype=np.int64, count=len(ids))
+        for begin in range(0, len(rows), size):
+            part = rows[begin:begin + size]
+            runs = np.split(part, np.flatnonzero(np.diff(part) != 1) + 1)
+            yield [(int(self._starts[run[0]]), int(self._starts[run[-1] + 1])) for run in runs]
+
+    def line_chunks(self, ids: Sequence[str], size: int) -> Iterator[bytes]:
+        """The lines of :meth:`line_ranges` as bytes, each ending in a newline."""
+        with self.path.open("rb") as handle:
+            for ranges in self.line_ranges(ids, size):
+                pieces = []
+                for start, end in ranges:
+                    handle.seek(start)
+                    data = handle.read(end - start)
+                    pieces.append(data if data.endswith(b"\n") else data + b"\n")
+                yield b"".join(pieces)
 
 
 class DenseVectors:
