@@ -98,8 +98,8 @@ def test_killed_build_leaves_previous_index_serving(tmp_path: Path) -> None:
                              "--batch-size", "4", "--index-root", str(root), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    # Wait until the build is encoding SPLADE (its staged impact vectors appear), then kill -9.
-    while time.time() < deadline and not list((root / ".versions").glob("*.building/.work/splade/splade-input/*.jsonl")):
+    # Wait until the build is encoding SPLADE (the impact writer's scratch folder appears as it starts), then kill -9.
+    while time.time() < deadline and not list((root / ".versions").glob("*.building/.work/splade")):
         assert proc.poll() is None, "build ended before it could be killed"
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
