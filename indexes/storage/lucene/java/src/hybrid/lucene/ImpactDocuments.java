@@ -234,58 +234,105 @@ public final class ImpactDocuments {
           && b[at + 5] == 'r';
     }
 
+    /** The vector's object at p: every term with a positive integer impact, each term once. One loop over locals
+     * (the term's hash taken as it is scanned): this is most of a document's reading. */
     private boolean vector() {
-      if (!expect('{')) {
+      final byte[] b = this.b;
+      final int end = this.end;
+      int p = skip(b, this.p, end);
+      if (p >= end || b[p] != '{') {
         return false;
       }
-      skipSpace();
+      p = skip(b, p + 1, end);
       if (p < end && b[p] == '}') {
-        p++;
+        this.p = p + 1;
         return true;
       }
-      do {
-        int s = stringStart();
-        if (s < 0) {
-          return false;
+      final TermDictionary dictionary = this.dictionary;
+      final int stamp = this.stamp;
+      int[] seen = this.seen;
+      int[] ids = this.ids;
+      int[] freqs = this.freqs;
+      int size = 0;
+      try {
+        while (true) {
+          if (p >= end || b[p] != '"') {
+            return false;
+          }
+          int s = ++p;
+          int h = TermDictionary.SEED;
+          byte c = 0;
+          while (p < end && (c = b[p]) != '"') {
+            if (c == '\\' || (c >= 0 && c < 0x20)) {
+              return false; // an escape or a control byte: the strict parser decides
+            }
+            h = (h ^ (c & 0xff)) * TermDictionary.PRIME;
+            p++;
+          }
+          if (p >= end) {
+            return false;
+          }
+          int termEnd = p;
+          p = skip(b, p + 1, end);
+          if (p >= end || b[p] != ':') {
+            return false;
+          }
+          p = skip(b, p + 1, end);
+          int digits = p;
+          long weight = 0;
+          while (p < end && p - digits < 11 && (c = b[p]) >= '0' && c <= '9') {
+            weight = weight * 10 + (c - '0');
+            p++;
+          }
+          int count = p - digits;
+          if (count == 0 || count > 10 || (count > 1 && b[digits] == '0') || weight == 0 || weight > Integer.MAX_VALUE) {
+            return false; // a sign, zero, a leading zero, a large number: the strict parser decides
+          }
+          if (p < end && ((c = b[p]) == '.' || c == 'e' || c == 'E' || (c >= '0' && c <= '9'))) {
+            return false;
+          }
+          int term = dictionary.id(b, s, termEnd - s, TermDictionary.finish(h));
+          if (term < 0) {
+            return false;
+          }
+          if (term >= seen.length) {
+            seen = this.seen = Arrays.copyOf(seen, Math.max(seen.length * 2, term + 1));
+          }
+          if (seen[term] == stamp) {
+            return false; // a duplicate key
+          }
+          seen[term] = stamp;
+          if (size == ids.length) {
+            ids = this.ids = Arrays.copyOf(ids, size * 2);
+            freqs = this.freqs = Arrays.copyOf(freqs, size * 2);
+          }
+          ids[size] = term;
+          freqs[size] = (int) weight;
+          size++;
+          p = skip(b, p, end);
+          if (p < end && b[p] == ',') {
+            p = skip(b, p + 1, end);
+          } else if (p < end && b[p] == '}') {
+            this.p = p + 1;
+            return true;
+          } else {
+            return false;
+          }
         }
-        int termEnd = p - 1;
-        if (!expect(':')) {
-          return false;
+      } finally {
+        this.size = size;
+      }
+    }
+
+    private static int skip(byte[] b, int p, int end) {
+      while (p < end) {
+        byte c = b[p];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+          return p;
         }
-        skipSpace();
-        long weight = 0;
-        int digits = 0;
-        while (p < end && b[p] >= '0' && b[p] <= '9') {
-          weight = weight * 10 + (b[p++] - '0');
-          digits++;
-        }
-        if (digits == 0 || digits > 10 || (digits > 1 && b[p - digits] == '0') || weight == 0
-            || weight > Integer.MAX_VALUE) {
-          return false; // a sign, zero, a leading zero, a large number: the strict parser decides
-        }
-        if (p < end && (b[p] == '.' || b[p] == 'e' || b[p] == 'E')) {
-          return false;
-        }
-        int term = dictionary.id(b, s, termEnd - s);
-        if (term < 0) {
-          return false;
-        }
-        if (term >= seen.length) {
-          seen = Arrays.copyOf(seen, Math.max(seen.length * 2, term + 1));
-        }
-        if (seen[term] == stamp) {
-          return false; // a duplicate key
-        }
-        seen[term] = stamp;
-        if (size == ids.length) {
-          ids = Arrays.copyOf(ids, size * 2);
-          freqs = Arrays.copyOf(freqs, size * 2);
-        }
-        ids[size] = term;
-        freqs[size] = (int) weight;
-        size++;
-      } while (expect(','));
-      return expect('}');
+        p++;
+      }
+      return p;
     }
 
     /** After optional whitespace, a string without escapes or control bytes; returns its first byte's offset and

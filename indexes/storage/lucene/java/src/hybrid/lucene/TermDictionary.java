@@ -32,12 +32,20 @@ final class TermDictionary {
     return names[id];
   }
 
-  static int hash(byte[] buf, int off, int len) {
-    int h = 0x811c9dc5;
-    for (int i = off; i < off + len; i++) {
-      h = (h ^ (buf[i] & 0xff)) * 0x01000193;
-    }
+  /** FNV-1a over the bytes, then mixed: the scanner takes the first part as it reads a term. */
+  static final int SEED = 0x811c9dc5;
+  static final int PRIME = 0x01000193;
+
+  static int finish(int h) {
     return h ^ (h >>> 15);
+  }
+
+  static int hash(byte[] buf, int off, int len) {
+    int h = SEED;
+    for (int i = off; i < off + len; i++) {
+      h = (h ^ (buf[i] & 0xff)) * PRIME;
+    }
+    return finish(h);
   }
 
   /**
@@ -45,17 +53,32 @@ final class TermDictionary {
    * (the caller then lets the strict parser say why).
    */
   int id(byte[] buf, int off, int len) {
+    return id(buf, off, len, hash(buf, off, len));
+  }
+
+  /** As id(buf, off, len), with the term's hash already taken (hash(buf, off, len)). */
+  int id(byte[] buf, int off, int len, int hash) {
     int mask = table.length - 1;
-    for (int slot = hash(buf, off, len) & mask; ; slot = (slot + 1) & mask) {
+    for (int slot = hash & mask; ; slot = (slot + 1) & mask) {
       int entry = table[slot];
       if (entry == 0) {
         return add(buf, off, len, slot);
       }
       byte[] key = keys[entry - 1];
-      if (key.length == len && Arrays.equals(key, 0, len, buf, off, off + len)) {
+      if (key.length == len && same(key, buf, off, len)) {
         return entry - 1;
       }
     }
+  }
+
+  /** A plain loop: terms are a few bytes, where Arrays.equals's vectorized compare costs more than it saves. */
+  private static boolean same(byte[] key, byte[] buf, int off, int len) {
+    for (int i = 0; i < len; i++) {
+      if (key[i] != buf[off + i]) {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** The id of a term given as a string (the strict parser's path). */
