@@ -100,27 +100,31 @@ public final class ImpactDocuments {
     private TermDictionary dictionary;
     private int[] ids;
     private int[] freqs;
-    private int size;
+    private int from;
+    private int to;
     private int at;
 
-    void set(TermDictionary dictionary, int[] ids, int[] freqs, int size) {
+    /** The terms ids[from, to) of dictionary, with the frequencies freqs[from, to). */
+    void set(TermDictionary dictionary, int[] ids, int[] freqs, int from, int to) {
       this.dictionary = dictionary;
       this.refs = null;
       this.ids = ids;
       this.freqs = freqs;
-      this.size = size;
+      this.from = from;
+      this.to = to;
     }
 
     void set(BytesRef[] refs, int[] freqs, int size) {
       this.refs = refs;
       this.dictionary = null;
       this.freqs = freqs;
-      this.size = size;
+      this.from = 0;
+      this.to = size;
     }
 
     @Override
     public boolean incrementToken() {
-      if (at >= size) {
+      if (at >= to) {
         return false;
       }
       clearAttributes();
@@ -133,7 +137,7 @@ public final class ImpactDocuments {
     @Override
     public void reset() throws IOException {
       super.reset();
-      at = 0;
+      at = from;
     }
   }
 
@@ -472,7 +476,14 @@ public final class ImpactDocuments {
      * Without metadata it is this parser's own document, refilled: valid until the next call.
      */
     Document document(byte[] fields, int off, int len, long row) throws IOException {
-      stream.set(dictionary, ids, freqs, size);
+      return document(id, ids, freqs, 0, size, fields, off, len, row);
+    }
+
+    /** As document(fields, off, len, row) for a document read earlier: its id, and its terms (ids of this parser's
+     * dictionary) and impacts in terms[from, to) and freqs[from, to). */
+    Document document(String id, int[] terms, int[] impacts, int from, int to, byte[] fields, int off, int len,
+        long row) throws IOException {
+      stream.set(dictionary, terms, impacts, from, to);
       if (fields == null || len == 0) {
         idField.setStringValue(id);
         idValues.setBytesValue(new BytesRef(id));
@@ -482,6 +493,7 @@ public final class ImpactDocuments {
       doc.add(new StringField(ID, id, Field.Store.YES));
       doc.add(new BinaryDocValuesField(ID, new BytesRef(id)));
       doc.add(new Field(CONTENTS, stream, type));
+      this.id = id; // for addMetadata's messages
       addMetadata(doc, fields, off, len, row);
       return doc;
     }
