@@ -63,14 +63,15 @@ def writer(source: SparseVectors, ids: list[str], folder: Path, threads: int, do
     work = folder.with_name(folder.name + "-work")
     builder = ImpactBuilder(folder, work, doc_vectors, threads, folder.with_name(folder.name + "-matrix") if matrix else None)
     read = 0.0
-    size = chunk_documents(len(ids), threads)
     try:
-        chunks = source.line_ranges(ids, size)
-        for begin in range(0, len(ids), size):
+        chunks = source.line_ranges(ids, chunk_documents(len(ids), threads))
+        while True:
             started = time.perf_counter()
-            ranges = next(chunks)
+            chunk = next(chunks, None)
             read += time.perf_counter() - started
-            builder.add_file(source.path, ranges, min(size, len(ids) - begin))
+            if chunk is None:
+                break
+            builder.add_file(source.path, chunk[1], chunk[0])
         summary = builder.finish()
     finally:
         builder.close()

@@ -344,11 +344,12 @@ class SpladeKind(RetrieverKind):
         size = impacts.chunk_documents(len(ctx.store), ctx.options.threads)
         if ctx.vectors is not None:
             ids = ctx.store.live_ids()
+            begin = 0
             with ctx.stage.bar(len(ids), f"{ctx.spec.name} index vectors") as bar:
-                for begin, ranges in zip(range(0, len(ids), size), ctx.vectors.line_ranges(ids, size)):
-                    part = ids[begin:begin + size]
-                    yield impacts.Chunk(len(part), file=ctx.vectors.path, ranges=ranges), part
-                    bar.update(len(part))
+                for count, ranges in ctx.vectors.line_ranges(ids, size):
+                    yield impacts.Chunk(count, file=ctx.vectors.path, ranges=ranges), ids[begin:begin + count]
+                    begin += count
+                    bar.update(count)
             return
         batch: list[tuple[str, SparseVector]] = []
         for row in self._encoded(ctx, clock):

@@ -105,8 +105,7 @@ def build_new(sample: Sample, folder: Path, doc_vectors: bool, ids: list[str] | 
 
     ids = ids if ids is not None else sample.ids
     source = SparseVectors(sample.vectors / "splade.jsonl", ids, partial=True)
-    chunks = (Chunk(len(ids[begin:begin + chunk]), file=source.path, ranges=ranges)
-              for begin, ranges in zip(range(0, len(ids), chunk), source.line_ranges(ids, chunk)))
+    chunks = (Chunk(count, file=source.path, ranges=ranges) for count, ranges in source.line_ranges(ids, chunk))
     return build_impact(chunks, folder.with_name(folder.name + "-work"), folder, threads, len(ids), doc_vectors,
                         matrix=folder / "matrix")
 
@@ -186,6 +185,22 @@ def test_store_order_with_threads_and_the_file_in_another_order(sample: Sample, 
     finally:
         with JNI_LOCK:
             reader.close()
+
+
+def test_chunks_of_a_vectors_file(sample: Sample) -> None:
+    """A chunk ends at its document count or where its lines pass the byte cap (one document at least), and holds
+    exactly its documents' lines, in the order asked for."""
+    from indexes.storage.vectors.files import SparseVectors
+
+    source = SparseVectors(sample.vectors / "splade.jsonl", sample.ids)
+    order = sample.ids[100:300] + sample.ids[:100]
+    chunks = list(source.line_ranges(order, 64, max_bytes=40_000))
+    assert sum(count for count, _ in chunks) == len(order) and max(count for count, _ in chunks) <= 64
+    data = (sample.vectors / "splade.jsonl").read_bytes()
+    got = [json.loads(line)["id"] for _, ranges in chunks for a, b in ranges for line in data[a:b].splitlines()]
+    assert got == order
+    assert all(count == 1 or sum(b - a for a, b in ranges) <= 40_000 for count, ranges in chunks)
+    assert [len(r) for _, r in source.line_ranges(sample.ids, 1000)] == [1]  # the file's order: one range
 
 
 def test_the_matrix_holds_the_postings(sample: Sample, tmp_path: Path) -> None:

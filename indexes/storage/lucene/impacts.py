@@ -64,13 +64,26 @@ def metadata_line(metadata: Mapping[str, Any]) -> bytes:
                          for kind, name, value in metadata_fields(metadata)])
 
 
-def _refusal(message: str) -> HybridError:
-    first = (message.strip().splitlines() or ["failed"])[0]
-    for prefix in ("java.lang.IllegalStateException: ", "java.lang.IllegalArgumentException: "):
-        first = first.removeprefix(prefix)
-    if "hybrid.lucene.ImpactDocuments$BadDocument: " in first or first.startswith("document "):
-        return ImpactInputError(first.split("BadDocument: ", 1)[-1][:500])
-    return ImpactWriterError(f"impact indexing failed: {first[:500]}")
+BAD_DOCUMENT = "hybrid.lucene.ImpactDocuments$BadDocument"
+
+
+def _refusal(exc: Exception) -> HybridError:
+    """A Java exception as the error to report: a refused document is the input's fault (exit 2, HTTP 422)."""
+    message = str(getattr(exc, "innermessage", None) or exc).strip()
+    first = (message.splitlines() or ["failed"])[0][:500]
+    if getattr(exc, "classname", None) == BAD_DOCUMENT:
+        return ImpactInputError(first)
+    return ImpactWriterError(f"impact indexing failed: {first}")
+
+
+def _failure(build: Any) -> HybridError | None:
+    """The build's first failure (its threads'), if any, as the error to report."""
+    with JNI_LOCK:
+        message = build.failureMessage()
+        bad_input = bool(build.badInput()) if message else False
+    if not message:
+        return None
+    return ImpactInputError(message[:500]) if bad_input else ImpactWriterError(f"impact indexing failed: {message[:500]}")
 
 
 @dataclass
@@ -125,7 +138,7 @@ class ImpactBuilder:
         if not count:
             return
         started = time.perf_counter()
-        while self._call(self._build.pending) > self.threads:
+        while self._call("pending") > self.threads:
             time.sleep(POLL_SECONDS)
         self._check()
         self.seconds["wait"] += time.perf_counter() - started
@@ -139,7 +152,7 @@ class ImpactBuilder:
         """Wait for every chunk, then put their segments together in order and commit; returns the Java side's
         summary (documents, postings, segments, CPU seconds per stage) and this side's seconds."""
         started = time.perf_counter()
-        while self._call(self._build.pending) > 0:
+        while self._call("pending") > 0:
             time.sleep(POLL_SECONDS)
         self._check()
         self.seconds["wait"] += time.perf_counter() - started
@@ -147,7 +160,7 @@ class ImpactBuilder:
         try:
             summary = orjson.loads(self._java["Build"].finishBuild(self._build))  # static: no shared method target
         except Exception as exc:  # JavaException
-            raise _refusal(str(exc)) from None
+            raise _failure(self._build) or _refusal(exc) from None
         self.seconds["finish"] += time.perf_counter() - started
         return {**summary, **{f"{k}_s": round(v, 3) for k, v in self.seconds.items()}}
 
@@ -155,14 +168,14 @@ class ImpactBuilder:
         with JNI_LOCK:
             self._build.close()
 
-    def _call(self, method: Callable[[], Any]) -> Any:
-        with JNI_LOCK:
-            return method()
+    def _call(self, method: str) -> Any:
+        with JNI_LOCK:  # the method looked up under the lock too: pyjnius binds its target on lookup
+            return getattr(self._build, method)()
 
     def _check(self) -> None:
-        message = self._call(self._build.failureMessage)
-        if message:
-            raise _refusal(message)
+        failure = _failure(self._build)
+        if failure is not None:
+            raise failure
 
 
 def update(writer: Any, docs: Sequence[tuple[str, Mapping[str, int], Mapping[str, Any]]], doc_vectors: bool) -> None:
@@ -171,11 +184,12 @@ def update(writer: Any, docs: Sequence[tuple[str, Mapping[str, int], Mapping[str
     checks every document before writing any."""
     java = _java()
     lines = vector_lines((doc_id, vector) for doc_id, vector, _ in docs)
-    fields = b"".join(metadata_line(metadata) + b"\n" for _, _, metadata in docs)
+    fields = (b"".join(metadata_line(metadata) + b"\n" for _, _, metadata in docs)
+              if any(metadata for _, _, metadata in docs) else None)
     try:
         java["Documents"].update(writer, lines, fields, doc_vectors)
     except Exception as exc:  # JavaException
-        raise _refusal(str(exc)) from None
+        raise _refusal(exc) from None
 
 
 CHUNK_MAX = 50_000  # documents a chunk at most (about 20M postings of SPLADE-tiny documents): one segment each
@@ -192,7 +206,7 @@ def check_terms(terms: Iterable[str], source: str) -> None:
     is written: a model's vocabulary is checked once, when its document encoder loads. ``str.isspace`` holds every
     character Java's ``Character.isWhitespace`` does (and the no-break spaces too: refused here, never split)."""
     for term in terms:
-        if not term or len(term) > 255 or any(c.isspace() for c in term):
+        if not term or len(term.encode("utf-16-le")) > 510 or any(c.isspace() for c in term):  # 255 Java chars
             raise ImpactInputError(f"{source}: term {term[:40]!r} cannot be a Lucene impact term (empty, whitespace "
                                    "or over 255 characters: Anserini's whitespace tokenizer would split it)")
 

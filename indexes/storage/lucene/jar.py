@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,9 @@ def build(javac: str = "javac", out: Path = JAR) -> Path:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, data)
-        out.write_bytes(buffer.getvalue())
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, out)  # a new file: a JVM that has the old one open keeps reading the old one
     return out
 
 

@@ -184,19 +184,27 @@ class SparseVectors:
                                           "object") from None
                 yield doc_id, {t: w for t, w in impacts.items() if w > 0}
 
-    def line_ranges(self, ids: Sequence[str], size: int) -> Iterator[list[tuple[int, int]]]:
-        """Where the lines of ``ids`` are, in ``ids``' order, ``size`` ids a chunk: each chunk's byte ranges of the
-        file, lines that follow each other in the file in one range (a file in the store's order: one range a chunk)."""
+    def line_ranges(self, ids: Sequence[str], size: int, max_bytes: int = 1 << 30
+                    ) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """Where the lines of ``ids`` are, in ``ids``' order, in chunks of ``size`` ids (fewer where their lines
+        pass ``max_bytes``): each chunk's count and byte ranges of the file, lines that follow each other in the file
+        in one range (a file in the store's order: one range a chunk)."""
         rows = np.fromiter((self._rows[i] for i in ids), dtype=np.int64, count=len(ids))
-        for begin in range(0, len(rows), size):
-            part = rows[begin:begin + size]
+        lengths = self._starts[rows + 1] - self._starts[rows]
+        total = np.concatenate([[0], np.cumsum(lengths)])
+        begin = 0
+        while begin < len(rows):
+            end = min(begin + size, int(np.searchsorted(total, total[begin] + max_bytes, side="right")) - 1)
+            end = max(end, begin + 1)
+            part = rows[begin:end]
             runs = np.split(part, np.flatnonzero(np.diff(part) != 1) + 1)
-            yield [(int(self._starts[run[0]]), int(self._starts[run[-1] + 1])) for run in runs]
+            yield len(part), [(int(self._starts[run[0]]), int(self._starts[run[-1] + 1])) for run in runs]
+            begin = end
 
     def line_chunks(self, ids: Sequence[str], size: int) -> Iterator[bytes]:
         """The lines of :meth:`line_ranges` as bytes, each ending in a newline."""
         with self.path.open("rb") as handle:
-            for ranges in self.line_ranges(ids, size):
+            for _, ranges in self.line_ranges(ids, size):
                 pieces = []
                 for start, end in ranges:
                     handle.seek(start)

@@ -2,6 +2,8 @@ package hybrid.lucene;
 
 import java.io.Closeable;
 import java.io.IOException;
+import java.lang.management.ManagementFactory;
+import java.lang.management.ThreadMXBean;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -43,7 +45,6 @@ import org.apache.lucene.store.FSDirectory;
 public final class ImpactBuild implements Closeable {
   private final Path index;
   private final Path work;
-  private final boolean docVectors;
   private final Path matrix;
   private final double ramPerChunkMB;
   private final Similarity similarity;
@@ -58,7 +59,7 @@ public final class ImpactBuild implements Closeable {
   private final AtomicLong flushNanos = new AtomicLong();
   private final AtomicLong matrixNanos = new AtomicLong();
   private final ThreadLocal<ImpactDocuments.Parser> parsers;
-  private static final java.lang.management.ThreadMXBean THREADS = java.lang.management.ManagementFactory.getThreadMXBean();
+  private static final ThreadMXBean THREADS = ManagementFactory.getThreadMXBean();
   private volatile Throwable failure;
 
   /**
@@ -70,7 +71,6 @@ public final class ImpactBuild implements Closeable {
       Similarity similarity) throws IOException {
     this.index = Paths.get(index);
     this.work = Paths.get(work);
-    this.docVectors = docVectors;
     this.matrix = matrix != null ? Paths.get(matrix) : null;
     if (this.matrix != null) {
       Files.createDirectories(this.matrix);
