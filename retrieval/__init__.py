@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Searcher": "retrieval.search.pipeline",
-    "SearchResult": "retrieval.search.pipeline",
-    "Hit": "retrieval.search.pipeline",
+    "SearchResult": "retrieval.search.hits",
+    "Hit": "retrieval.search.hits",
     "SearchRequest": "retrieval.search.request",
     "SearchOptions": "retrieval.search.request",
     "BatchSearchRequest": "retrieval.search.request",
@@ -50,7 +50,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from retrieval.core.errors import HybridError
     from retrieval.core.options import BuildOptions, OpenOptions
     from retrieval.core.settings import Settings
-    from retrieval.search.pipeline import Hit, Searcher, SearchResult
+    from retrieval.search.hits import Hit, SearchResult
+    from retrieval.search.pipeline import Searcher
     from retrieval.search.request import BatchSearchRequest, Fusion, Prf, Rerank, SearchError, SearchOptions, SearchRequest
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval.search.pipeline import Hit
+from retrieval.search.hits import Hit
 from retrieval.search.request import (  # the search request models are the search layer's own: one copy
     AdaptiveFusion,
     BatchSearchRequest,

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from retrieval.encoders.models import ModelError
 from retrieval.search.fusion import FusedDoc, FusionConfig, fuse
 from retrieval.search.highlight import HighlightConfig, query_terms
 from retrieval.search.highlight import highlight as mark
+from retrieval.search.hits import Hit, SearchResult
 from retrieval.search.rank_sum import warm as warm_fusion
 from retrieval.search.request import SearchError, SearchOptions, SearchRequest
 from retrieval.search.rerank import RerankConfig, RerankError, shared_reranker
@@ -41,32 +42,6 @@ _REMOTE_CALLS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remote-re
 def clean_query(text: str) -> str:
     """Control characters become spaces: they carry no meaning for any retriever and upset tokenizers."""
     return _CONTROL.sub(" ", text)
-
-
-@dataclass(slots=True)
-class Hit:
-    id: str
-    score: float
-    rank: int
-    title: str | None = None
-    text: str | None = None
-    metadata: dict[str, Any] | None = None
-    explain: dict[str, RetrieverScore | None] | None = None
-    # With explain: each fused retriever's share of ``score`` (those that missed the hit included); they add up.
-    contributions: dict[str, float] | None = None
-    # With explain and rerank: the hit's rank and score in the fused list, before the cross-encoder (``score`` is
-    # then the cross-encoder's, and the contributions add up to this fused score).
-    before_rerank: RetrieverScore | None = None
-    # With highlight: the best-matching passage of the hit's text, the query's terms marked (None: no term matches).
-    highlight: str | None = None
-
-
-@dataclass
-class SearchResult:
-    hits: list[Hit]
-    retrievers: list[str]
-    took_ms: float
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 def load_encoders(manifest: Manifest, names: Sequence[str], device: str, role: str = "query") -> dict[str, Any]:

@@ -20,14 +20,16 @@ request does not search are refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrieval.core.errors import HybridError
 from retrieval.core.types import PrfConfig
-from retrieval.search.fusion import Adaptive, FusionConfig
-from retrieval.search.rerank import RerankConfig
+
+if TYPE_CHECKING:  # the engine's own configs; imported where converted, so the schema stays light (service/client)
+    from retrieval.search.fusion import Adaptive, FusionConfig
+    from retrieval.search.rerank import RerankConfig
 
 # Retrievers are named per index (bm25, splade, dense, or any name an index was built with); a request
 # naming one the index lacks is answered 422 with the index's names, so the schema takes any name.
@@ -84,6 +86,8 @@ class AdaptiveFusion(BaseModel):
         None, description="Per retriever, each feature's mean over the training queries (default 0).")
 
     def config(self) -> Adaptive:
+        from retrieval.search.fusion import Adaptive
+
         return Adaptive(coefficients=dict(self.coefficients),
                         centers={name: dict(c) for name, c in self.centers.items()} if self.centers else None)
 
@@ -115,6 +119,8 @@ class Fusion(BaseModel):
 
     def config(self, default_rrf_k: int) -> FusionConfig:
         """The fusion as :func:`retrieval.search.fusion.fuse` takes it; RRF's k falls back to ``default_rrf_k``."""
+        from retrieval.search.fusion import FusionConfig
+
         return FusionConfig(method=self.method, rrf_k=self.rrf_k if self.rrf_k is not None else default_rrf_k,
                             weights=self.weights, normalization=self.normalization,
                             adaptive=self.adaptive.config() if self.adaptive else None,
@@ -165,6 +171,8 @@ class Rerank(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024, description="Pairs per cross-encoder forward pass.")
 
     def config(self) -> RerankConfig:
+        from retrieval.search.rerank import RerankConfig
+
         return RerankConfig(self.model, self.depth, self.batch_size)
 
 
