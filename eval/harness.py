@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from eval.beir_data import Dataset, load_dataset
+from eval.leaderboard_data import slug
 from eval.metrics import SELF_RETRIEVAL_DATASETS, Metric, Run, depth_needed, evaluate, mean, remove_self_hits
 from eval.significance import paired_randomization
 from indexes.indexing.builder import build_index
@@ -77,10 +77,6 @@ class MethodResult:
     @property
     def latency_ms(self) -> float:
         return self.encode_ms + self.search_ms + self.fuse_ms
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
 def _index_matches(manifest: Manifest, sha: str, specs: Sequence[RetrieverSpec], build: BuildOptions) -> bool:

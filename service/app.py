@@ -20,8 +20,9 @@ from service import metrics
 from service.batcher import MicroBatcher
 from service.errors import error_response, install_handlers
 from service.registry import Registry
-from service.routers import indexes, jobs, search, status, writes
+from service.routers import evaluation, indexes, jobs, search, status, writes
 from service.state import ServiceState
+from service.version import VERSION
 
 log = logging.getLogger("hybrid.service")
 MAX_BODY_BYTES = 16 * 2**20
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     app = FastAPI(
         title="hybrid-retrieval",
-        version="0.1.0",
+        version=VERSION,
         description="Hybrid sparse (SPLADE, BM25 on Lucene) and dense (FAISS) retrieval with rank fusion.",
         lifespan=lifespan,
     )
@@ -105,6 +106,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     app.add_middleware(LimitsAndMetrics, stats=stats)
     install_handlers(app)
-    for router in (status.router, indexes.router, search.router, indexes.admin, writes.router, jobs.router):
+    for router in (status.router, indexes.router, search.router, indexes.admin, writes.router, jobs.router,
+                   evaluation.router):
         app.include_router(router)
+    if settings.workbench:
+        from service.ui import mount_workbench
+
+        mount_workbench(app)
     return app

@@ -71,6 +71,7 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+    version: str = Field(..., description="The server's package version; the Python client compares it with its own.")
 
 
 class Ready(BaseModel):
@@ -164,3 +165,66 @@ class SnapshotInfo(BaseModel):
     path: str = Field(..., description="Relative to the server's index root.")
     seq: int
     documents: int
+
+
+# --- judgments and the harness's leaderboard (the workbench, /ui) ----------------------------------------------------
+
+class JudgedQuery(BaseModel):
+    id: str
+    text: str
+    relevant: int = Field(..., description="Documents judged relevant (grade > 0) for this query.")
+
+
+class QueryList(BaseModel):
+    index: str
+    dataset: str = Field(..., description="The BEIR folder the index was built from.")
+    split: str
+    queries: list[JudgedQuery] = Field(..., description="The split's judged queries, as the harness evaluates them.")
+
+
+class QrelsResponse(BaseModel):
+    index: str
+    judgments: dict[str, dict[str, int]] = Field(..., description="Query id -> document id -> graded relevance.")
+
+
+class LeaderboardRow(BaseModel):
+    dataset: str
+    method: str
+    queries: int
+    scores: dict[str, float]
+    encode_ms: float
+    search_ms: float
+    fuse_ms: float
+    p_vs_bm25: float | None = None
+    p_vs_best_single: float | None = None
+    best_single: str | None = None
+    base: str | None = Field(None, description="The method this one refines (a PRF run: the same without PRF).")
+    p_vs_base: float | None = None
+    per_query: bool = Field(False, description="Per-query metrics are there (GET /v1/leaderboard/compare).")
+
+
+class Leaderboard(BaseModel):
+    command: str = ""
+    primary: str = Field("ndcg@10", description="The metric the p-values (paired randomization test) are on.")
+    wall_seconds: float | None = None
+    results: list[LeaderboardRow]
+
+
+class QueryOutcome(BaseModel):
+    id: str
+    a: float
+    b: float
+
+
+class MethodComparison(BaseModel):
+    dataset: str
+    metric: str
+    a: str
+    b: str
+    mean_a: float
+    mean_b: float
+    wins: int = Field(..., description="Queries where a scores higher than b.")
+    losses: int = Field(..., description="Queries where b scores higher than a.")
+    ties: int
+    p_value: float = Field(..., description="Paired randomization test (10,000 trials), as the leaderboard's.")
+    queries: list[QueryOutcome]

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     corpus_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Folders that POST /v1/indexes may read corpora from; empty: any path."
     )
+    reports_root: Path = Field(
+        Path("reports/beir"), description="The BEIR harness's --out folder (results.json, per-query metrics) that "
+                                          "GET /v1/leaderboard serves to the workbench; relative to the working folder.")
+    workbench: bool = Field(True, description="Serve the relevance workbench, a web page on the public API, at /ui.")
 
     @field_validator("api_keys", "admin_keys", "cors_origins", "corpus_roots", "rerank_models", mode="before")
     @classmethod

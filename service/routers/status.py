@@ -10,14 +10,15 @@ from service.auth import require_key
 from service.errors import ERRORS
 from service.schemas import Health, Ready
 from service.state import ServiceState, get_state
+from service.version import VERSION
 
 router = APIRouter(tags=["status"])
 
 
 @router.get("/v1/health", response_model=Health)
 async def health() -> Health:
-    """The process is up (no auth)."""
-    return Health()
+    """The process is up (no auth), and its version."""
+    return Health(version=VERSION)
 
 
 @router.get("/v1/ready", response_model=Ready, dependencies=[Depends(require_key)], responses=ERRORS)

@@ -16,7 +16,9 @@ QUERY = "heat transfer in laminar boundary layers"
 
 
 def test_health_ready_indexes(server: Server) -> None:
-    assert httpx.get(f"{server.url}/v1/health").json() == {"status": "ok"}
+    from service.version import VERSION
+
+    assert httpx.get(f"{server.url}/v1/health").json() == {"status": "ok", "version": VERSION}
     ready = httpx.get(f"{server.url}/v1/ready").json()
     assert ready["ready"] is True and ready["indexes"] == ["small"]
     listed = httpx.get(f"{server.url}/v1/indexes").json()["indexes"]
