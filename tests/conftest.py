@@ -22,6 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.support.cli import run_cli  # noqa: E402
 from tests.support.data import SMALL_DOCS, cranfield_docs, write_jsonl  # noqa: E402
+from tests.support.judged import Judged, run_harness  # noqa: E402
 from tests.support.server import Server  # noqa: E402
 
 # Every fixture over the session index depends on index_root; small_vectors is the small corpus encoded.
@@ -123,3 +124,12 @@ def keyed_server(index_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     s = Server(root, env=KEYED_ENV)
     yield s, root
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def judged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Judged]:
+    """The harness's index of the tiny judged dataset (BM25 only: no model) served with keys and the harness's
+    leaderboard; for the workbench's browser tests and the client's tests (tests/support/judged.py)."""
+    found = run_harness(tmp_path_factory.mktemp("judged"))
+    yield found
+    found.server.stop()
