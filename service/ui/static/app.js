@@ -362,7 +362,7 @@ function wire() {
   window.addEventListener("popstate", () => start());
   document.addEventListener("keydown", (event) => {
     const typing = event.target.closest("input, select, textarea, dialog");
-    if (event.key === "Escape" && event.target === $("#q")) { $("#q").blur(); return; }
+    if (event.key === "Escape" && event.target.matches("input, select, textarea")) { event.target.blur(); return; }
     if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
     const actions = { "/": () => $("#q").focus(), c: () => toggleCompare(), x: () => swap(), "[": () => stepQuery(-1),
       "]": () => stepQuery(1), j: () => moveHit(1), k: () => moveHit(-1), 1: () => showView("search"),
@@ -382,6 +382,7 @@ function swap() {
 }
 
 async function start() {
+  delete document.body.dataset.ready;  // set again once the page has loaded what the URL asks (tests wait for it)
   const params = fromUrl();
   $("#key").value = apiKey();
   $("#q").value = state.q;
@@ -408,6 +409,7 @@ async function start() {
   else {
     const name = cache.indexes.some((i) => i.name === state.index) ? state.index : cache.indexes[0].name;
     await selectIndex(name, params);
+    if (state.q && !state.qid) matchQuery(state.q);  // a shared link's text that is a judged query keeps its grades
   }
   showView(state.view);
   if (state.q) await runSearch(); else render();
