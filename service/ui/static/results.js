@@ -19,9 +19,12 @@ export function snippetHtml(hit) {
   return escapeHtml(text.length > 200 ? `${text.slice(0, 200)}…` : text);
 }
 
-function explanation(hit) {
+// In the order the search listed its retrievers (the explanation's own keys come in the engine's order).
+function explanation(hit, order) {
   const parts = [];
-  for (const [name, part] of Object.entries(hit.explain || {})) {
+  const explain = hit.explain || {};
+  const names = [...order.filter((n) => n in explain), ...Object.keys(explain).filter((n) => !order.includes(n))];
+  for (const [name, part] of names.map((n) => [n, explain[n]])) {
     const share = hit.contributions ? hit.contributions[name] : part && part.contribution;
     const chip = el("span", { className: part ? "why" : "why missed" });
     chip.dataset.retriever = name;
@@ -103,7 +106,7 @@ export function renderColumn(column, { side, title, result, error, judgments, ot
         el("span", { className: "score", textContent: fmt(hit.score, 4), title: `fused score ${hit.score}` })),
       el("div", { className: "docid", textContent: hit.id }),
       snippet,
-      explanation(hit));
+      explanation(hit, result.retrievers || []));
     list.append(item);
   }
 }
