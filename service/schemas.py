@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from retrieval.core.java_text import checked_strings
 
 from retrieval.search.hits import Hit
 from retrieval.search.request import (  # the search request models are the search layer's own: one copy
@@ -82,7 +84,17 @@ class Ready(BaseModel):
 
 # --- live index management -------------------------------------------------------------------------
 
-class DocumentIn(BaseModel):
+class SafeStrings(BaseModel):
+    """A request whose strings are made safe before validation (:mod:`retrieval.core.java_text`): text cleaned,
+    every other string with a lone surrogate or a NUL refused (422)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_strings(cls, values: Any) -> Any:
+        return checked_strings(values, frozenset({"title", "text"})) if isinstance(values, dict) else values
+
+
+class DocumentIn(SafeStrings):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     id: str = Field(..., alias="_id", min_length=1, max_length=1024, description="Upsert key: replaces a document with this id.")
@@ -105,7 +117,7 @@ class UpsertRequest(BaseModel):
     wait: bool = Field(True, description="Answer once the write is durable and searchable (200); false: 202 and a job.")
 
 
-class DeleteDocumentsRequest(BaseModel):
+class DeleteDocumentsRequest(SafeStrings):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ids": ["d1", "d2"]}]})
 
     ids: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(..., min_length=1)
@@ -122,7 +134,7 @@ class WriteResponse(BaseModel):
     apply_ms: float = Field(0.0, description="Log, document store, Lucene, FAISS and the new view.")
 
 
-class CreateIndexRequest(BaseModel):
+class CreateIndexRequest(SafeStrings):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"name": "news"}, {"name": "scifact", "corpus": "/data/beir/scifact"}]},

@@ -43,6 +43,7 @@ from indexes.storage.docstore.wal import WriteAheadLog
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.gc_tuning import freeze_loaded, thaw
+from retrieval.core.java_text import checked_value
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher, load_encoders, open_components, open_searchers
 
@@ -228,7 +229,7 @@ class LiveIndex:
         """Remove documents by ``_id``; ids the index does not hold are reported, not an error."""
         self._check_writable()
         started = time.perf_counter()
-        unique = list(dict.fromkeys(ids))
+        unique = [checked_value(i, "_id") for i in dict.fromkeys(ids)]
         with self._write_lock:
             self._check_writable()
             found = self.store.live_docnos(unique)
@@ -282,7 +283,7 @@ class LiveIndex:
         """Redo one record in the document store (if ``store``) and the named components."""
         added, deleted = self._changes(record)
         if record["op"] == "upsert":
-            docs = [Document(i, title, text, metadata) for i, title, text, metadata in record["docs"]]
+            docs = [Document.stored(i, title, text, metadata) for i, title, text, metadata in record["docs"]]
             deleted_ids: list[str] = []
             # Records written before named retrievers kept the vectors under the retriever's name.
             vectors = record.get("vectors") or {k: record[k] for k in ("splade", "dense") if record.get(k) is not None}

@@ -31,6 +31,7 @@ from indexes.storage.docstore.layout import IndexRoot
 from indexes.storage.docstore.manifest import Manifest
 from indexes.storage.docstore.shards import ShardedStore, positions_by_shard
 from retrieval.core.fields import FieldSchema
+from retrieval.core.java_text import checked_value
 from retrieval.core.options import OpenOptions
 from retrieval.search.pipeline import Searcher
 
@@ -157,7 +158,7 @@ class ShardedLiveIndex:
                            encode_ms=sum(r.encode_ms for r in results), apply_ms=sum(r.apply_ms for r in results))
 
     def delete(self, ids: Sequence[str]) -> WriteResult:
-        unique = list(dict.fromkeys(ids))
+        unique = [checked_value(i, "_id") for i in dict.fromkeys(ids)]
         with self._write_lock:
             self._lock_for_writes()
             results = [self.shards[i].delete([unique[p] for p in positions])

@@ -24,6 +24,7 @@ from typing import Any, Union
 
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema, FieldType, keyword_text, parse_date
+from retrieval.core.java_text import checked_value
 
 MAX_CLAUSES = 1024  # leaf conditions and values in one filter, as Lucene's default clause limit
 MAX_DEPTH = 32
@@ -148,7 +149,7 @@ def _values(name: str, ftype: FieldType, values: list[Any], where: str) -> Filte
             raise FilterError(f"{where}: field {name!r} is a boolean field; give true or false, not {v!r}")
         if not isinstance(v, (str, int, float, bool)) or (isinstance(v, float) and not math.isfinite(v)):
             raise FilterError(f"{where}: field {name!r} is a keyword field; give a string, not {v!r}")
-        out.append(keyword_text(v))
+        out.append(checked_value(v, f"{where}: field {name!r} value") if isinstance(v, str) else keyword_text(v))
     return KeywordIn(name, tuple(out))
 
 

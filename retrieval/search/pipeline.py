@@ -6,7 +6,6 @@ same rankings for the same request.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from indexes.storage.docstore.store import DocStore
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter, FilterError, parse_filter
 from retrieval.core.gc_tuning import freeze_loaded, thaw
+from retrieval.core.java_text import safe_text
 from retrieval.core.options import OpenOptions
 from retrieval.core.types import PrfConfig, RetrieverScore, ScoredDoc
 from retrieval.encoders.models import ModelError
@@ -33,15 +33,14 @@ from retrieval.search.rank_sum import warm as warm_fusion
 from retrieval.search.request import SearchError, SearchOptions, SearchRequest
 from retrieval.search.rerank import RerankConfig, RerankError, shared_reranker
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
 # Threads that only wait: remote retrievers of one request, searched at once (see batch_search).
 _REMOTE_CALLS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remote-retriever")
 
 
 def clean_query(text: str) -> str:
-    """Control characters become spaces: they carry no meaning for any retriever and upset tokenizers."""
-    return _CONTROL.sub(" ", text)
+    """Control characters become spaces and lone surrogates U+FFFD (:func:`retrieval.core.java_text.safe_text`):
+    they carry no meaning for any retriever, and upset tokenizers and the JVM."""
+    return safe_text(text)
 
 
 def load_encoders(manifest: Manifest, names: Sequence[str], device: str, role: str = "query") -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrieval.core.errors import HybridError
+from retrieval.core.java_text import checked_strings
 from retrieval.core.types import PrfConfig
 
 if TYPE_CHECKING:  # the engine's own configs; imported where converted, so the schema stays light (service/client)
@@ -43,6 +44,7 @@ DenseVector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Fiel
 SparseVectorIn = Annotated[dict[Annotated[str, Field(min_length=1, max_length=200)],
                                 Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=1, max_length=10_000)]
 
+TEXT_FIELDS = frozenset({"query", "queries"})  # free text: cleaned, never refused
 MAX_K = 10_000  # the engine's own ceilings; a server caps requests lower (settings max_k, max_depth)
 MAX_DEPTH = 10_000
 
@@ -223,6 +225,12 @@ class SearchOptions(BaseModel):
                           "Fields and their types are listed by GET /v1/indexes/{name}; an unknown field or a value "
                           "of the wrong type is answered 422.",
         examples=[{"and": [{"term": {"lang": "en"}}, {"range": {"year": {"gte": 2000}}}]}])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_strings(cls, values: Any) -> Any:
+        """Query text cleaned, every other string checked (:mod:`retrieval.core.java_text`), before anything else."""
+        return checked_strings(values, TEXT_FIELDS) if isinstance(values, dict) else values
 
     @model_validator(mode="after")
     def _names_once(self) -> SearchOptions:

@@ -35,7 +35,7 @@ def search(name: str, query: str, as_json: bool, device: str | None, index_root:
     with Searcher.open(folder, OpenOptions.from_settings(settings), retrievers=request.named()) as searcher:
         result = searcher.search(request)
     if as_json:
-        click.echo(json.dumps({"query": query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
+        click.echo(json.dumps({"query": request.query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
                                "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
         return
     names = result.retrievers

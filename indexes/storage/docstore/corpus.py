@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from retrieval.core.errors import HybridError
+from retrieval.core.java_text import UnsafeTextError, checked_key, checked_metadata, safe_text
 
 
 class CorpusError(HybridError, ValueError):
@@ -24,6 +25,24 @@ class Document:
     title: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Every document is made safe where it is made (:mod:`retrieval.core.java_text`): title and text cleaned,
+        an id or metadata that cannot be stored as sent refused (:class:`UnsafeTextError`, a 422)."""
+        checked_key(self.id, "_id")
+        if self.metadata:
+            checked_metadata(self.metadata)
+        object.__setattr__(self, "title", safe_text(self.title))
+        object.__setattr__(self, "text", safe_text(self.text))
+
+    @classmethod
+    def stored(cls, id: str, title: str, text: str, metadata: dict[str, Any]) -> Document:
+        """A document as the store or the write-ahead log holds it: checked when it was written, not again (an
+        index written by an older version keeps its ids as they are)."""
+        doc = object.__new__(cls)
+        for name, value in (("id", id), ("title", title), ("text", text), ("metadata", metadata)):
+            object.__setattr__(doc, name, value)
+        return doc
 
     @property
     def contents(self) -> str:
@@ -108,13 +127,17 @@ def _parse_line(raw: bytes, where: str, seen: set[str]) -> tuple[str, Document |
         if not isinstance(value, str):
             return "bad_field", f"{where}: field {name!r} must be a string, got {type(value).__name__}"
         fields[name] = value
-    seen.add(doc_id)
     # BEIR's "metadata" object is the document's metadata, as the API's upserts send it; other keys join it.
     nested = obj.get("metadata")
     metadata = dict(nested) if isinstance(nested, dict) else {}
     metadata.update((k, v) for k, v in obj.items()
                     if k not in ("_id", "title", "text") and not (k == "metadata" and isinstance(v, dict)))
-    return "", Document(doc_id, fields["title"], fields["text"], metadata)
+    try:
+        doc = Document(doc_id, fields["title"], fields["text"], metadata)
+    except UnsafeTextError as exc:
+        return "unsafe_text", f"{where}: {exc}"
+    seen.add(doc_id)
+    return "", doc
 
 
 def iter_documents(path: Path, on_error: str = "fail", skipped: Skipped | None = None) -> Iterator[Document]:

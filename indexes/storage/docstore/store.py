@@ -202,14 +202,14 @@ class DocStore:
         with self._lock:
             rows = self._conn.execute(f"SELECT id, title, text, metadata FROM docs WHERE {LIVE} ORDER BY docno").fetchall()
         for start in range(0, len(rows), batch_size):
-            yield [Document(r[0], r[1], r[2], json.loads(r[3])) for r in rows[start : start + batch_size]]
+            yield [Document.stored(r[0], r[1], r[2], json.loads(r[3])) for r in rows[start : start + batch_size]]
 
     def read_range(self, start: int, count: int) -> list[Document]:
         """``count`` live documents from position ``start`` in docno order (a chunk of :meth:`iter_batches`)."""
         with self._lock:
             rows = self._conn.execute(f"SELECT id, title, text, metadata FROM docs WHERE {LIVE} ORDER BY docno "
                                       "LIMIT ? OFFSET ?", (count, start)).fetchall()
-        return [Document(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        return [Document.stored(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def iter_metadata(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(id, metadata) of the live documents in docno order (the order of :meth:`iter_batches`)."""
@@ -259,7 +259,7 @@ class DocStore:
                 marks = ",".join("?" * len(chunk))
                 query = f"SELECT id, title, text, metadata FROM docs WHERE id IN ({marks}) AND {where}"
                 for doc_id, title, text, metadata in self._conn.execute(query, [*chunk, *args]):
-                    out[doc_id] = Document(doc_id, title, text, json.loads(metadata))
+                    out[doc_id] = Document.stored(doc_id, title, text, json.loads(metadata))
         return out
 
     def close(self) -> None:

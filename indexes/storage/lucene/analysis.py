@@ -14,6 +14,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from retrieval.core.java_text import safe_text
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 
 CHAR_TERM = "org.apache.lucene.analysis.tokenattributes.CharTermAttribute"
@@ -71,6 +72,7 @@ def _term_set(terms: frozenset[str]) -> Any:
 def _tokens(text: str, keep: frozenset[str] | None) -> list[Token]:
     if not text:
         return []
+    text = safe_text(text)  # same UTF-16 length: the offsets still fit the text the caller holds
     java = _Java.get()
     words = _term_set(keep) if keep is not None else None
     out: list[tuple[str, int, int]] = []

@@ -33,6 +33,7 @@ from indexes.storage.lucene.impacts import Chunk, ImpactBuilder
 from indexes.storage.lucene.writer import Kind, write_new_index
 from retrieval.core.errors import HybridError
 from retrieval.core.filters import Filter
+from retrieval.core.java_text import safe_text
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 from retrieval.core.types import PrfConfig, ScoredDoc, SparseVector
 
@@ -192,7 +193,7 @@ class Bm25Index:
             raise ValueError("BM25 PRF runs inside Anserini, which cannot apply a metadata filter")
         qids = [str(i) for i in range(len(queries))]
         with JNI_LOCK, self._feedback(prf) as searcher:
-            results = searcher.batch_search(list(queries), qids, k, threads)
+            results = searcher.batch_search([safe_text(q) for q in queries], qids, k, threads)
             return [[ScoredDoc(h.docid, float(h.score)) for h in results.get(q, [])] for q in qids]
 
     def _anserini(self) -> Any:

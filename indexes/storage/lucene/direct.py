@@ -33,6 +33,7 @@ import numpy as np
 from indexes.storage.lucene import anserini_order
 from indexes.storage.lucene.filters import filter_query, filtered
 from retrieval.core.filters import Filter
+from retrieval.core.java_text import safe_text
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 from retrieval.core.runs import Run
 from retrieval.core.types import ScoredDoc
@@ -459,6 +460,7 @@ class Bm25Queries:
             self._analyzer = java.Analyzer.newDefaultInstance()
 
     def build(self, text: str) -> Any:
+        text = safe_text(text)  # a lone surrogate would make pyjnius raise (issue 35)
         with JNI_LOCK:
             return self._generator.buildQuery(CONTENTS_FIELD, self._analyzer, text)
 

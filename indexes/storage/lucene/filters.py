@@ -21,6 +21,7 @@ from typing import Any
 
 from retrieval.core.fields import document_fields
 from retrieval.core.filters import And, Exists, Filter, KeywordIn, Not, NumberIn, NumberRange, Or
+from retrieval.core.java_text import checked_metadata, checked_value
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 
 HAS_FIELD = "has"
@@ -81,6 +82,7 @@ def add_metadata(document: Any, metadata: Mapping[str, Any]) -> None:
     """Add ``metadata``'s filterable fields to a Lucene document (caller holds the JNI lock)."""
     if not metadata:
         return
+    checked_metadata(metadata, strict=False)
     java = _Java.get()
     store_no = java.Store.NO
     for form, field, value in metadata_fields(metadata):
@@ -113,6 +115,8 @@ def filtered(query: Any, node: Filter | None) -> Any:
 
 def _query(java: _Java, node: Filter) -> Any:
     if isinstance(node, KeywordIn):
+        for value in node.values:
+            checked_value(value, f"filter value of {node.field!r}")
         if len(node.values) == 1:
             return java.TermQuery(java.Term(keyword_field(node.field), node.values[0]))
         terms = java.ArrayList()

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from indexes.storage.lucene import impacts
 from indexes.storage.lucene.filters import add_metadata
 from retrieval.core.errors import ConflictError
+from retrieval.core.java_text import checked_value, safe_text
 from retrieval.core.jvm import JNI_LOCK, ensure_pyserini
 
 Kind = Literal["bm25", "impact"]
@@ -129,6 +130,7 @@ class LuceneWriter:
 
     def _document(self, doc_id: str, payload: str | dict[str, int], metadata: Mapping[str, Any]) -> Any:
         assert self._make_document is not None
+        doc_id, payload = checked_value(doc_id, "_id"), safe_text(payload) if isinstance(payload, str) else payload
         document = self._generator.createDocument(self._make_document(self, doc_id, payload))
         add_metadata(document, metadata)
         return document
