@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from retrieval.core.settings import Settings
 from service import metrics
+from service.admission import watch_for_drain
 from service.batcher import MicroBatcher
 from service.errors import error_response, install_handlers
 from service.registry import Registry
@@ -25,7 +26,7 @@ from service.state import ServiceState
 from service.version import VERSION
 
 log = logging.getLogger("hybrid.service")
-MAX_BODY_BYTES = 16 * 2**20
+MAX_BODY_BYTES = 16 * 2**20  # the default of the max_body_bytes setting
 
 
 class LimitsAndMetrics:
@@ -35,9 +36,10 @@ class LimitsAndMetrics:
     task and stream, which cost a large share of the serving overhead of a millisecond-scale search.
     """
 
-    def __init__(self, app: ASGIApp, stats: metrics.Metrics) -> None:
+    def __init__(self, app: ASGIApp, stats: metrics.Metrics, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.stats = stats
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,8 +60,11 @@ class LimitsAndMetrics:
             await send(message)
 
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            await error_response(413, f"request body larger than {MAX_BODY_BYTES} bytes")(scope, receive, watched)
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            receive = await self._buffered(receive)  # a chunked body: counted as it comes, up to the limit
+        if receive is None or (length is not None and (not length.isdigit() or int(length) > self.max_body)):
+            await error_response(413, f"request body larger than {self.max_body} bytes (max_body_bytes)")(
+                scope, _no_body, watched)
         else:
             try:
                 await self.app(scope, receive, watched)
@@ -70,6 +75,30 @@ class LimitsAndMetrics:
         route = scope.get("route")
         self.stats.observe_request(getattr(route, "path", "unmatched"), scope["method"], status,
                                    time.perf_counter() - started)
+
+    async def _buffered(self, receive: Receive) -> Receive | None:
+        """The whole body read ahead (None once it passes the limit), replayed to the app message by message."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        return replay
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -82,6 +111,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        watch_for_drain()
         await loop.run_in_executor(registry.executor, registry.load_all)
         stats.observe_registry(registry)
         batcher.start()
@@ -104,7 +134,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.settings = settings
     app.state.service = ServiceState(settings, registry, stats, batcher)
 
-    app.add_middleware(LimitsAndMetrics, stats=stats)
+    app.add_middleware(LimitsAndMetrics, stats=stats, max_body=settings.max_body_bytes)
     install_handlers(app)
     for router in (status.router, indexes.router, search.router, indexes.admin, writes.router, jobs.router,
                    evaluation.router):

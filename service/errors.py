@@ -24,10 +24,11 @@ _PATH = re.compile(r"(?<![\w.-])(?:/[^\s'\":]+)+")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def public_message(exc: BaseException) -> str:
@@ -40,8 +41,8 @@ def api_error(exc: HybridError) -> ApiError:
     return ApiError(exc.http_status, public_message(exc).split(": ", 1)[-1])
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": status, "message": message}}, status_code=status)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": status, "message": message}}, status_code=status, headers=headers)
 
 
 def describe(exc: BaseException) -> str:
@@ -57,18 +58,28 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Query, batch or body too large"},
     422: {"model": ErrorResponse, "description": "Invalid request"},
 }
+SEARCH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    429: {"model": ErrorResponse, "description": "The server is at its limit (max_concurrent running, max_queued "
+                                                 "waiting): retry after the Retry-After header's seconds"},
+    503: {"model": ErrorResponse, "description": "Index not loaded, or the server is shutting down (Retry-After)"},
+    504: {"model": ErrorResponse, "description": "timeout_ms passed before any retriever was searched"},
+}
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     409: {"model": ErrorResponse, "description": "Index busy (being built or written by another process), or "
                                                  "live writes with several worker processes"},
+    429: {"model": ErrorResponse, "description": "Too many writes waiting (max_queued_writes): nothing was written; "
+                                                 "retry after the Retry-After header's seconds"},
     503: {"model": ErrorResponse, "description": "Index failed to load, or refuses writes after a failed write"},
+    507: {"model": ErrorResponse, "description": "The disk is full: nothing of this write was acknowledged"},
 }
 
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(HybridError)
     async def on_user_error(_: Request, exc: HybridError) -> JSONResponse:

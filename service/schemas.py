@@ -28,6 +28,10 @@ class SearchResponse(BaseModel):
     took_ms: float
     retrievers: list[str]
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-query encode/search/fuse times.")
+    partial: bool | None = Field(None, description="Present (true) when timeout_ms passed mid-search: the hits are "
+                                                   "what the stages run by then found.")
+    skipped: list[str] | None = Field(None, description="With partial: the retrievers and stages (rerank, highlight) "
+                                                        "left out.")
 
 
 class BatchSearchResponse(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -16,6 +16,7 @@ from indexes.indexing.sharded import ServedIndex
 from retrieval.core.errors import HybridError
 from retrieval.core.settings import Settings
 from service import metrics
+from service.admission import Admission
 from service.batcher import MicroBatcher
 from service.errors import ApiError, api_error
 from service.jobs import Job
@@ -29,6 +30,12 @@ class ServiceState:
     registry: Registry
     stats: metrics.Metrics
     batcher: MicroBatcher
+    admission: Admission = field(init=False)  # searches (service/admission.py)
+    write_admission: Admission = field(init=False)  # upserts and deletes
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.max_concurrent, self.settings.max_queued)
+        self.write_admission = Admission(self.registry.writer._max_workers, self.settings.max_queued_writes, "write")
 
     def index_for(self, name: str) -> ServedIndex:
         live = self.registry.indexes.get(name)

@@ -128,6 +128,21 @@ class Settings(BaseSettings):
                                                           "send.")
     micro_batch_max: int = Field(32, ge=1, le=1024, description="Concurrent single queries fused into one batch (1 = off).")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a lone query waits for company.")
+    max_concurrent: int = Field(
+        default_factory=lambda: 4 * max(1, os.cpu_count() or 1), ge=1,
+        description="Searches run at once (HTTP); more wait in a queue of max_queued. Default: 4 per core.")
+    max_queued: int = Field(
+        default_factory=lambda: 4 * max(1, os.cpu_count() or 1), ge=0,
+        description="Searches that may wait for a slot; beyond, a search is answered 429 with Retry-After at once. "
+                    "Default: 4 per core.")
+    max_queued_writes: int = Field(64, ge=0, description="Writes (upserts, deletes) that may wait for the write pool; "
+                                                         "beyond, 429 with Retry-After (a write is never dropped "
+                                                         "unanswered).")
+    max_body_bytes: int = Field(16 * 2**20, ge=1024, description="The largest request body (bytes); larger: 413.")
+    drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM: how long requests in flight may take to finish "
+                                                        "before the server checkpoints and exits.")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM): serve HTTPS; with ssl_certfile.")
+    ssl_certfile: Path | None = Field(None, description="TLS certificate chain (PEM): serve HTTPS; with ssl_keyfile.")
     max_write_docs: int = Field(1000, ge=1, description="Documents (or ids) in one upsert or delete request.")
     checkpoint_mb: int = Field(64, ge=1, description="Checkpoint a live index once its write-ahead log passes this size.")
     compact_fraction: float = Field(

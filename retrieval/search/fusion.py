@@ -25,7 +25,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -74,6 +74,12 @@ class FusionConfig:
     # minmax only: fixed (low, high) per retriever instead of each list's own min and max; scores are
     # clamped into the bounds, and a missing document counts as the lower bound (0).
     bounds: Mapping[str, tuple[float, float]] | None = None
+
+    def without(self, names: Sequence[str]) -> FusionConfig:
+        """This fusion over the other retrievers (a search past its deadline skipped ``names``)."""
+        weights = {n: w for n, w in (self.weights or {}).items() if n not in names}
+        return replace(self, weights=weights if any(weights.values()) else None,
+                       bounds={n: b for n, b in self.bounds.items() if n not in names} or None if self.bounds else None)
 
 
 class FusionError(HybridError, ValueError):

@@ -37,3 +37,9 @@ class SearchResult:
     retrievers: list[str]
     took_ms: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Past the request's deadline (timeout_ms): the stages left out (retriever names, "rerank", "highlight").
+    skipped: list[str] | None = None
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.skipped)

@@ -30,7 +30,7 @@ from retrieval.search.highlight import HighlightConfig, query_terms
 from retrieval.search.highlight import highlight as mark
 from retrieval.search.hits import Hit, SearchResult
 from retrieval.search.rank_sum import warm as warm_fusion
-from retrieval.search.request import SearchError, SearchOptions, SearchRequest
+from retrieval.search.request import SearchError, SearchOptions, SearchRequest, SearchTimeout
 from retrieval.search.rerank import RerankConfig, RerankError, shared_reranker
 
 # Threads that only wait: remote retrievers of one request, searched at once (see batch_search).
@@ -244,7 +244,8 @@ class Searcher:
         return self.batch_search([query], **options)[0]
 
     def batch_search(self, queries: Sequence[str], request: SearchOptions | None = None, *,
-                     vectors: Mapping[str, Sequence[Any]] | None = None, **options: Any) -> list[SearchResult]:
+                     vectors: Mapping[str, Sequence[Any]] | None = None, deadline: float | None = None,
+                     **options: Any) -> list[SearchResult]:
         """Many queries with the same options: ``request`` (a :class:`~retrieval.search.request.SearchOptions`), or
         keywords that build one (``k=10, retrievers=["bm25"], fusion=Fusion(method="weighted", weights=...)``; the
         library also takes its dataclasses there: ``FusionConfig``, ``PrfConfig``, ``RerankConfig``, and
@@ -252,7 +253,8 @@ class Searcher:
         take the open options'. ``vectors`` maps retriever names to query vectors a client computed, one per query
         (dense: a list of floats, scaled to unit length; learned sparse: ``{token: weight}`` in the model's float
         weights, quantized as the index's queries are): those retrievers encode nothing, and where every retriever
-        searched has vectors the query text may be empty.
+        searched has vectors the query text may be empty. ``deadline`` (a ``time.perf_counter()`` instant; default:
+        now plus the request's ``timeout_ms``) is checked between stages (see ``SearchOptions.timeout_ms``).
         """
         if request is None:
             if "query_modes" in options:
@@ -261,10 +263,12 @@ class Searcher:
             request = SearchOptions.parse({key: value for key, value in options.items() if value is not None})
         elif options:
             raise TypeError("Searcher.batch_search takes a request or keywords, not both")
-        return self._run(list(queries), request, vectors or {})
+        if deadline is None and request.timeout_ms is not None:
+            deadline = time.perf_counter() + request.timeout_ms / 1000.0
+        return self._run(list(queries), request, vectors or {}, deadline)
 
-    def _run(self, queries: list[str], request: SearchOptions, vectors: Mapping[str, Sequence[Any]]
-             ) -> list[SearchResult]:
+    def _run(self, queries: list[str], request: SearchOptions, vectors: Mapping[str, Sequence[Any]],
+             deadline: float | None = None) -> list[SearchResult]:
         """The request for these queries: each retriever searched (``max(depth, offset + k)`` candidates when
         fusing), the lists fused, reranked, paged, and the page filled with text and highlights as asked."""
         k, offset, min_score, explain, include_text = (request.k, request.offset, request.min_score, request.explain,
@@ -289,6 +293,11 @@ class Searcher:
         modes = self._modes(request.query_mode or {}, names)
         where = self.checked_filter(request.filter)
         started = time.perf_counter()
+        late = (lambda: time.perf_counter() >= deadline) if deadline is not None else (lambda: False)
+        if late():
+            raise SearchTimeout(f"timeout_ms {request.timeout_ms} passed before the search started; retry, with a "
+                                "longer timeout_ms or when the server is less busy")
+        skipped: list[str] = []
         fusing = len(names) > 1
         per_retriever_depth = max(depth, offset + k) if fusing else offset + k
         runs: dict[str, list[Sequence[ScoredDoc]]] = {}
@@ -304,7 +313,15 @@ class Searcher:
             # Retrievers in other processes (shards on Ray Serve) wait on the network, not on this CPU: all at once.
             results = dict(zip(names, _REMOTE_CALLS.map(retrieve, names)))
         else:
-            results = {name: retrieve(name) for name in names}
+            results = {}
+            for name in names:  # past the deadline, the retrievers not yet searched are skipped (one always runs)
+                if results and late():
+                    skipped.append(name)
+                else:
+                    results[name] = retrieve(name)
+        if skipped:
+            names = [name for name in names if name in results]
+            fusion = fusion.without(skipped)
         for name in names:
             result = results[name]
             runs[name] = result.runs
@@ -320,6 +337,9 @@ class Searcher:
             fused_lists = [[d for d in fused if d.score >= min_score] for fused in fused_lists]
         timings["fuse"] = (time.perf_counter() - fuse_started) * 1000.0 / len(queries)
         before: dict[tuple[int, str], RetrieverScore] = {}
+        if rerank is not None and late():
+            skipped.append("rerank")
+            rerank = None
         if rerank is not None:
             rerank_started = time.perf_counter()
             fused_lists, before = self._rerank(queries, fused_lists, rerank)
@@ -328,6 +348,9 @@ class Searcher:
         wanted = include_text or marking is not None
         docs = self.store.get(list({d.doc_id for fl in fused_lists for d in fl[:k]}), self.seq) if wanted else {}
         marked: dict[tuple[int, str], str | None] = {}
+        if marking is not None and late():
+            skipped.append("highlight")
+            marking = None
         if marking is not None:
             highlight_started = time.perf_counter()
             for q, fused in enumerate(fused_lists):
@@ -353,7 +376,8 @@ class Searcher:
                 if marked:
                     hit.highlight = marked.get((q, doc.doc_id))
                 hits.append(hit)
-            results.append(SearchResult(hits=hits, retrievers=names, took_ms=took, timings_ms=dict(timings)))
+            results.append(SearchResult(hits=hits, retrievers=names, took_ms=took, timings_ms=dict(timings),
+                                        skipped=list(skipped) or None))
         return results
 
     def checked_filter(self, given: Mapping[str, Any] | Filter | None) -> Filter | None:

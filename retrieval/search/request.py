@@ -53,6 +53,13 @@ class SearchError(HybridError, ValueError):
     """A request the index cannot answer as asked; the message says what to fix."""
 
 
+class SearchTimeout(HybridError, TimeoutError):
+    """The request's ``timeout_ms`` passed before any retriever was searched (a later stage only marks the answer
+    partial)."""
+
+    http_status = 504
+
+
 def validation_message(exc: ValidationError, limit: int = 5) -> str:
     """A pydantic error as one line a user can act on (``offset must be >= 0, got -1``), for the first ``limit``
     problems; the REST API, the CLI and the library all report request errors through it."""
@@ -212,6 +219,12 @@ class SearchOptions(BaseModel):
     rerank: Rerank | None = Field(None, description="Re-score the fused top hits with a cross-encoder; with explain, "
                                                    "each hit's before_rerank holds its fused rank and score.")
     include_text: bool = Field(False, description="Add title, text and metadata to every hit.")
+    timeout_ms: int | None = Field(
+        None, ge=1, le=600_000,
+        description="A deadline for this search, counted from its arrival (time queued on a busy server included) and "
+                    "checked between stages: past it, the retrievers, rerank and highlight not yet run are skipped, "
+                    "and the answer says \"partial\": true and what was \"skipped\"; past it before any retriever "
+                    "ran, the answer is 504.")
     highlight: bool = Field(False, description="Add 'highlight' to every hit: the passage of its text (up to 200 "
                                                "characters) that holds the most query terms, each marked <em>...</em>, "
                                                "matched as BM25 matches them (Anserini's English analyzer: stems, no "

@@ -23,7 +23,7 @@ from retrieval.search.request import SearchRequest
 from retrieval.search.specs import SpecError, parse_prf
 from service.cli.common import QUERY_MODE_HELP
 
-SCALARS = ("k", "offset", "min_score", "depth", "explain", "include_text", "highlight")
+SCALARS = ("k", "offset", "min_score", "depth", "explain", "include_text", "highlight", "timeout_ms")
 # CLI defaults that differ from the request's: the table shows each retriever's rank and the title.
 CLI_DEFAULTS = {"explain": True, "include_text": True}
 

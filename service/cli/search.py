@@ -35,8 +35,9 @@ def search(name: str, query: str, as_json: bool, device: str | None, index_root:
     with Searcher.open(folder, OpenOptions.from_settings(settings), retrievers=request.named()) as searcher:
         result = searcher.search(request)
     if as_json:
+        partial = {"partial": True, "skipped": result.skipped} if result.skipped else {}
         click.echo(json.dumps({"query": request.query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
-                               "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
+                               **partial, "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
         return
     names = result.retrievers
     header = f"{'rank':>4}  {'id':<14}{'score':>10}  " + "".join(f"{n + ' (rank)':>14}" for n in names) + "  title"
@@ -50,4 +51,5 @@ def search(name: str, query: str, as_json: bool, device: str | None, index_root:
         click.echo(f"{hit.rank:>4}  {hit.id:<14}{hit.score:>10.4f}  {cells}  {title}")
         if hit.highlight:  # query terms in [brackets] on a terminal
             click.echo(f"      {hit.highlight.replace('<em>', '[').replace('</em>', ']')}")
-    click.echo(f"{len(result.hits)} hits in {result.took_ms:.1f} ms ({', '.join(names)})")
+    click.echo(f"{len(result.hits)} hits in {result.took_ms:.1f} ms ({', '.join(names)})"
+               + (f"; partial: --timeout-ms passed, skipped {', '.join(result.skipped)}" if result.skipped else ""))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,23 +31,43 @@ from service.cli.common import QUERY_MODE_HELP, index_root_of, index_root_option
               help="With --ray: replicas per shard (more than 1: read-only, as of each shard's last checkpoint).")
 @click.option("--encoder-replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: replicas of each index's query encoders (one GPU each with --device cuda).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
+              help="Searches run at once; more wait (default: the max_concurrent setting, 4 per core).")
+@click.option("--max-queued", type=click.IntRange(min=0), default=None,
+              help="Searches that may wait for a slot; beyond, 429 with Retry-After (default: max_queued, 4 per core).")
+@click.option("--drain-seconds", type=click.FloatRange(min=0), default=None,
+              help="On SIGTERM, how long requests in flight may take before the server checkpoints and exits 0 "
+                   "(default 30).")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Serve HTTPS with this private key (PEM); needs --ssl-certfile.")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Serve HTTPS with this certificate chain (PEM); needs --ssl-keyfile.")
 def serve(index_root: Path | None, host: str | None, port: int | None, workers: int | None, device: str | None,
           mode_specs: tuple[str, ...], access_log: bool | None, ray_address: str | None, replicas: int,
-          encoder_replicas: int) -> None:
+          encoder_replicas: int, **limits: Any) -> None:
     """Serve every index under the index root over HTTP (REST API under /v1, docs at /docs)."""
     import uvicorn
 
     modes = parse_query_modes(mode_specs)
     settings = settings_from(index_root, host=host, port=port, workers=workers, device=device, query_modes=modes,
-                         access_log=access_log)
+                             access_log=access_log, **limits)
+    tls = (settings.ssl_keyfile, settings.ssl_certfile)
+    if any(tls) and not all(tls):
+        raise click.UsageError("HTTPS needs both --ssl-keyfile and --ssl-certfile (or HYBRID_SSL_KEYFILE and "
+                               "HYBRID_SSL_CERTFILE)")
+    for path in tls:
+        if path is not None and not path.is_file():
+            raise click.UsageError(f"no such file: {path}")
     # Worker processes rebuild the settings from the environment; pass the resolved values on.
-    os.environ.update({"HYBRID_INDEX_ROOT": str(settings.index_root), "HYBRID_DEVICE": settings.device})
+    os.environ.update({"HYBRID_INDEX_ROOT": str(settings.index_root), "HYBRID_DEVICE": settings.device,
+                       "HYBRID_MAX_CONCURRENT": str(settings.max_concurrent),
+                       "HYBRID_MAX_QUEUED": str(settings.max_queued)})
     if settings.query_modes:
         os.environ["HYBRID_QUERY_MODES"] = query_modes_text(settings.query_modes)
     names = index_root_of(settings).names()
     if not names:
         click.echo(f"warning: no indexes under {settings.index_root}; build one with 'hybrid index build'", err=True)
-    base = f"http://{settings.host}:{settings.port}"
+    base = f"{'https' if all(tls) else 'http'}://{settings.host}:{settings.port}"
     example = names[0] if names else "NAME"
     auth = " -H 'Authorization: Bearer $HYBRID_KEY'" if settings.api_keys else ""
     click.echo(f"serving {len(names)} index(es) from {settings.index_root} on {base} (docs: {base}/docs)")
@@ -59,5 +81,15 @@ def serve(index_root: Path | None, host: str | None, port: int | None, workers: 
                    f"{settings.workers} ingress replica(s); Ctrl-C stops the application")
         serve_on_ray(settings, ray_address, replicas, encoder_replicas)
         return
+    # uvicorn drains on SIGTERM (stops listening, lets requests in flight finish within drain_seconds, runs the
+    # app's shutdown: writes checkpointed), then raises the signal again; this handler makes that exit status 0.
+    signal.signal(signal.SIGTERM, _drained)
     uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level="info", access_log=settings.access_log)
+                workers=settings.workers, log_level="info", access_log=settings.access_log,
+                timeout_graceful_shutdown=settings.drain_seconds,
+                ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+                ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None)
+
+
+def _drained(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

@@ -15,7 +15,7 @@ from indexes.indexing.views import IndexFailedError
 from retrieval.search.fusion import FusionError
 from retrieval.search.pipeline import SearchError, SearchResult, clean_query
 from service.auth import require_key
-from service.errors import ERRORS, ApiError
+from service.errors import SEARCH_ERRORS, ApiError
 from service.schemas import (
     BatchSearchRequest,
     BatchSearchResponse,
@@ -41,8 +41,11 @@ def _check_queries(state: ServiceState, queries: list[str], text_optional: bool 
 
 async def run_search(state: ServiceState, name: str, queries: list[str], options: SearchOptions,
                      vectors: dict[str, list[Any]] | None = None) -> list[SearchResult]:
-    """``options`` for ``queries`` on index ``name``: the server's limits first, then the searcher (which checks the
-    request against the index); a lone query waits briefly for company in the micro-batcher."""
+    """``options`` for ``queries`` on index ``name``: the server's limits first, then a slot (admission control:
+    429/503 at once when the server is full or draining), then the searcher (which checks the request against the
+    index); a lone query waits briefly for company in the micro-batcher. ``timeout_ms`` counts from here."""
+    arrived = time.perf_counter()
+    deadline = arrived + options.timeout_ms / 1000.0 if options.timeout_ms is not None else None
     live = state.index_for(name)
     _check_queries(state, queries, text_optional=bool(vectors))
     settings = state.settings
@@ -56,14 +59,16 @@ async def run_search(state: ServiceState, name: str, queries: list[str], options
     def work(batch: list[str]) -> list[SearchResult]:
         given = {n: v * len(batch) for n, v in vectors.items()} if vectors else None  # batch-mates share the key
         with live.view() as searcher:  # one point in time for every retriever and the text lookup
-            return searcher.batch_search(batch, options, vectors=given)
+            return searcher.batch_search(batch, options, vectors=given, deadline=deadline)
 
     try:
-        if len(queries) == 1 and settings.micro_batch_max > 1:
-            key = (name, id(live), options.model_dump_json(exclude={"query"}))
-            results = [await state.batcher.submit(queries[0], key, work)]
-        else:
-            results = await asyncio.get_running_loop().run_in_executor(state.registry.executor, work, queries)
+        async with state.admission.slot(deadline):
+            if len(queries) == 1 and settings.micro_batch_max > 1:
+                # Batch-mates share the first one's deadline: the earliest, as their timeout_ms is the same.
+                key = (name, id(live), options.model_dump_json(exclude={"query"}))
+                results = [await state.batcher.submit(queries[0], key, work)]
+            else:
+                results = await asyncio.get_running_loop().run_in_executor(state.registry.executor, work, queries)
     except (SearchError, FusionError) as exc:
         raise ApiError(422, str(exc)) from None
     except IndexFailedError:
@@ -84,8 +89,11 @@ def _plain(value: Any) -> Any:
 
 
 def to_payload(result: SearchResult) -> dict[str, Any]:
-    return {"hits": [_plain(h) for h in result.hits], "took_ms": result.took_ms, "retrievers": result.retrievers,
-            "timings_ms": result.timings_ms}
+    payload = {"hits": [_plain(h) for h in result.hits], "took_ms": result.took_ms, "retrievers": result.retrievers,
+               "timings_ms": result.timings_ms}
+    if result.skipped:
+        payload.update(partial=True, skipped=result.skipped)
+    return payload
 
 
 class FastJSON(Response):
@@ -99,7 +107,7 @@ class FastJSON(Response):
 
 
 @router.post("/v1/indexes/{name}/search", response_model=SearchResponse, response_model_exclude_none=True,
-             responses=ERRORS)
+             responses=SEARCH_ERRORS)
 async def search(name: str, request: SearchRequest, state: ServiceState = Depends(get_state)) -> Response:
     """Search one index with any subset of its retrievers (by name), fused."""
     results = await run_search(state, name, [request.query], request, request.vectors())
@@ -107,7 +115,7 @@ async def search(name: str, request: SearchRequest, state: ServiceState = Depend
 
 
 @router.post("/v1/indexes/{name}/search/batch", response_model=BatchSearchResponse, response_model_exclude_none=True,
-             responses=ERRORS)
+             responses=SEARCH_ERRORS)
 async def batch_search(name: str, request: BatchSearchRequest, state: ServiceState = Depends(get_state)) -> Response:
     """Many queries in one request, encoded in batches."""
     started = time.perf_counter()

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from service import metrics
+from service.admission import draining
 from service.auth import require_key
 from service.errors import ERRORS
 from service.schemas import Health, Ready
@@ -23,10 +24,11 @@ async def health() -> Health:
 
 @router.get("/v1/ready", response_model=Ready, dependencies=[Depends(require_key)], responses=ERRORS)
 async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
-    """Indexes are loaded and warmed; 503 until then."""
+    """Indexes are loaded and warmed; 503 until then, and again once the server drains (SIGTERM)."""
     registry = state.registry
-    body = Ready(ready=registry.ready, indexes=sorted(registry.indexes), failed=registry.failed)
-    return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503)
+    ready = registry.ready and not draining()
+    body = Ready(ready=ready, indexes=sorted(registry.indexes), failed=registry.failed)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/metrics", dependencies=[Depends(require_key)], include_in_schema=False)

@@ -6,7 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -19,28 +21,49 @@ def free_port() -> int:
 
 
 class Server:
-    """``hybrid serve`` over ``root``, ready (every index loaded) when the constructor returns."""
+    """``hybrid serve`` over ``root``, ready (every index loaded) when the constructor returns. ``args`` are more
+    ``serve`` flags; with ``--ssl-certfile`` the URL is https and ``verify`` is that certificate."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **(env or {})}
+    def __init__(self, root: Path, env: dict[str, str] | None = None, args: Sequence[str] = (),
+                 port: int | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        tls = "--ssl-certfile" in args
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify: str | bool = str(args[list(args).index("--ssl-certfile") + 1]) if tls else True
+        self.env = {**os.environ, **(env or {})}
+        self.args = list(args)
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--index-root", str(root), "--port", str(self.port)],
-            env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "service.cli", "serve", "--index-root", str(self.root), "--port", str(self.port),
+             *self.args],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=self._log_file(), text=True,
         )
-        keys = (env or {}).get("HYBRID_API_KEYS")
+        keys = self.env.get("HYBRID_API_KEYS")
         headers = {"Authorization": f"Bearer {keys.split(',')[0]}"} if keys else {}
         deadline = time.time() + 180
         while time.time() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else "server died"
+            assert self.proc.poll() is None, self.log()[-5000:] or "server died"
             try:
-                if httpx.get(f"{self.url}/v1/ready", headers=headers, timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/v1/ready", headers=headers, timeout=2, verify=self.verify).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.25)
         raise AssertionError("server not ready in time")
+
+    def _log_file(self):  # type: ignore[no-untyped-def]
+        """stderr to a file, not a pipe nobody reads (a chatty server would block once the pipe is full)."""
+        self._log = tempfile.TemporaryFile(mode="w+")
+        return self._log
+
+    def log(self) -> str:
+        """What the server wrote to stderr since it was (re)started."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()
 
     def kill(self) -> None:
         """kill -9: no shutdown hook runs."""
@@ -50,6 +73,6 @@ class Server:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
