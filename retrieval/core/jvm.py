@@ -141,7 +141,9 @@ def ensure_pyserini() -> None:
         import jnius_config
 
         if not jnius_config.vm_running:  # a JVM someone else started keeps its options (and class path)
-            jnius_config.add_options(*quiet_options(java_home))
+            # -Xrs: the JVM installs no handlers for SIGTERM/SIGINT/SIGHUP, which would replace Python's (a SIGTERM
+            # would start the JVM's own exit under requests in flight): the server drains on them (issue 35).
+            jnius_config.add_options("-Xrs", *quiet_options(java_home))
             jar = project_jar()
             if jar is not None:
                 jnius_config.add_classpath(str(jar))
