@@ -20,6 +20,7 @@ from service.admission import Admission
 from service.batcher import MicroBatcher
 from service.errors import ApiError, api_error
 from service.jobs import Job
+from service.keys import KeyRing
 from service.registry import Registry
 from service.schemas import IndexInfo, JobInfo, RetrieverInfo, WriteResponse
 
@@ -32,10 +33,12 @@ class ServiceState:
     batcher: MicroBatcher
     admission: Admission = field(init=False)  # searches (service/admission.py)
     write_admission: Admission = field(init=False)  # upserts and deletes
+    keys: KeyRing = field(init=False)  # API keys (service/keys.py)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_concurrent, self.settings.max_queued)
         self.write_admission = Admission(self.registry.writer._max_workers, self.settings.max_queued_writes, "write")
+        self.keys = KeyRing(self.settings)
 
     def index_for(self, name: str) -> ServedIndex:
         live = self.registry.indexes.get(name)

@@ -75,9 +75,18 @@ class Client:
                 f"Content-Length: {len(data)}\r\n\r\n").encode() + data
 
     async def send(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-        connection = self._idle.pop() if self._idle else Connection(*await asyncio.open_connection(self.host, self.port))
+        reused = bool(self._idle)
+        connection = self._idle.pop() if reused else Connection(*await asyncio.open_connection(self.host, self.port))
         try:
             status, headers, body = await connection.request(raw)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            connection.writer.close()
+            if reused and (not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial):
+                # An idle connection the server had closed (its keep-alive timeout): the request never reached
+                # it; send it again on a new one, as HTTP clients do.
+                self._idle.clear()
+                return await self.send(raw)
+            raise
         except BaseException:
             connection.writer.close()
             raise

@@ -112,10 +112,12 @@ class Settings(BaseSettings):
         False, description="One log line per request from uvicorn (about 0.1 ms a request on 2 cores; /metrics counts "
                            "requests either way).")
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Bearer keys with the search scope; with admin_keys empty too, no auth."
+        default_factory=list, description="Bearer keys with the search scope, each plain or 'sha256:HEX' (its digest: "
+                                          "the key itself stored nowhere); with admin_keys and keys_file unset, no auth."
     )
     admin_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Bearer keys with the admin scope (search, plus changing indexes)."
+        default_factory=list, description="Bearer keys with the admin scope (search, plus changing indexes), plain or "
+                                          "'sha256:HEX'."
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS; empty means CORS stays off."
@@ -143,6 +145,9 @@ class Settings(BaseSettings):
                                                         "before the server checkpoints and exits.")
     ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM): serve HTTPS; with ssl_certfile.")
     ssl_certfile: Path | None = Field(None, description="TLS certificate chain (PEM): serve HTTPS; with ssl_keyfile.")
+    keys_file: Path | None = Field(
+        None, description="A file of API keys, re-read when it changes (rotation without a restart): lines 'search "
+                          "KEY' or 'admin KEY', each KEY plain or 'sha256:HEX' (docs/operations.md).")
     max_write_docs: int = Field(1000, ge=1, description="Documents (or ids) in one upsert or delete request.")
     checkpoint_mb: int = Field(64, ge=1, description="Checkpoint a live index once its write-ahead log passes this size.")
     compact_fraction: float = Field(

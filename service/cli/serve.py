@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from retrieval.core.errors import HybridError
 from retrieval.core.settings import query_modes_text
 from service.cli.common import QUERY_MODE_HELP, index_root_of, index_root_option, parse_query_modes, settings_from
 
@@ -53,11 +54,14 @@ def serve(index_root: Path | None, host: str | None, port: int | None, workers: 
                              access_log=access_log, **limits)
     tls = (settings.ssl_keyfile, settings.ssl_certfile)
     if any(tls) and not all(tls):
-        raise click.UsageError("HTTPS needs both --ssl-keyfile and --ssl-certfile (or HYBRID_SSL_KEYFILE and "
-                               "HYBRID_SSL_CERTFILE)")
+        raise HybridError("HTTPS needs both --ssl-keyfile and --ssl-certfile (or HYBRID_SSL_KEYFILE and "
+                          "HYBRID_SSL_CERTFILE)")
     for path in tls:
         if path is not None and not path.is_file():
-            raise click.UsageError(f"no such file: {path}")
+            raise HybridError(f"TLS file {path} does not exist")
+    from service.keys import KeyRing
+
+    keys = KeyRing(settings)  # a keys file that cannot be read is one line here, not a traceback in a worker
     # Worker processes rebuild the settings from the environment; pass the resolved values on.
     os.environ.update({"HYBRID_INDEX_ROOT": str(settings.index_root), "HYBRID_DEVICE": settings.device,
                        "HYBRID_MAX_CONCURRENT": str(settings.max_concurrent),
@@ -69,7 +73,7 @@ def serve(index_root: Path | None, host: str | None, port: int | None, workers: 
         click.echo(f"warning: no indexes under {settings.index_root}; build one with 'hybrid index build'", err=True)
     base = f"{'https' if all(tls) else 'http'}://{settings.host}:{settings.port}"
     example = names[0] if names else "NAME"
-    auth = " -H 'Authorization: Bearer $HYBRID_KEY'" if settings.api_keys else ""
+    auth = " -H 'Authorization: Bearer $HYBRID_KEY'" if keys.enabled else ""
     click.echo(f"serving {len(names)} index(es) from {settings.index_root} on {base} (docs: {base}/docs)")
     click.echo("try:")
     click.echo(f"  curl -s {base}/v1/indexes/{example}/search{auth} -H 'Content-Type: application/json' "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,17 +23,21 @@ def free_port() -> int:
 
 class Server:
     """``hybrid serve`` over ``root``, ready (every index loaded) when the constructor returns. ``args`` are more
-    ``serve`` flags; with ``--ssl-certfile`` the URL is https and ``verify`` is that certificate."""
+    ``serve`` flags; with ``--ssl-certfile`` the URL is https and ``verify`` is that certificate. ``key`` is the
+    API key readiness is asked with (default: the first of ``HYBRID_API_KEYS``)."""
 
     def __init__(self, root: Path, env: dict[str, str] | None = None, args: Sequence[str] = (),
-                 port: int | None = None) -> None:
+                 port: int | None = None, key: str | None = None) -> None:
         self.root = root
         self.port = port or free_port()
         tls = "--ssl-certfile" in args
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self.verify: str | bool = str(args[list(args).index("--ssl-certfile") + 1]) if tls else True
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(args[list(args).index("--ssl-certfile") + 1])) if tls else True)
         self.env = {**os.environ, **(env or {})}
         self.args = list(args)
+        keys = self.env.get("HYBRID_API_KEYS")
+        self.key = key or (keys.split(",")[0] if keys else None)
         self.start()
 
     def start(self) -> None:
@@ -41,8 +46,7 @@ class Server:
              *self.args],
             env=self.env, stdout=subprocess.DEVNULL, stderr=self._log_file(), text=True,
         )
-        keys = self.env.get("HYBRID_API_KEYS")
-        headers = {"Authorization": f"Bearer {keys.split(',')[0]}"} if keys else {}
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         deadline = time.time() + 180
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log()[-5000:] or "server died"
