@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from retrieval.core.disk import NO_SPACE, is_disk_full
 from retrieval.core.settings import Settings
 from service import metrics
 from service.admission import watch_for_drain
@@ -68,10 +69,13 @@ class LimitsAndMetrics:
         else:
             try:
                 await self.app(scope, receive, watched)
-            except Exception:  # answer without internals, unless an answer is already on its way
+            except Exception as exc:  # answer without internals, unless an answer is already on its way
                 log.exception("unhandled error on %s", scope.get("path"))
                 if not response_started:
-                    await error_response(500, "internal error; the server log has the details")(scope, receive, watched)
+                    full = is_disk_full(exc)  # wherever it surfaced: 507, never a bare 500
+                    message = f"{NO_SPACE}; free space and retry" if full else \
+                        "internal error; the server log has the details"
+                    await error_response(507 if full else 500, message)(scope, receive, watched)
         route = scope.get("route")
         self.stats.observe_request(getattr(route, "path", "unmatched"), scope["method"], status,
                                    time.perf_counter() - started)

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from retrieval.core.disk import disk_full, is_disk_full
 from retrieval.core.errors import HybridError
 from retrieval.search.request import validation_message
 from service.schemas import ErrorResponse
@@ -47,6 +48,8 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 def describe(exc: BaseException) -> str:
     """A job's error line: a user error's message, or the type and message of anything else."""
+    if not isinstance(exc, HybridError) and is_disk_full(exc):
+        exc = disk_full(exc, "running the job", "nothing of it was published")
     return api_error(exc).message if isinstance(exc, HybridError) else public_message(exc)
 
 

@@ -37,6 +37,7 @@ from indexes.storage.docstore.manifest import Manifest, checksum_files, folder_s
 from indexes.storage.docstore.shards import shard_folder, shard_of
 from indexes.storage.docstore.store import DocStore
 from indexes.storage.vectors.files import VECTORS_MANIFEST, VectorsManifest
+from retrieval.core.disk import disk_full, is_disk_full
 from retrieval.core.options import BuildOptions
 from retrieval.core.settings import Settings
 
@@ -89,8 +90,11 @@ def build_index(corpus: str | Path, name: str, root: IndexRoot | str | Path, opt
             root.publish(name, building, on_renamed=lambda: stage("renamed"))
             stage("published")
             return manifest
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(building, ignore_errors=True)
+            if isinstance(exc, Exception) and is_disk_full(exc):
+                raise disk_full(exc, f"building index {name!r}", "nothing was published (the index, if it existed, "
+                                     "is unchanged) and the partial build was removed") from None
             raise
 
 

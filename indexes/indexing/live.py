@@ -40,6 +40,7 @@ from indexes.storage.docstore.layout import IndexRoot, fsync_path
 from indexes.storage.docstore.manifest import MANIFEST, Manifest, checksum_files, folder_size, verify_files
 from indexes.storage.docstore.store import DocStore
 from indexes.storage.docstore.wal import WriteAheadLog
+from retrieval.core.disk import NO_SPACE, DiskFullError, disk_full, ensure_free, is_disk_full
 from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.gc_tuning import freeze_loaded, thaw
@@ -50,6 +51,7 @@ from retrieval.search.pipeline import Searcher, load_encoders, open_components, 
 log = logging.getLogger("hybrid.live")
 MARKER = "CHECKPOINT"
 SNAPSHOTS = ".snapshots"
+DISK_FULL = "the disk is full"
 
 
 class LiveWriteError(HybridError, ValueError):
@@ -154,11 +156,13 @@ class LiveIndex:
 
     # --- writing -------------------------------------------------------------------------------------
 
-    def _check_writable(self) -> None:
+    def _check_writable(self, doing: str = "writes") -> None:
         if self._closed:
             raise IndexFailedError(f"index {self.name!r} is closed")
-        if self._failed:
-            raise IndexFailedError(f"index {self.name!r} refuses writes after a failed write ({self._failed}); reload it")
+        if self._failed:  # 507 when the disk filled up, else 503: either way a reload (reopen) replays the log
+            error = DiskFullError if self._failed == DISK_FULL else IndexFailedError
+            raise error(f"index {self.name!r} refuses {doing} after a failed write ({self._failed}); reload it"
+                        + (" once there is space" if error is DiskFullError else ""))
 
     def _open_writers(self) -> None:
         if self._writing:
@@ -210,6 +214,7 @@ class LiveIndex:
         encoded = time.perf_counter()
         with self._write_lock:
             self._check_writable()
+            ensure_free(self.folder, self.options.min_free_disk_mb, "the write")
             # Metadata that does not fit a recorded field type is refused before anything is written.
             fields = FieldSchema(self.manifest.fields).accept((d.id, d.metadata) for d in docs).as_dict()
             self._open_writers()
@@ -236,6 +241,7 @@ class LiveIndex:
             missing = [i for i in unique if i not in found]
             if not found:
                 return WriteResult(seq=self._seq, missing=missing)
+            ensure_free(self.folder, self.options.min_free_disk_mb, "the delete")
             self._open_writers()
             seq = self._seq + 1
             record = {"seq": seq, "op": "delete", "ids": sorted(found), "docnos": sorted(found.values())}
@@ -244,7 +250,13 @@ class LiveIndex:
                                apply_ms=(time.perf_counter() - started) * 1000)
 
     def _write(self, record: dict[str, Any]) -> None:
-        wal_bytes = self._wal.append(record)
+        try:
+            wal_bytes = self._wal.append(record)  # a failed append is cut back off: nothing was written
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(exc, f"logging write {record['seq']} to index {self.name!r}",
+                                "nothing of it was written; free space and retry") from None
+            raise
         try:
             self._apply(record, store=True, components=list(self._components))
             added, deleted = self._changes(record)
@@ -255,12 +267,23 @@ class LiveIndex:
             self._publish()
         except BaseException as exc:
             # The log holds the record, so reopening the index finishes this write; until then, no more writes.
-            self._failed = f"{type(exc).__name__}: {exc}"[:300]
-            log.exception("write %s to index %s failed half-way", record["seq"], self.name)
+            self._failed = DISK_FULL if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"[:300]
+            if self._failed == DISK_FULL:  # a known condition: one line, no traceback
+                log.error("write %s to index %s failed half-way: %s", record["seq"], self.name, self._failed)
+            else:
+                log.exception("write %s to index %s failed half-way", record["seq"], self.name)
+            if self._failed == DISK_FULL:
+                raise DiskFullError(f"{NO_SPACE} while applying write {record['seq']} to index {self.name!r}; it is "
+                                    "in the write-ahead log and is applied when the index is reopened (reload it once "
+                                    "there is space)") from None
             raise IndexFailedError(f"index {self.name!r}: write failed half-way ({self._failed}); "
                                    "it is applied when the index is reopened") from None
         if wal_bytes > self.options.checkpoint_bytes:
-            self._checkpoint_locked()
+            try:  # the write is durable (logged) and visible: a checkpoint that fails does not undo it
+                self._checkpoint_locked()
+            except Exception as exc:  # noqa: BLE001 - kept in the log; the next checkpoint (or reopen) retries
+                log.error("index %s: checkpoint after write %s failed (%s); the write-ahead log keeps every write",
+                          self.name, record["seq"], str(exc).splitlines()[0][:300])
 
     @staticmethod
     def _changes(record: dict[str, Any]) -> tuple[list[int], list[int]]:
@@ -322,6 +345,8 @@ class LiveIndex:
 
     def checkpoint(self) -> None:
         with self._write_lock:
+            if self._failed:
+                self._check_writable("checkpoints")
             self._checkpoint_locked()
 
     def compact(self) -> None:
@@ -338,6 +363,18 @@ class LiveIndex:
     def _checkpoint_locked(self, force_compact: bool = False) -> None:
         if not self._writing:
             return
+        try:
+            self._checkpoint_files(force_compact)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # A writer may be closed for good now (Lucene closes one whose flush failed): writes wait for a reopen.
+            self._failed = DISK_FULL
+            raise disk_full(exc, f"checkpointing index {self.name!r}", "every acknowledged write is still in the "
+                            "write-ahead log and is applied when the index is reopened (reload it once there is "
+                            "space)") from None
+
+    def _checkpoint_files(self, force_compact: bool) -> None:
         marker = self.folder / MARKER
         marker.write_bytes(b"")
         fsync_path(self.folder)
@@ -368,7 +405,8 @@ class LiveIndex:
     def snapshot(self, root: Path) -> Path:
         """Write a point-in-time copy as ``root/NAME@STAMP/NAME``: an index root ``hybrid serve`` can load."""
         with self._write_lock:
-            self._checkpoint_locked()
+            self.checkpoint()
+            ensure_free(self.folder, self.options.min_free_disk_mb, "the snapshot")
             return write_snapshot(root, self.name, self._seq, self.copy_to)
 
     def copy_to(self, folder: Path) -> None:
@@ -402,9 +440,16 @@ class LiveIndex:
                     self._checkpoint_locked()
             finally:
                 self._closed = True
-                self._close_writers()
-                self._held.close()
-                self._wal.close()
+                try:
+                    self._close_writers()
+                except Exception as exc:  # a writer that cannot flush (a full disk): the log holds its writes
+                    if not (self._failed or is_disk_full(exc)):
+                        raise
+                    log.error("index %s: writers closed without flushing (%s); the write-ahead log keeps every "
+                              "write", self.name, DISK_FULL if is_disk_full(exc) else str(exc).splitlines()[0][:300])
+                finally:
+                    self._held.close()
+                    self._wal.close()
 
     def close(self, checkpoint: bool = True) -> None:
         """:meth:`stop_writes`, then drop the current view; searches in flight finish first."""
@@ -425,8 +470,13 @@ def write_snapshot(root: Path, name: str, seq: int, fill: Callable[[Path], None]
     try:
         fill(partial)
         os.rename(partial, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if not target.exists():
+            shutil.rmtree(target.parent, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise disk_full(exc, f"writing a snapshot of index {name!r}", "the partial snapshot was removed; the "
+                                 "index is unchanged") from None
         raise
     return target
 

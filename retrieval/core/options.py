@@ -84,6 +84,7 @@ class OpenOptions:
     dense_flat_dtype: str = "fp32"  # the torch flat search's storage: fp32, fp16, bf16
     splade_search: str = "auto"  # "matrix" (in memory), "lucene", "auto" (the matrix when it has one that fits)
     splade_matrix_max_mb: int = 2048
+    min_free_disk_mb: int = 64  # below this much free space a live write or snapshot is refused before it starts
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> OpenOptions:

@@ -131,12 +131,14 @@ class Settings(BaseSettings):
     micro_batch_max: int = Field(32, ge=1, le=1024, description="Concurrent single queries fused into one batch (1 = off).")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a lone query waits for company.")
     max_concurrent: int = Field(
-        default_factory=lambda: 4 * max(1, os.cpu_count() or 1), ge=1,
-        description="Searches run at once (HTTP); more wait in a queue of max_queued. Default: 4 per core.")
+        default_factory=lambda: max(1, os.cpu_count() or 1), ge=1,
+        description="Searches run at once (HTTP); more wait in a queue of max_queued. The default (one per core) "
+                    "keeps admitted searches within 3x their unloaded p99 at 4x overload (eval/bench/README.md, "
+                    "Overload); more trades latency for throughput.")
     max_queued: int = Field(
-        default_factory=lambda: 4 * max(1, os.cpu_count() or 1), ge=0,
+        default_factory=lambda: max(1, os.cpu_count() or 1), ge=0,
         description="Searches that may wait for a slot; beyond, a search is answered 429 with Retry-After at once. "
-                    "Default: 4 per core.")
+                    "Default: one per core.")
     max_queued_writes: int = Field(64, ge=0, description="Writes (upserts, deletes) that may wait for the write pool; "
                                                          "beyond, 429 with Retry-After (a write is never dropped "
                                                          "unanswered).")
@@ -149,6 +151,10 @@ class Settings(BaseSettings):
         None, description="A file of API keys, re-read when it changes (rotation without a restart): lines 'search "
                           "KEY' or 'admin KEY', each KEY plain or 'sha256:HEX' (docs/operations.md).")
     max_write_docs: int = Field(1000, ge=1, description="Documents (or ids) in one upsert or delete request.")
+    min_free_disk_mb: int = Field(
+        64, ge=0, description="Live writes and snapshots are refused (507) before they start while the disk holding "
+                              "the index has less free space than this (MiB); 0: no check (a full disk still fails "
+                              "cleanly, docs/operations.md).")
     checkpoint_mb: int = Field(64, ge=1, description="Checkpoint a live index once its write-ahead log passes this size.")
     compact_fraction: float = Field(
         0.2, gt=0, le=1, description="At a checkpoint, remove deleted vectors from FAISS once they are this share of it."

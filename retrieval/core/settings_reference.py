@@ -28,8 +28,8 @@ FACTORY_DEFAULTS = {
     "index_root": "`hybrid-retrieval/indexes` in the user data folder (platformdirs; on Linux "
                   "`$XDG_DATA_HOME` or `~/.local/share`)",
     "threads": "number of CPUs",
-    "max_concurrent": "4 per CPU",
-    "max_queued": "4 per CPU",
+    "max_concurrent": "number of CPUs",
+    "max_queued": "number of CPUs",
 }
 
 INTRO = f"""\

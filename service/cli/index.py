@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from retrieval.core.disk import DiskFullError
 from retrieval.core.options import BuildOptions
 from service.cli.common import (
     index_root_of,
@@ -198,8 +199,18 @@ def index_add(name: str, corpus: Path, batch: int, on_error: str, device: str | 
                     flush()
             if pending:
                 flush()
+    except DiskFullError as exc:
+        full: DiskFullError | None = exc
+    else:
+        full = None
     finally:
-        live.close()
+        try:
+            live.close()
+        except DiskFullError:  # the checkpoint at close: the log keeps every write; the first error says more
+            if full is None:
+                raise
+    if full is not None:
+        raise DiskFullError(f"{full} ({added} documents of this run were added before it, durably)")
     seconds = time.perf_counter() - started
     for reason, count in skipped.counts.items():
         click.echo(f"warning: skipped {count} document(s), {reason}: {', '.join(skipped.examples[reason][:10])}", err=True)

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from retrieval.core.disk import NO_SPACE, DiskFullError, is_disk_full
 from retrieval.core.errors import HybridError
 from service.cli.encode import encode
 from service.cli.evaluate import bench, eval_group
@@ -41,6 +42,11 @@ def main() -> None:
     except HybridError as exc:
         click.echo(f"hybrid: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        if not is_disk_full(exc):  # anything else is a bug: its traceback
+            raise
+        click.echo(f"hybrid: error: {NO_SPACE}; free space and retry", err=True)
+        sys.exit(DiskFullError.exit_code)
     except KeyboardInterrupt:
         click.echo("hybrid: interrupted", err=True)
         sys.exit(130)

@@ -33,9 +33,10 @@ from service.cli.common import QUERY_MODE_HELP, index_root_of, index_root_option
 @click.option("--encoder-replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: replicas of each index's query encoders (one GPU each with --device cuda).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
-              help="Searches run at once; more wait (default: the max_concurrent setting, 4 per core).")
+              help="Searches run at once; more wait (default: the max_concurrent setting, one per core).")
 @click.option("--max-queued", type=click.IntRange(min=0), default=None,
-              help="Searches that may wait for a slot; beyond, 429 with Retry-After (default: max_queued, 4 per core).")
+              help="Searches that may wait for a slot; beyond, 429 with Retry-After (default: max_queued, one per "
+                   "core).")
 @click.option("--drain-seconds", type=click.FloatRange(min=0), default=None,
               help="On SIGTERM, how long requests in flight may take before the server checkpoints and exits 0 "
                    "(default 30).")

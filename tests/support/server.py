@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -27,7 +27,8 @@ class Server:
     API key readiness is asked with (default: the first of ``HYBRID_API_KEYS``)."""
 
     def __init__(self, root: Path, env: dict[str, str] | None = None, args: Sequence[str] = (),
-                 port: int | None = None, key: str | None = None) -> None:
+                 port: int | None = None, key: str | None = None,
+                 preexec: Callable[[], None] | None = None) -> None:
         self.root = root
         self.port = port or free_port()
         tls = "--ssl-certfile" in args
@@ -36,6 +37,7 @@ class Server:
             ssl.create_default_context(cafile=str(args[list(args).index("--ssl-certfile") + 1])) if tls else True)
         self.env = {**os.environ, **(env or {})}
         self.args = list(args)
+        self.preexec = preexec  # run in the child before exec (a resource limit)
         keys = self.env.get("HYBRID_API_KEYS")
         self.key = key or (keys.split(",")[0] if keys else None)
         self.start()
@@ -44,7 +46,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--index-root", str(self.root), "--port", str(self.port),
              *self.args],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=self._log_file(), text=True,
+            env=self.env, stdout=subprocess.DEVNULL, stderr=self._log_file(), text=True, preexec_fn=self.preexec,
         )
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         deadline = time.time() + 180

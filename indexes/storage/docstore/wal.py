@@ -30,9 +30,23 @@ class WriteAheadLog:
         line = b"%08x\t%s\n" % (zlib.crc32(body), body)
         if self._handle is None:
             self._handle = self.path.open("ab")
-        self._handle.write(line)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        start = self._handle.tell()
+        try:
+            self._handle.write(line)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError:
+            # A part of the line may be on disk (a full disk): cut it off, so the next record starts on a clean
+            # line and a replay never stops at this one before later, acknowledged records.
+            handle, self._handle = self._handle, None
+            try:
+                handle.close()  # what it still buffers may fail to flush too
+            except OSError:
+                pass
+            with self.path.open("r+b") as handle:
+                handle.truncate(start)
+                os.fsync(handle.fileno())
+            raise
         return self._handle.tell()
 
     def records(self) -> Iterator[dict[str, Any]]:

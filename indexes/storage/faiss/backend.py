@@ -190,8 +190,12 @@ def save(index: object, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / FILE
     tmp = folder / (FILE + ".tmp")
-    _faiss().write_index(_to_cpu(index), str(tmp))
-    fsync_path(tmp)
+    try:
+        _faiss().write_index(_to_cpu(index), str(tmp))
+        fsync_path(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written file (a full disk) would only hold on to the space
+        raise
     os.replace(tmp, path)
     return path
 
