@@ -8,27 +8,34 @@ The build is the in-process build with its two heavy steps handed to Ray, never 
    actor pool of :class:`ChunkEncoder` s (one GPU each where the cluster has GPUs and the device is CUDA, CPU
    actors otherwise). Each actor loads its models once and writes each chunk's vectors with the kinds' own
    ``export``, so a chunk's vectors are the ones the in-process build computes for it (same batches, same
-   quantization). Ray Data retries a chunk whose actor died; a chunk is written to a temporary folder and
-   renamed when whole, so a retried chunk replaces, never duplicates. The chunks are then joined, in order,
+   quantization). Ray Data retries a chunk whose actor died; the driver writes each chunk as its answer arrives,
+   replacing any earlier copy, so a retried chunk never duplicates. The chunks are then joined, in order,
    into one vectors folder of the format ``hybrid encode`` writes.
 2. **Writing.** Each shard is built from its part of those vectors by one Ray task (:func:`build_shard`):
    Lucene and FAISS run in that worker. A task whose worker dies is retried from an empty shard folder.
 
 Everything lands in the private build folder and is published by the caller's one atomic rename, so the
-previous version serves until the new one is complete, as in-process. The build folder must be on a file
-system every node of the cluster mounts (one machine, or NFS/Lustre/EFS), and every node needs this package and
-its models installed: Ray ships the calls, not the files.
+previous version serves until the new one is complete, as in-process. **No path is shared between nodes**: an
+encoder actor gets its chunk's documents in the Ray Data row and returns the chunk's vector files packed in its
+answer; a shard task gets its documents and the vectors through the object store (the vectors put once, for every
+task), builds in a temporary folder of its own node, and returns the shard packed (:mod:`shard_transfer`), which
+the driver unpacks into the build folder and checks against the shard's manifest (sizes and SHA-256). Every node
+needs this package and its models installed: Ray ships the calls and the data, not the code or the models.
 
 Ray stays optional: it is imported here only, when ``--ray`` is given (``pip install 'hybrid-retrieval[ray]'``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import shutil
+import tarfile
+import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,7 @@ import numpy as np
 
 from indexes.indexing.folder_build import BuildError, ShardJob, build_shard, fill_store
 from indexes.indexing.ray_cluster import connect, root_cause
+from indexes.indexing.shard_transfer import pack, unpack
 from indexes.kinds import get_kind, parse_retrievers
 from indexes.kinds.base import BuildContext, BuildStage, RetrieverKind, build_chunk_for
 from indexes.storage.docstore.corpus import Document, file_sha256
@@ -88,33 +96,33 @@ class DocumentSlice:
 
 
 class ChunkEncoder:
-    """A Ray Data actor: loads each retriever's document encoder once, then encodes whole chunks into
-    ``out/NNNNNN/`` with the kinds' own ``export``."""
+    """A Ray Data actor: loads each retriever's document encoder once, then encodes whole chunks (their documents
+    in the row) with the kinds' own ``export`` in a temporary folder of its node, and answers with the files."""
 
-    def __init__(self, store: str, out: str, retrievers: list[tuple[RetrieverSpec, ResolvedModel]],
-                 options: BuildOptions, chunk: int) -> None:
+    def __init__(self, retrievers: list[tuple[RetrieverSpec, ResolvedModel]], options: BuildOptions) -> None:
         if options.device.startswith("cuda"):
             import torch
 
             if not torch.cuda.is_available():  # an actor placed without a GPU
                 options = replace(options, device="cpu")
-        self.store = DocStore.open(Path(store))
-        self.out = Path(out)
         self.retrievers = retrievers
         self.options = options
-        self.chunk = chunk
         self.encoders = {spec.name: get_kind(spec.kind).document_encoder(model, options) for spec, model in retrievers}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        counts = [self.encode(int(number)) for number in batch["id"]]
-        return {"chunk": np.asarray(batch["id"], dtype=np.int64), "documents": np.asarray(counts, dtype=np.int64)}
+        chunks = [pickle.loads(docs) for docs in batch["docs"]]
+        packed, counts = [self.encode(docs) for docs in chunks], [len(docs) for docs in chunks]
+        return {"chunk": np.asarray(batch["id"], dtype=np.int64), "documents": np.asarray(counts, dtype=np.int64),
+                "files": np.asarray(packed, dtype=object)}
 
-    def encode(self, number: int) -> int:
-        docs = self.store.read_range(number * self.chunk, self.chunk)
-        final = self.out / f"{number:06d}"
-        partial = self.out / f"{number:06d}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+    def encode(self, docs: list[Document]) -> bytes:
+        """The chunk's vector files, packed; written in this node's temporary space, removed after."""
+        with tempfile.TemporaryDirectory(prefix="hybrid-chunk-") as tmp:
+            partial = Path(tmp)
+            self._export(docs, partial)
+            return pack(partial, sorted(str(p.relative_to(partial)) for p in partial.rglob("*") if p.is_file()))
+
+    def _export(self, docs: list[Document], partial: Path) -> None:
         stage = BuildStage(self.options)
         sets = {}
         for spec, model in self.retrievers:
@@ -124,9 +132,6 @@ class ChunkEncoder:
             if found is not None:
                 sets[spec.name] = found.__dict__
         (partial / SETS_FILE).write_text(json.dumps(sets))
-        shutil.rmtree(final, ignore_errors=True)  # a retry of a chunk that was renamed before its actor died
-        os.replace(partial, final)
-        return len(docs)
 
 
 def cluster_workers(ray: Any, options: BuildOptions) -> tuple[int, float]:
@@ -168,20 +173,43 @@ def encode_on_ray(corpus_file: Path, out: Path, options: BuildOptions) -> Vector
     context.execution_options.preserve_order = True
     # The chunk numbers come from the driver (from_items, not a read task), so actors may take every CPU. One chunk
     # in flight per actor: otherwise the first actor up takes every queued chunk and the pool shrinks to it.
-    items = [{"id": i} for i in range(chunks)]
-    done = unwrapped(ray, lambda: ray.data.from_items(items, override_num_blocks=chunks).map_batches(
+    # Each row carries its chunk's documents (no node reads the driver's files); each answer the chunk's files,
+    # written into work/chunks as they arrive.
+    store = DocStore.open(work)
+    try:
+        items = [{"id": i, "docs": pickle.dumps(store.read_range(i * chunk, chunk))} for i in range(chunks)]
+    finally:
+        store.close()
+    dataset = ray.data.from_items(items, override_num_blocks=chunks).map_batches(
         ChunkEncoder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
         num_gpus=gpus, num_cpus=0 if gpus else 1,
-        fn_constructor_kwargs={"store": str(work), "out": str(work / "chunks"), "retrievers": encoding,
-                               "options": worker_options(options), "chunk": chunk},
-    ).take_all(), "encoding")
-    if sorted(int(row["chunk"]) for row in done) != list(range(chunks)) or sum(int(r["documents"]) for r in done) != total:
+        fn_constructor_kwargs={"retrievers": encoding, "options": worker_options(options)})
+    del items
+    done: dict[int, int] = {}
+
+    def collect() -> None:
+        for row in dataset.iter_rows():
+            number = int(row["chunk"])
+            target = work / "chunks" / f"{number:06d}"
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _unpack_plain(row["files"], target)
+            done[number] = int(row["documents"])
+
+    unwrapped(ray, collect, "encoding")
+    if sorted(done) != list(range(chunks)) or sum(done.values()) != total:
         raise BuildError(f"the Ray encoding returned {len(done)} of {chunks} chunks; run the build again")
     manifest = VectorsManifest(corpus_sha256=file_sha256(corpus_file), documents=total)
     manifest.sets = join_chunks([work / "chunks" / f"{i:06d}" for i in range(chunks)], out, total)
     shutil.rmtree(work, ignore_errors=True)
     manifest.write(out)
     return manifest
+
+
+def _unpack_plain(data: bytes, target: Path) -> None:
+    """A chunk's packed files (no manifest: vector files and sets.json) into ``target``."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(target, filter="data")
 
 
 def join_chunks(folders: Sequence[Path], out: Path, total: int) -> dict[str, VectorSet]:
@@ -221,20 +249,57 @@ def build_shards_on_ray(jobs: Sequence[ShardJob], options: BuildOptions) -> list
 
     remote = ray.remote(num_cpus=1, max_retries=3)(_build_shard_task)
     quiet = worker_options(options)
-    pending = {remote.remote(job, quiet): i for i, job in enumerate(jobs)}
+    vectors = jobs[0].vectors
+    # The vectors go into the object store once; each node running a shard task fetches them once.
+    vectors_ref = ray.put(pack(vectors, sorted(str(p.relative_to(vectors)) for p in vectors.rglob("*")
+                                               if p.is_file()))) if vectors is not None else None
+    shipped = [ShippedShard(job, job.part.read_bytes(), [vectors_ref] if vectors_ref is not None else None)
+               for job in jobs]
+    pending = {remote.remote(ship, quiet): i for i, ship in enumerate(shipped)}
     results: dict[int, Manifest] = {}
     with tqdm(total=len(jobs), desc="shards", unit="shard", disable=not options.progress) as bar:
         waiting = list(pending)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)
             for ref in ready:
-                results[pending[ref]] = unwrapped(ray, lambda: ray.get(ref), f"shard {pending[ref]}")
+                i = pending[ref]
+                _, packed = unwrapped(ray, lambda: ray.get(ref), f"shard {i}")
+                shutil.rmtree(jobs[i].folder, ignore_errors=True)
+                jobs[i].folder.parent.mkdir(parents=True, exist_ok=True)
+                results[i] = unpack(packed, jobs[i].folder)  # checked against the shard's own manifest
                 bar.update(1)
                 if options.on_stage:
-                    options.on_stage(f"shard-{pending[ref]}")
+                    options.on_stage(f"shard-{i}")
     return [results[i] for i in range(len(jobs))]
 
 
-def _build_shard_task(job: ShardJob, options: BuildOptions) -> Manifest:
-    """One shard, built in a Ray worker (looked up by :func:`build_shards_on_ray` when it runs)."""
-    return build_shard(job, options, BuildStage(options))
+@dataclass
+class ShippedShard:
+    """A shard's build inputs as data: its documents (a JSONL file's bytes) and the vectors (packed, behind a Ray
+    object reference in a list, fetched by the task). ``job`` names the driver's folders; the task opens none."""
+
+    job: ShardJob
+    part: bytes
+    vectors: list[Any] | None
+
+    @property
+    def folder(self) -> Path:
+        return self.job.folder
+
+
+def _build_shard_task(shipped: ShippedShard, options: BuildOptions) -> tuple[Manifest, bytes]:
+    """One shard, built by a Ray worker in a temporary folder of its own node and returned packed (looked up by
+    :func:`build_shards_on_ray` when it runs)."""
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="hybrid-shard-build-") as tmp:
+        local = Path(tmp)
+        part = local / "part.jsonl"
+        part.write_bytes(shipped.part)
+        vectors = None
+        if shipped.vectors is not None:
+            vectors = local / "vectors"
+            _unpack_plain(ray.get(shipped.vectors[0]), vectors)
+        job = replace(shipped.job, part=part, folder=local / "shard", vectors=vectors)
+        manifest = build_shard(job, options, BuildStage(options))
+        return manifest, pack(job.folder)

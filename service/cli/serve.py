@@ -32,6 +32,11 @@ from service.cli.common import QUERY_MODE_HELP, index_root_of, index_root_option
               help="With --ray: replicas per shard (more than 1: read-only, as of each shard's last checkpoint).")
 @click.option("--encoder-replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ray: replicas of each index's query encoders (one GPU each with --device cuda).")
+@click.option("--shards-from", default="auto", show_default=True, metavar="auto|path|object-store|URI",
+              help="With --ray: where shard replicas get their shards: 'path' (a disk every node mounts), "
+                   "'object-store' (copied onto each node through Ray's object store, checked against the "
+                   "manifest; read-only), a URI mirroring the index root (s3://, gs://, file://; read-only), or "
+                   "'auto' (path on one machine, the object store across nodes). docs/ray.md.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
               help="Searches run at once; more wait (default: the max_concurrent setting, one per core).")
 @click.option("--max-queued", type=click.IntRange(min=0), default=None,
@@ -46,7 +51,7 @@ from service.cli.common import QUERY_MODE_HELP, index_root_of, index_root_option
               help="Serve HTTPS with this certificate chain (PEM); needs --ssl-keyfile.")
 def serve(index_root: Path | None, host: str | None, port: int | None, workers: int | None, device: str | None,
           mode_specs: tuple[str, ...], access_log: bool | None, ray_address: str | None, replicas: int,
-          encoder_replicas: int, **limits: Any) -> None:
+          encoder_replicas: int, shards_from: str, **limits: Any) -> None:
     """Serve every index under the index root over HTTP (REST API under /v1, docs at /docs)."""
     import uvicorn
 
@@ -84,7 +89,7 @@ def serve(index_root: Path | None, host: str | None, port: int | None, workers: 
 
         click.echo(f"on Ray ({ray_address}): {replicas} replica(s) per shard, {encoder_replicas} encoder replica(s), "
                    f"{settings.workers} ingress replica(s); Ctrl-C stops the application")
-        serve_on_ray(settings, ray_address, replicas, encoder_replicas)
+        serve_on_ray(settings, ray_address, replicas, encoder_replicas, shards_from=shards_from)
         return
     # uvicorn drains on SIGTERM (stops listening, lets requests in flight finish within drain_seconds, runs the
     # app's shutdown: writes checkpointed), then raises the signal again; this handler makes that exit status 0.
