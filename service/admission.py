@@ -10,6 +10,10 @@ request is answered 503 with ``Retry-After``: another replica should take it.
 
 Writes pass a gate of their own (the write pool's threads, ``max_queued_writes`` waiting): a write beyond it is
 refused with 429 before anything is written, so a write is either acknowledged (durable) or refused, never dropped.
+A write then also holds one of the searches' slots while it runs (it encodes on the same cores), taken ahead of the
+searches waiting and never refused for their queue: the work running at once stays ``max_concurrent``, whatever
+the mix. And a search that arrives while the queue is full is refused by the ASGI middleware before its body is
+read (:meth:`Admission.full`), so shedding costs the server next to nothing.
 """
 
 from __future__ import annotations
@@ -82,20 +86,31 @@ class Admission:
         self.rejected += 1
         return ApiError(status, message, headers={"Retry-After": str(self.retry_after())})
 
-    @asynccontextmanager
-    async def slot(self, deadline: float | None = None) -> AsyncIterator[None]:
-        """Hold one slot for the block; raises ApiError 429 (queue full), 503 (draining) or 504 (``deadline``, a
-        ``time.perf_counter()`` instant, passed while queued)."""
+    def full(self) -> bool:
+        """Whether a request arriving now would be refused (every slot taken, the queue full, or draining)."""
+        return _draining or (self.running >= self.max_concurrent and len(self._waiting) >= self.max_queued)
+
+    def refusal(self) -> ApiError:
+        """The answer :meth:`slot` gives a request it cannot take now."""
         if _draining:
-            raise self._refuse(503, f"the server is shutting down and takes no new {self.what}; retry on another "
-                                    "replica")
+            return self._refuse(503, f"the server is shutting down and takes no new {self.what}; retry on another "
+                                     "replica")
+        return self._refuse(429, f"the server is at its limit ({self.max_concurrent} {self.what}es running, "
+                                 f"{self.max_queued} waiting); retry after the Retry-After seconds")
+
+    @asynccontextmanager
+    async def slot(self, deadline: float | None = None, priority: bool = False) -> AsyncIterator[None]:
+        """Hold one slot for the block; raises ApiError 429 (queue full), 503 (draining) or 504 (``deadline``, a
+        ``time.perf_counter()`` instant, passed while queued). ``priority``: wait ahead of the queue, never refused
+        for its length (a write, already admitted by its own gate)."""
+        if _draining and not priority:
+            raise self.refusal()
         if self.running < self.max_concurrent and not self._waiting:
             self.running += 1
-        elif len(self._waiting) >= self.max_queued:
-            raise self._refuse(429, f"the server is at its limit ({self.max_concurrent} {self.what}es running, "
-                                    f"{self.max_queued} waiting); retry after the Retry-After seconds")
+        elif len(self._waiting) >= self.max_queued and not priority:
+            raise self.refusal()
         else:
-            await self._wait(deadline)
+            await self._wait(deadline, priority)
         self.admitted += 1
         started = time.perf_counter()
         try:
@@ -104,9 +119,12 @@ class Admission:
             self._service_s = 0.9 * self._service_s + 0.1 * (time.perf_counter() - started)
             self._release()
 
-    async def _wait(self, deadline: float | None) -> None:
+    async def _wait(self, deadline: float | None, priority: bool = False) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
+        if priority:
+            self._waiting.appendleft(future)
+        else:
+            self._waiting.append(future)
         timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)

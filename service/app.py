@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from retrieval.core.disk import NO_SPACE, is_disk_full
 from retrieval.core.settings import Settings
 from service import metrics
-from service.admission import watch_for_drain
+from service.admission import Admission, watch_for_drain
 from service.batcher import MicroBatcher
 from service.errors import error_response, install_handlers
 from service.registry import Registry
@@ -37,10 +37,12 @@ class LimitsAndMetrics:
     task and stream, which cost a large share of the serving overhead of a millisecond-scale search.
     """
 
-    def __init__(self, app: ASGIApp, stats: metrics.Metrics, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, stats: metrics.Metrics, max_body: int = MAX_BODY_BYTES,
+                 admission: Admission | None = None) -> None:
         self.app = app
         self.stats = stats
         self.max_body = max_body
+        self.admission = admission  # searches refused here when it is full, before their body is read
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,6 +62,13 @@ class LimitsAndMetrics:
                 message["headers"] = [*message.get("headers", []), (b"server-timing", b"app;dur=%.3f" % app_ms)]
             await send(message)
 
+        if (self.admission is not None and scope["method"] == "POST" and self.admission.full()
+                and scope["path"].endswith(("/search", "/search/batch"))):
+            refused = self.admission.refusal()
+            await error_response(refused.status, refused.message, refused.headers)(scope, receive, watched)
+            self.stats.observe_request("/v1/indexes/{name}/search", scope["method"], status,
+                                       time.perf_counter() - started)
+            return
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is None and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
             receive = await self._buffered(receive)  # a chunked body: counted as it comes, up to the limit
@@ -138,7 +147,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.settings = settings
     app.state.service = ServiceState(settings, registry, stats, batcher)
 
-    app.add_middleware(LimitsAndMetrics, stats=stats, max_body=settings.max_body_bytes)
+    app.add_middleware(LimitsAndMetrics, stats=stats, max_body=settings.max_body_bytes,
+                       admission=app.state.service.admission)
     install_handlers(app)
     for router in (status.router, indexes.router, search.router, indexes.admin, writes.router, jobs.router,
                    evaluation.router):

@@ -7,10 +7,12 @@ The index is copied to a temporary root (the run writes to it) and served by ``h
 own, with ``--max-concurrent``/``--max-queued`` when given (else the settings' defaults, sized from the cores).
 Then, against that one server:
 
-1. *unloaded*: one client, one search at a time: the latency a request sees on an idle server;
-2. *capacity*: ``max_concurrent`` clients in a closed loop (every one admitted, none queued): searches per second;
-3. *1x, 2x, 4x*: searches arrive as a Poisson process at that multiple of the capacity, whatever the answers
-   (open loop, as real clients do), one in ``--write-every`` an upsert of one new document.
+1. *capacity*: ``max_concurrent`` clients in a closed loop (every one admitted, none queued): searches per second;
+2. *1x, 2x, 4x*: searches arrive as a Poisson process at that multiple of the capacity, whatever the answers
+   (open loop, as real clients do), one in ``--write-every`` an upsert of one new document;
+3. *unloaded*, before every load phase and after the last: one client, one search at a time, the latency a request
+   sees on an idle server. Each phase is compared with the mean p99 of the two unloaded runs beside it, so that
+   the machine's own drift (other work on the same cores) moves both sides of the ratio alike.
 
 Per phase the report gives the answers by status, the latency of admitted searches (200), shed answers without
 ``Retry-After``, 5xx other than 503, and the server's RSS (sampled every 0.25 s). At the end every acknowledged
@@ -250,31 +252,39 @@ async def run(args: argparse.Namespace, pid: int, port: int) -> dict[str, Any]:
 
     client = Client("127.0.0.1", port)
     await closed_loop(client, raws, 2, 3.0)  # warm-up
-    _, unloaded = await closed_loop(client, raws, 1, args.unloaded_seconds)
     capacity, saturated = await closed_loop(client, raws, args.max_concurrent, args.seconds)
-    report: dict[str, Any] = {"unloaded_latency_ms": summary(unloaded),
-                              "capacity": {"searches_per_second": capacity, "clients": args.max_concurrent,
+    report: dict[str, Any] = {"capacity": {"searches_per_second": capacity, "clients": args.max_concurrent,
                                            "latency_ms": summary(saturated)},
-                              "phases": {}}
-    for factor in args.factors:
+                              "unloaded_runs_ms": [], "phases": {}}
+    all_unloaded: list[float] = []
+    for factor in [*args.factors, None]:
+        client.close()
+        await asyncio.sleep(1.0)  # the queue of the phase before drains
+        _, unloaded = await closed_loop(client, raws, 1, args.unloaded_seconds)
+        report["unloaded_runs_ms"].append(summary(unloaded))
+        all_unloaded += unloaded
+        if factor is None:
+            break
         client.close()
         phase = await open_loop(client, raws, capacity * factor, args.seconds, args.write_every, make_write, pid,
                                 seed=factor)
         report["phases"][f"{factor}x"] = phase
     client.close()
+    report["unloaded_latency_ms"] = summary(all_unloaded)
     return report
 
 
 def check(report: dict[str, Any], url: str, index: str) -> dict[str, Any]:
-    unloaded_p99 = report["unloaded_latency_ms"]["p99"]
+    runs = report["unloaded_runs_ms"]
+    beside = {k: (runs[i]["p99"] + runs[i + 1]["p99"]) / 2 for i, k in enumerate(report["phases"])}
     acknowledged = [i for p in report["phases"].values() for i, s in p["writes"].items() if s == 200]
     refused = [i for p in report["phases"].values() for i, s in p["writes"].items() if s != 200]
     found = found_ids(url, index, acknowledged + refused)
     phases = report["phases"]
     first, last = next(iter(phases.values())), list(phases.values())[-1]
     results = {
-        "unloaded_p99_ms": unloaded_p99,
-        "admitted_p99_over_unloaded_p99": {k: p["admitted_latency_ms"].get("p99", 0) / unloaded_p99
+        "unloaded_p99_ms_beside": beside,
+        "admitted_p99_over_unloaded_p99": {k: p["admitted_latency_ms"].get("p99", 0) / beside[k]
                                            for k, p in phases.items()},
         "five_xx_other_than_503": sum(p["five_xx_other_than_503"] for p in phases.values()),
         "transport_errors": sum(p["transport_errors"] for p in phases.values()),
@@ -307,7 +317,7 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=None, help="Passed to hybrid serve (default: its own).")
     parser.add_argument("--max-queued", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=20.0, help="Length of the capacity phase and of each load.")
-    parser.add_argument("--unloaded-seconds", type=float, default=10.0)
+    parser.add_argument("--unloaded-seconds", type=float, default=10.0, help="Each unloaded run (4 of them).")
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--write-every", type=int, default=50, help="One arrival in N is an upsert (0: none).")
     parser.add_argument("--out", type=Path, default=None)

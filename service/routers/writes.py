@@ -43,7 +43,7 @@ async def upsert_documents(name: str, request: UpsertRequest, state: ServiceStat
 
         job = state.registry.jobs.submit("upsert", name, work, describe)
         return JSONResponse(state.job_info(job).model_dump(), status_code=202)
-    async with state.write_admission.slot():
+    async with state.write_admission.slot(), state.admission.slot(priority=True):  # it encodes on the same cores
         result = await state.in_thread(live.upsert, docs)
     state.stats.observe_registry(state.registry)
     return JSONResponse(state.write_response(live, result, started).model_dump())
@@ -58,7 +58,7 @@ async def delete_documents(name: str, request: DeleteDocumentsRequest,
     if len(request.ids) > limit:
         raise ApiError(413, f"{len(request.ids)} ids; the limit is {limit} per request")
     started = time.perf_counter()
-    async with state.write_admission.slot():
+    async with state.write_admission.slot(), state.admission.slot(priority=True):
         result = await state.in_thread(live.delete, request.ids)
     state.stats.observe_registry(state.registry)
     return state.write_response(live, result, started)
