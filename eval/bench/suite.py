@@ -204,7 +204,9 @@ def http_bench(index_root: Path, name: str, queries: Sequence[str], clients: Seq
 
     port = free_port()
     env = {**os.environ, "HYBRID_INDEX_ROOT": str(index_root), "HYBRID_VERIFY": "size"}
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
+    # Closed-loop clients: every one admitted (this measures throughput, not shedding: eval/bench/overload.py does).
+    admit = ["--max-concurrent", str(max(clients)), "--max-queued", str(max(clients))]
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), *admit], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
