@@ -67,7 +67,8 @@ class KeyRing:
     CHECK_SECONDS = 1.0
 
     def __init__(self, settings: Settings) -> None:
-        self._fixed = {"search": [digest(k) for k in settings.api_keys], "admin": [digest(k) for k in settings.admin_keys]}
+        self._fixed = {"search": [digest(k) for k in settings.api_keys],
+                       "admin": [digest(k) for k in settings.admin_keys]}
         self.file = settings.keys_file
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None

@@ -113,7 +113,8 @@ class Settings(BaseSettings):
                            "requests either way).")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Bearer keys with the search scope, each plain or 'sha256:HEX' (its digest: "
-                                          "the key itself stored nowhere); with admin_keys and keys_file unset, no auth."
+                                          "the key itself stored nowhere); with admin_keys and keys_file unset, no "
+                                          "auth."
     )
     admin_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Bearer keys with the admin scope (search, plus changing indexes), plain or "

@@ -36,8 +36,8 @@ def search(name: str, query: str, as_json: bool, device: str | None, index_root:
         result = searcher.search(request)
     if as_json:
         partial = {"partial": True, "skipped": result.skipped} if result.skipped else {}
-        click.echo(json.dumps({"query": request.query, "retrievers": result.retrievers, "took_ms": round(result.took_ms, 3),
-                               **partial, "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
+        click.echo(json.dumps({"query": request.query, "retrievers": result.retrievers,
+                               "took_ms": round(result.took_ms, 3), **partial, "hits": [asdict(h) for h in result.hits]}, ensure_ascii=False))
         return
     names = result.retrievers
     header = f"{'rank':>4}  {'id':<14}{'score':>10}  " + "".join(f"{n + ' (rank)':>14}" for n in names) + "  title"

@@ -182,7 +182,8 @@ def test_upserts_checkpoint_and_snapshot_over_http(disk: Disk) -> None:
         else:  # the limit is the process's own: a new process, without it
             server.stop()
             server = Server(disk.root, env=env)
-        assert httpx.post(f"{server.url}/v1/indexes/small/search", json={"query": "wing"}, timeout=60).status_code == 200
+        r = httpx.post(f"{server.url}/v1/indexes/small/search", json={"query": "wing"}, timeout=60)
+        assert r.status_code == 200
         assert httpx.post(f"{server.url}/v1/indexes/small/snapshot", timeout=120).status_code == 201
     finally:
         server.stop()

@@ -134,7 +134,8 @@ def test_the_api_answers_200_or_422(server: Server, query: str, other: str, tag:
     base = "/v1/indexes/small"
     answers = [
         _post(server, f"{base}/search", {"query": query, "k": 3}),
-        _post(server, f"{base}/search", {"query": query or "wing", "filter": {"term": {"tag": tag}}, "highlight": True}),
+        _post(server, f"{base}/search",
+              {"query": query or "wing", "filter": {"term": {"tag": tag}}, "highlight": True}),
         _post(server, f"{base}/search", {"query": "wing", "filter": {"term": {tag or "x": "odd"}}}),
         _post(server, f"{base}/search", {"query": "wing", "rerank": {"model": other}}),
         _post(server, f"{base}/search", {"retrievers": ["splade"], "query_sparse": {"splade": {other or "x": 1.0}}}),

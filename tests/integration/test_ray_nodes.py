@@ -73,7 +73,8 @@ def built(cluster, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
             [sys.executable, "-m", "service.cli", "index", "build", str(corpus), "--name", "small", "--shards", "2",
              "--ray", cluster.address, "--ray-workers", "2", "--batch-size", "16", "--quiet",
              "--index-root", str(cluster.head.folder / "root")],
-            capture_output=True, text=True, timeout=1200, env={**os.environ, **ray_env(), "TMPDIR": str(cluster.head.tmp)})
+            capture_output=True, text=True, timeout=1200,
+            env={**os.environ, **ray_env(), "TMPDIR": str(cluster.head.tmp)})
     finally:
         done.set()
         watcher.join()
@@ -150,7 +151,8 @@ def hits(response: httpx.Response) -> list[tuple[str, float]]:
     return [(h["id"], h["score"]) for h in response.json()["hits"]]
 
 
-def test_replicas_fetch_their_shards_and_answer_as_one_process(cluster, served: RayServe, plain: Path) -> None:  # type: ignore[no-untyped-def]
+def test_replicas_fetch_their_shards_and_answer_as_one_process(  # type: ignore[no-untyped-def]
+        cluster, served: RayServe, plain: Path) -> None:
     fetched = {n.name: n.seen("small-") for n in [cluster.head, *cluster.workers]}
     assert sum(len(f) for f in fetched.values()) == 4, fetched  # 2 shards x 2 replicas, each with its own copy
     assert any(fetched[n.name] for n in cluster.workers), fetched  # replicas on the workers (one a node a shard)
@@ -166,7 +168,8 @@ def test_replicas_fetch_their_shards_and_answer_as_one_process(cluster, served: 
     assert r.status_code == 409 and "copied onto the nodes" in r.json()["error"]["message"]
 
 
-def test_a_worker_node_lost_under_load_loses_no_search(cluster, served: RayServe) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_node_lost_under_load_loses_no_search(  # type: ignore[no-untyped-def]
+        cluster, served: RayServe) -> None:
     before = {q: hits(served.search(q, k=20)) for q in QUERIES}
     stop = threading.Event()
     answers: list[int] = []
