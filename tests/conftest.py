@@ -104,7 +104,7 @@ def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(index_root: Path, cross_encoder: Path) -> Iterator[Server]:
     """The server over the session index, read-only, no keys; it offers the test cross-encoder for reranking. Its
     admission limits admit the 50 concurrent searches and the soak its tests send (the defaults, one running and one
-    queued search per core, would answer most of them 429: tests/integration/test_overload.py tests that)."""
+    queued search per two cores, would answer most of them 429: tests/integration/test_overload.py tests that)."""
     s = Server(index_root, env={"HYBRID_RERANK_MODELS": str(cross_encoder), "HYBRID_MAX_CONCURRENT": "64",
                                 "HYBRID_MAX_QUEUED": "64"})
     yield s

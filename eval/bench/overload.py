@@ -251,7 +251,8 @@ async def run(args: argparse.Namespace, pid: int, port: int) -> dict[str, Any]:
         return doc_id, Client.prepare("PUT", f"/v1/indexes/{args.index}/documents", body, host)
 
     client = Client("127.0.0.1", port)
-    await closed_loop(client, raws, 2, 3.0)  # warm-up
+    # Warm-up: the first searches after start compile and load what later ones reuse (numba, ONNX, caches).
+    await closed_loop(client, raws, max(2, args.max_concurrent), 10.0)
     capacity, saturated = await closed_loop(client, raws, args.max_concurrent, args.seconds)
     report: dict[str, Any] = {"capacity": {"searches_per_second": capacity, "clients": args.max_concurrent,
                                            "latency_ms": summary(saturated)},

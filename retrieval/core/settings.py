@@ -132,14 +132,15 @@ class Settings(BaseSettings):
     micro_batch_max: int = Field(32, ge=1, le=1024, description="Concurrent single queries fused into one batch (1 = off).")
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a lone query waits for company.")
     max_concurrent: int = Field(
-        default_factory=lambda: max(1, os.cpu_count() or 1), ge=1,
-        description="Searches run at once (HTTP); more wait in a queue of max_queued. The default (one per core) "
-                    "keeps admitted searches within 3x their unloaded p99 at 4x overload (eval/bench/README.md, "
-                    "Overload); more trades latency for throughput.")
+        default_factory=lambda: max(1, (os.cpu_count() or 1) // 2), ge=1,
+        description="Searches (and writes) run at once over HTTP; more searches wait in a queue of max_queued. The "
+                    "default, one per two cores (a search already encodes on several), kept admitted searches "
+                    "within 1.6x their unloaded p99 at 4x overload on 2 cores (eval/bench/README.md, Overload); "
+                    "more trades latency for throughput.")
     max_queued: int = Field(
-        default_factory=lambda: max(1, os.cpu_count() or 1), ge=0,
+        default_factory=lambda: max(1, (os.cpu_count() or 1) // 2), ge=0,
         description="Searches that may wait for a slot; beyond, a search is answered 429 with Retry-After at once. "
-                    "Default: one per core.")
+                    "Default: max_concurrent's default.")
     max_queued_writes: int = Field(64, ge=0, description="Writes (upserts, deletes) that may wait for the write pool; "
                                                          "beyond, 429 with Retry-After (a write is never dropped "
                                                          "unanswered).")

@@ -28,8 +28,8 @@ FACTORY_DEFAULTS = {
     "index_root": "`hybrid-retrieval/indexes` in the user data folder (platformdirs; on Linux "
                   "`$XDG_DATA_HOME` or `~/.local/share`)",
     "threads": "number of CPUs",
-    "max_concurrent": "number of CPUs",
-    "max_queued": "number of CPUs",
+    "max_concurrent": "half the number of CPUs (at least 1)",
+    "max_queued": "half the number of CPUs (at least 1)",
 }
 
 INTRO = f"""\

@@ -38,10 +38,10 @@ from service.cli.common import QUERY_MODE_HELP, index_root_of, index_root_option
                    "manifest; read-only), a URI mirroring the index root (s3://, gs://, file://; read-only), or "
                    "'auto' (path on one machine, the object store across nodes). docs/ray.md.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
-              help="Searches run at once; more wait (default: the max_concurrent setting, one per core).")
+              help="Searches run at once; more wait (default: the max_concurrent setting, one per two cores).")
 @click.option("--max-queued", type=click.IntRange(min=0), default=None,
               help="Searches that may wait for a slot; beyond, 429 with Retry-After (default: max_queued, one per "
-                   "core).")
+                   "two cores).")
 @click.option("--drain-seconds", type=click.FloatRange(min=0), default=None,
               help="On SIGTERM, how long requests in flight may take before the server checkpoints and exits 0 "
                    "(default 30).")
