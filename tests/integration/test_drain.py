@@ -44,9 +44,11 @@ def _copy(root: Path, into: Path) -> Path:
     return into
 
 
+@pytest.mark.slow  # a server drained under three long batches (about a minute)
 def test_sigterm_finishes_in_flight_requests_flushes_and_exits_0(root: Path, tmp_path: Path) -> None:
     served = _copy(root, tmp_path / "served")
-    server = Server(served, args=["--drain-seconds", "60"])
+    # Three batches in flight at once: the server admits them all (the defaults would shed two with 429).
+    server = Server(served, args=["--drain-seconds", "60", "--max-concurrent", "4", "--max-queued", "4"])
     url = f"{server.url}/v1/indexes/small"
     doc = cranfield_docs(61)[60]
     written = httpx.put(f"{url}/documents", timeout=60, json={"documents": [
@@ -125,7 +127,8 @@ class RetryingProxy:
 
 @pytest.mark.slow  # two servers restarted in turn under load (about a minute)
 def test_a_rolling_restart_of_two_replicas_loses_no_request(root: Path, tmp_path: Path) -> None:
-    replicas = [Server(_copy(root, tmp_path / f"r{i}"), args=["--drain-seconds", "30"]) for i in range(2)]
+    admits = ["--max-concurrent", "4", "--max-queued", "4"]  # the 4 clients: the defaults would shed with 429
+    replicas = [Server(_copy(root, tmp_path / f"r{i}"), args=["--drain-seconds", "30", *admits]) for i in range(2)]
     proxy = RetryingProxy([r.url for r in replicas])
     stop = threading.Event()
     answers: list[int] = []

@@ -65,6 +65,7 @@ def test_the_boundary_functions() -> None:
     assert Document("d", "t\ud800", "x\x00").text == "x "
 
 
+@pytest.mark.slow  # a property test over dozens of hostile strings (half a minute)
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(query=HOSTILE, tag=HOSTILE)
 def test_searches_take_any_text(searcher: Searcher, query: str, tag: str) -> None:
@@ -128,6 +129,7 @@ def test_the_lone_surrogate_search_of_the_issue(server: Server) -> None:
     assert r.status_code == 422 and "lone surrogate" in r.json()["error"]["message"], r.text
 
 
+@pytest.mark.slow  # a property test over dozens of hostile strings (half a minute)
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(query=HOSTILE, other=HOSTILE, tag=HOSTILE)
 def test_the_api_answers_200_or_422(server: Server, query: str, other: str, tag: str) -> None:
@@ -154,6 +156,7 @@ def test_the_api_answers_200_or_422(server: Server, query: str, other: str, tag:
     assert delete.status_code in (200, 422), delete.text
 
 
+@pytest.mark.slow  # the CLI in subprocesses
 def test_the_cli_takes_any_text(root: Path, tmp_path: Path) -> None:
     """Queries from argv (a non-UTF-8 byte arrives as a lone surrogate), and a corpus file of JSON escapes."""
     for query in ("wing \ud800 flutter", "\udcff", "a\x00b"):
