@@ -379,11 +379,12 @@ def rerank_lists(index_folder: Path, texts: Sequence[str], lists: list[list[Scor
 
 
 def _without_prf(name: str, spec: MethodSpec) -> str | None:
-    """The same method without its PRF and query modes (``bm25+rm3`` -> ``bm25``, ``splade@tokens`` -> ``splade``);
-    None if it has neither."""
+    """The same method without its PRF, query modes and exact flag (``bm25+rm3`` -> ``bm25``, ``splade@tokens`` ->
+    ``splade``, ``splade!exact`` -> ``splade``: an exact run is compared with the default approximate one); None if it
+    has none of them."""
     base = name
     for source in spec.sources.values():
-        if source.prf is not None or source.mode is not None:
+        if source.prf is not None or source.mode is not None or source.exact:
             base = base.replace(source.name, source.retriever)
     return base if base != name else None
 

@@ -101,9 +101,10 @@ class ShardServer:
                                                  else ReadOnlyShard(Path(folder), options))
 
     def search(self, retriever: str, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None,
-               mode: str | None, given: Sequence[Any] | None, where: Filter | None) -> RetrieverRuns:
+               mode: str | None, given: Sequence[Any] | None, where: Filter | None, exact: bool = False
+               ) -> RetrieverRuns:
         with self.index.view() as searcher:
-            return searcher.searchers[retriever].search(queries, depth, threads, prf, mode, given, where)
+            return searcher.searchers[retriever].search(queries, depth, threads, prf, mode, given, where, exact)
 
     def get(self, ids: Sequence[str]) -> dict[str, Document]:
         with self.index.view() as searcher:

@@ -47,6 +47,11 @@ class RetrieverInfo(BaseModel):
     parameters: dict[str, Any]
     size_bytes: int
     build_seconds: float
+    search_tuning: dict[str, Any] | None = Field(
+        None, description="How this retriever's default (approximate) search was tuned against exact search: the "
+                          "parameters chosen (SPLADE: probes, the clusters scored), the recall@10 measured and its "
+                          "target, the sample queries and their source, every setting tried. null: it searches "
+                          "exactly only, or was not tuned; 'exact': true in a search request skips the approximation.")
 
 
 class IndexInfo(BaseModel):

@@ -56,7 +56,7 @@ class ServiceState:
             name=name, documents=m.doc_count, created=m.created, corpus_sha256=m.corpus_sha256, size_bytes=m.size_bytes,
             retrievers=[RetrieverInfo(name=r.name, kind=r.kind, model_id=r.model_id, parameters=r.parameters,
                                       size_bytes=r.size_bytes, build_seconds=r.build_seconds,
-                                      description=get_kind(r.kind).describe(r))
+                                      description=get_kind(r.kind).describe(r), search_tuning=r.search_tuning)
                         for r in m.retrievers.values()],
             seq=live.seq, updated=m.updated, fields=m.fields,
         )

@@ -23,6 +23,7 @@ from indexes.indexing.folder_build import (
     resolve_retrievers,
     with_vectors,
 )
+from indexes.indexing.tuning import queries_beside
 from indexes.kinds import get_kind, parse_retrievers
 from indexes.kinds.base import BuildContext, BuildStage, RetrieverKind
 from indexes.storage.docstore.corpus import (
@@ -83,7 +84,8 @@ def build_index(corpus: str | Path, name: str, root: IndexRoot | str | Path, opt
                 if options.ray and vectors is None and any(model is not None for _, model in retrievers):
                     vectors = building / ".work" / "vectors"
                     retrievers = with_vectors(resolve_retrievers(options), _encode(corpus_file, vectors, options))
-                manifest = build_folder(corpus_file, name, building, options, stage, retrievers, vectors)
+                manifest = build_folder(corpus_file, name, building, options, stage, retrievers, vectors,
+                                        queries=options.tune_queries or queries_beside(corpus_file))
             manifest.files = {} if manifest.shards else checksum_files(building)  # shards record their own
             manifest.write(building)
             stage("manifest")
@@ -132,8 +134,9 @@ def _build_shards(corpus_file: Path, name: str, building: Path, options: BuildOp
     vector_manifest = VectorsManifest.read(vectors) if vectors is not None else None
     retrievers = with_vectors(resolve_retrievers(options), vector_manifest)
     corpus_sha256 = file_sha256(corpus_file)
-    jobs = [ShardJob(part, name, shard_folder(building, i), corpus_file.resolve(), corpus_sha256, retrievers, vectors)
-            for i, part in enumerate(parts)]
+    queries = options.tune_queries or queries_beside(corpus_file)
+    jobs = [ShardJob(part, name, shard_folder(building, i), corpus_file.resolve(), corpus_sha256, retrievers, vectors,
+                     queries) for i, part in enumerate(parts)]
     shards: list[Manifest] = []
     if options.ray:
         from indexes.indexing.ray_build import build_shards_on_ray

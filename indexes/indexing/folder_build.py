@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from indexes.indexing.tuning import tune_folder, worst
 from indexes.kinds import get_kind, parse_retrievers
 from indexes.kinds.base import BuildContext, BuildStage
 from indexes.storage.docstore.corpus import (
@@ -116,9 +117,11 @@ def with_vectors(retrievers: list[tuple[RetrieverSpec, ResolvedModel | None]], v
 
 def build_folder(corpus_file: Path, name: str, building: Path, options: BuildOptions, stage: BuildStage,
                   retrievers: list[tuple[RetrieverSpec, ResolvedModel | None, VectorSet | None]],
-                  vectors: Path | None = None, corpus_sha256: str | None = None, partial: bool = False) -> Manifest:
+                  vectors: Path | None = None, corpus_sha256: str | None = None, partial: bool = False,
+                  queries: Path | None = None) -> Manifest:
     """One complete index in ``building`` (its manifest without file checksums, not yet written); ``partial``: the
-    vectors cover more documents than this corpus (a shard's)."""
+    vectors cover more documents than this corpus (a shard's). Approximate searches are tuned last
+    (:mod:`indexes.indexing.tuning`), on ``queries`` (a queries file) or sampled documents."""
     work = building / ".work"
     store, skipped, schema = fill_store(corpus_file, building, options, stage)
     manifest = Manifest(
@@ -161,6 +164,8 @@ def build_folder(corpus_file: Path, name: str, building: Path, options: BuildOpt
     shutil.rmtree(work, ignore_errors=True)
     record_engine(manifest, building)
     manifest.docstore_bytes = folder_size(building / DocStore.FILE)
+    tune_folder(building, manifest, options, queries)
+    stage("tuned")
     return manifest
 
 
@@ -188,6 +193,7 @@ class ShardJob:
     corpus_sha256: str
     retrievers: list[tuple[RetrieverSpec, ResolvedModel | None, VectorSet | None]]
     vectors: Path | None
+    queries: Path | None = None  # for tuning (the whole corpus's queries file)
 
 
 def build_shard(job: ShardJob, options: BuildOptions, stage: BuildStage) -> Manifest:
@@ -196,7 +202,7 @@ def build_shard(job: ShardJob, options: BuildOptions, stage: BuildStage) -> Mani
     shutil.rmtree(job.folder, ignore_errors=True)
     job.folder.mkdir(parents=True)
     shard = build_folder(job.part, job.name, job.folder, options, stage, job.retrievers, job.vectors,
-                          job.corpus_sha256, partial=True)
+                          job.corpus_sha256, partial=True, queries=job.queries)
     shard.corpus_path = str(job.corpus_file)
     shard.files = checksum_files(job.folder)
     shard.write(job.folder)
@@ -219,7 +225,8 @@ def merged_manifest(name: str, corpus_file: Path, corpus_sha256: str, shards: li
             first, build_seconds=round(sum(e.build_seconds for e in entries), 3),
             encode_seconds=round(sum(e.encode_seconds for e in entries), 3),
             index_seconds=round(sum(e.index_seconds for e in entries), 3), size_bytes=sum(e.size_bytes for e in entries),
-            stages={k: round(sum(e.stages.get(k, 0.0) for e in entries), 3) for k in first.stages})
+            stages={k: round(sum(e.stages.get(k, 0.0) for e in entries), 3) for k in first.stages},
+            search_tuning=worst([e.search_tuning for e in entries]))
     return Manifest(name=name, created=shards[0].created, corpus_path=str(corpus_file.resolve()),
                     corpus_sha256=corpus_sha256, doc_count=sum(s.doc_count for s in shards), retrievers=retrievers,
                     docstore_bytes=sum(s.docstore_bytes for s in shards), skipped=skipped.as_dict(),

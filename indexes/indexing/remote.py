@@ -69,7 +69,8 @@ class ShardClient(Protocol):
     waits for the slowest shard, not for the sum."""
 
     def search(self, retriever: str, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None,
-               mode: str | None, given: Sequence[Any] | None, where: Filter | None) -> Pending: ...
+               mode: str | None, given: Sequence[Any] | None, where: Filter | None, exact: bool = False
+               ) -> Pending: ...
 
     def get(self, ids: Sequence[str]) -> Pending: ...
 
@@ -110,15 +111,16 @@ class RemoteRetrieverSearcher:
         self.encoder = encoder
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None
-               ) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None,
+               exact: bool = False) -> RetrieverRuns:
         encode_ms = 0.0
         if given is None and self.encoder is not None:
             started = time.perf_counter()
             encoded: Encoded | None = self.encoder.encode(self.name, list(queries), mode).result()
             encode_ms = (time.perf_counter() - started) * 1000.0
             given = encoded
-        pending = [s.search(self.name, list(queries), depth, threads, prf, mode, given, where) for s in self.shards]
+        pending = [s.search(self.name, list(queries), depth, threads, prf, mode, given, where, exact)
+                   for s in self.shards]
         results: list[RetrieverRuns] = [p.result() for p in pending]
         runs = [merge_runs([r.runs[q] for r in results], depth) for q in range(len(queries))]
         return RetrieverRuns(runs, encode_ms + max(r.encode_ms for r in results), max(r.search_ms for r in results))

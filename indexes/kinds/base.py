@@ -57,13 +57,15 @@ class RetrieverSearcher(Protocol):
     kind's :attr:`RetrieverKind.query_modes` (None: the first, the kind's default). ``given`` holds query
     vectors a client computed, one per query (:attr:`RetrieverKind.vector_input`): then nothing is encoded.
     ``where`` is a checked metadata filter: only documents it selects are ranked, before the top ``depth``.
+    ``exact``: search exhaustively even where the retriever has an approximate structure (SPLADE's clusters, dense's
+    ANN index); a retriever without one searches exactly anyway.
     """
 
     name: str
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None
-               ) -> RetrieverRuns: ...
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None,
+               exact: bool = False) -> RetrieverRuns: ...
 
     def close(self) -> None: ...
 
@@ -84,9 +86,9 @@ class FanOutSearcher:
         self.name = self.shards[0].name
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None
-               ) -> RetrieverRuns:
-        results = [s.search(queries, depth, threads, prf, mode, given, where) for s in self.shards]
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None,
+               exact: bool = False) -> RetrieverRuns:
+        results = [s.search(queries, depth, threads, prf, mode, given, where, exact) for s in self.shards]
         runs = [merge_runs([r.runs[q] for r in results], depth) for q in range(len(queries))]
         return RetrieverRuns(runs, sum(r.encode_ms for r in results), sum(r.search_ms for r in results))
 
@@ -168,6 +170,37 @@ class BuildContext:
     # A document encoder to reuse (:meth:`RetrieverKind.document_encoder`), owned by the caller: a distributed
     # build's encoder actor loads its model once for many chunks. None: the kind loads one and closes it.
     encoder: Any = None
+
+
+@dataclass
+class TuningQueries:
+    """Sample queries for tuning an approximate search against the exact one."""
+
+    texts: list[str] | None  # the corpus's own queries (or a --queries file); None: the kind samples documents
+    source: str  # where they came from, for the manifest: "queries.jsonl", a file, "documents' top terms"
+    encoder: Any = None  # the retriever's query encoder, for ``texts``
+    count: int = 200  # how many to sample from the documents (``texts`` None)
+
+
+@dataclass
+class TuningResult:
+    """What tuning found: the cheapest ``parameters`` whose recall@10 against exact search reaches ``target`` (or,
+    ``reached`` False, the best tried), measured on ``queries`` sample queries from ``source``."""
+
+    parameters: dict[str, Any]
+    recall_at_10: float
+    target: float
+    queries: int
+    source: str
+    reached: bool
+    grid: list[dict[str, Any]] = field(default_factory=list)  # every setting tried: parameters, recall, p50 ms
+    exact_p50_ms: float = 0.0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"parameters": self.parameters, "recall_at_10": round(self.recall_at_10, 4), "target": self.target,
+                "reached": self.reached, "queries": self.queries, "source": self.source,
+                "exact_p50_ms": round(self.exact_p50_ms, 4), "seconds": round(self.seconds, 2), "grid": self.grid}
 
 
 @dataclass(frozen=True)
@@ -262,6 +295,8 @@ class RetrieverKind(ABC):
     # What a client may send instead of query text: "dense" (a list of floats), "sparse" ({token: weight}),
     # or None (text only).
     vector_input: ClassVar[str | None] = None
+    # The BuildOptions field holding the recall@10 that tuning aims for (:meth:`tune`); None: nothing to tune.
+    tuning_target: ClassVar[str | None] = None
 
     # --- models ------------------------------------------------------------------------------------
 
@@ -364,6 +399,11 @@ class RetrieverKind(ABC):
             offered = ", ".join(self.query_modes) or "none (it has one way to search)"
             raise KindError(f"retriever {name!r} ({self.name}) has no query mode {mode!r}; it offers: {offered}")
         return mode
+
+    def tune(self, component: Component, queries: TuningQueries, target: float) -> TuningResult | None:
+        """Measure the recall@10 of ``component``'s approximate search against its exact search on ``queries`` and
+        find the cheapest parameters reaching ``target``; None: the component searches exactly only."""
+        return None
 
     def describe(self, entry: RetrieverManifest) -> str:
         """One line for listings: the kind, its model and its main parameters."""

@@ -35,7 +35,8 @@ class Bm25Searcher:
         self._index = index
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None,
+               exact: bool = False) -> RetrieverRuns:
         if prf is not None and where is not None:
             raise KindError(f"retriever {self.name!r}: BM25 PRF runs inside Anserini, whose feedback round cannot "
                             "apply a metadata filter; drop 'prf' for it or the filter")

@@ -98,7 +98,8 @@ class DenseSearcher:
         return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None,
+               exact: bool = False) -> RetrieverRuns:
         started = time.perf_counter()
         vectors = self.given_vectors(given) if given is not None else self.encode_queries(queries, mode)
         encode_ms = elapsed_ms(started)
@@ -183,7 +184,8 @@ class ShardedDenseSearcher:
         self.name = self.shards[0].name
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None,
+               exact: bool = False) -> RetrieverRuns:
         first = self.shards[0]
         started = time.perf_counter()
         vectors = first.given_vectors(given) if given is not None else first.encode_queries(queries, mode)

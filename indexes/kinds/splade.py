@@ -22,6 +22,8 @@ from indexes.kinds.base import (
     RetrieverKind,
     RetrieverRuns,
     RetrieverSearcher,
+    TuningQueries,
+    TuningResult,
     ViewState,
     WriteBatch,
     build_chunk,
@@ -35,7 +37,9 @@ from indexes.storage.lucene import anserini_order, impacts
 from indexes.storage.lucene import backend as lucene_backend
 from indexes.storage.lucene.backend import ImpactIndex
 from indexes.storage.lucene.direct import SegmentIds, anserini_ranked, anserini_run_arrays
+from indexes.storage.sparse import clusters as clustering
 from indexes.storage.sparse import impact_matrix
+from indexes.storage.sparse import tuning as sparse_tuning
 from indexes.storage.sparse.impact_matrix import ImpactMatrix, MatrixWriter
 from indexes.storage.vectors.files import SparseVectors, SparseWriter, VectorFileError, VectorSet
 from retrieval.core.filters import Filter
@@ -62,30 +66,35 @@ def query_vectors(encoder: SpladeEncoder, queries: Sequence[str], quant: Quantiz
 
 class MatrixSearch:
     """The in-memory matrix as one view sees it: the docnos the view may return, ranked as the Lucene path ranks
-    them (score, then id; Anserini's tie rounding), so both give the same hits and scores."""
+    them (score, then id; Anserini's tie rounding), so both give the same hits and scores. ``probes`` (one per
+    shard; None: exact): the clusters an approximate search scores where the matrix has them."""
 
-    def __init__(self, matrices: Sequence[ImpactMatrix], stores: Sequence[DocStore], views: Sequence[ViewState]) -> None:
+    def __init__(self, matrices: Sequence[ImpactMatrix], stores: Sequence[DocStore], views: Sequence[ViewState],
+                 probes: Sequence[int | None] | None = None) -> None:
         self._shards = list(zip(matrices, stores, views))
+        self.probes = list(probes) if probes is not None else [None] * len(self._shards)
         anserini_order.warm()
 
-    def top(self, vectors: Sequence[SparseVector], k: int, where: Filter | None = None) -> list[Sequence[ScoredDoc]]:
+    def top(self, vectors: Sequence[SparseVector], k: int, where: Filter | None = None, exact: bool = False
+            ) -> list[Sequence[ScoredDoc]]:
         """Each query's ranking: every shard's candidates (its top ``k`` and the ties at its cut) ranked together,
         then rounded once, so a sharded index ranks exactly as one index would. ``where``: only the documents a
         metadata filter selects (the document store's answer, as for dense, asked once for all the queries), ranked
-        before the cut, as Lucene's FILTER clause does."""
+        before the cut, as Lucene's FILTER clause does. ``exact``: every row, whatever the probes."""
         allowed = [store.filter_mask(where) if where is not None else None for _, store, _ in self._shards]
+        probes = [None] * len(self._shards) if exact else self.probes
         if len(self._shards) == 1:  # one document store: the runs keep its docnos, for fusion in arrays
             (matrix, store, view), = self._shards
             out = []
             for vector in vectors:
-                found, docnos = matrix.search_arrays(vector, k, view.bound, view.bitmap, allowed[0])  # type: ignore[arg-type]
+                found, docnos = matrix.search_arrays(vector, k, view.bound, view.bitmap, allowed[0], probes[0])  # type: ignore[arg-type]
                 out.append(anserini_run_arrays(found, docnos, k, store))
             return out
         runs = []
         for vector in vectors:
             hits: list[tuple[float, str]] = []
-            for (matrix, store, view), selected in zip(self._shards, allowed):
-                pairs = matrix.search(vector, k, view.bound, view.bitmap, selected)  # type: ignore[arg-type]
+            for (matrix, store, view), selected, shard_probes in zip(self._shards, allowed, probes):
+                pairs = matrix.search(vector, k, view.bound, view.bitmap, selected, shard_probes)  # type: ignore[arg-type]
                 ids = store.ids_by_docno([docno for _, docno in pairs])
                 hits += [(score, doc_id) for (score, _), doc_id in zip(pairs, ids) if doc_id is not None]
             runs.append(anserini_ranked(hits, k))
@@ -151,7 +160,8 @@ class SpladeSearcher:
         return out
 
     def search(self, queries: Sequence[str], depth: int, threads: int, prf: PrfConfig | None = None,
-               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None) -> RetrieverRuns:
+               mode: str | None = None, given: Sequence[Any] | None = None, where: Filter | None = None,
+               exact: bool = False) -> RetrieverRuns:
         started = time.perf_counter()
         vectors = self.given_vectors(given) if given is not None else self.encode_queries(queries, mode)
         encode_ms = elapsed_ms(started)
@@ -159,7 +169,7 @@ class SpladeSearcher:
         if prf is not None:
             vectors = self._feedback(vectors, prf, threads, where)
         if self.matrix is not None:
-            runs = self.matrix.top(vectors, depth, where)
+            runs = self.matrix.top(vectors, depth, where, exact)
         elif len(vectors) == 1:
             runs = [self._index.search(vectors[0], depth, where)]
         else:
@@ -224,17 +234,32 @@ def open_matrix(folder: Path, name: str, options: OpenOptions) -> ImpactMatrix |
     return ImpactMatrix(folder, rows=wanted)
 
 
+def default_probes(entry: RetrieverManifest, matrix: ImpactMatrix | None, options: OpenOptions) -> int | None:
+    """The clusters an approximate search scores: the option's, else the index's tuned value, else
+    :data:`DEFAULT_PROBE_SHARE` of the clusters; None (exact) without clusters or with ``options.exact``."""
+    if options.exact or matrix is None or matrix.clusters is None:
+        return None
+    if options.splade_probes is not None:
+        return options.splade_probes
+    tuned = (entry.search_tuning or {}).get("parameters", {}).get("probes")
+    return int(tuned) if tuned else max(DEFAULT_PROBES, round(DEFAULT_PROBE_SHARE * matrix.clusters.count))
+
+
+DEFAULT_PROBES, DEFAULT_PROBE_SHARE = 16, 0.01  # an untuned clustered matrix (tune it: hybrid index tune)
+
+
 class SpladeComponent(LuceneComponent):
     writer_kind = "impact"
 
     def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> None:
         super().__init__(index_folder, name, entry, options.device)
         self.matrix = open_matrix(self.folder, name, options)
+        self.probes = default_probes(entry, self.matrix, options)
 
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
         searcher = super().searcher(encoder, store, view, batch_size)
         if self.matrix is not None and self.matrix.searchable:
-            searcher.matrix = MatrixSearch([self.matrix], [store], [view])  # type: ignore[attr-defined]
+            searcher.matrix = MatrixSearch([self.matrix], [store], [view], [self.probes])  # type: ignore[attr-defined]
         return searcher
 
     @classmethod
@@ -244,7 +269,8 @@ class SpladeComponent(LuceneComponent):
         searcher = super().merged_searcher(components, encoder, stores, views, batch_size)
         matrices = [c.matrix for c in components if isinstance(c, SpladeComponent)]
         if len(matrices) == len(components) and all(m is not None and m.searchable for m in matrices):
-            searcher.matrix = MatrixSearch(matrices, stores, views)  # type: ignore[arg-type,attr-defined]
+            probes = [c.probes for c in components if isinstance(c, SpladeComponent)]
+            searcher.matrix = MatrixSearch(matrices, stores, views, probes)  # type: ignore[arg-type,attr-defined]
         return searcher
 
     def apply(self, batch: WriteBatch) -> None:
@@ -267,6 +293,11 @@ class SpladeComponent(LuceneComponent):
         files = super().commit(seq)
         if self.matrix is not None:
             files += [f"{self.name}/{f}" for f in self.matrix.commit(seq)]
+            if (self.entry.parameters.get("clusters") and self.matrix.clusters is None
+                    and self.matrix.rows >= clustering.FOLD_MIN_ROWS and self.matrix.cluster()):
+                # an index created empty and filled by live writes gets its clusters once it is large enough
+                files = sorted({*files, f"{self.name}/{impact_matrix.FOLDER}/{clustering.FILE}"})
+                self.probes = self.probes or default_probes(self.entry, self.matrix, OpenOptions())
         return files
 
     def _searcher(self, encoder: Any, reader: Any, batch_size: int, ids: SegmentIds | None = None) -> RetrieverSearcher:
@@ -287,11 +318,14 @@ class SpladeKind(RetrieverKind):
     }
     # Sparse Rocchio over the stored impacts of the top hits (see SpladeSearcher._feedback).
     prf_methods = {"rocchio": {"fb_docs": 3, "fb_terms": 20, "alpha": 1.0, "beta": 0.5}}
+    tuning_target = "tune_recall_sparse"
 
     def parameters(self, options: BuildOptions) -> dict[str, Any]:
-        # doc_vectors: each document's impacts are also stored as a term vector, for PRF.
+        # doc_vectors: each document's impacts are also stored as a term vector, for PRF. clusters: the approximate
+        # structure beside the matrix (indexes/storage/sparse/clusters.py).
         return {"scale": options.splade_scale, "doc_top_k": options.splade_doc_top_k,
-                "doc_vectors": options.splade_doc_vectors, "matrix": options.splade_matrix}
+                "doc_vectors": options.splade_doc_vectors, "matrix": options.splade_matrix,
+                "clusters": options.splade_matrix and options.splade_clusters}
 
     def load_encoder(self, manifest: Manifest, name: str, device: str, role: str = "query") -> SpladeEncoder:
         encoder = shared_encoder(SpladeEncoder, checked_model(manifest, name), device, role)
@@ -394,16 +428,50 @@ class SpladeKind(RetrieverKind):
             shutil.move(str(matrix), str(ctx.out / impact_matrix.FOLDER))
         encode_seconds = clock.get("encode", 0.0)
         index_seconds = time.perf_counter() - started - encode_seconds
+        structure = self._cluster(ctx) if matrix is not None and o.splade_clusters else {}
         ctx.stage(f"{name}-indexed")
         # From vectors, the quantization is the encoder's; storing term vectors is this build's choice.
         encoded = {k: ctx.vector_set.parameters[k] for k in ("scale", "doc_top_k")} if ctx.vector_set else {}
         postings = int(stages.pop("postings"))
-        parameters = {**self.parameters(o), **encoded, "avg_terms_per_doc": round(postings / max(total, 1), 2)}
+        parameters = {**self.parameters(o), **encoded, "avg_terms_per_doc": round(postings / max(total, 1), 2),
+                      **structure}
         stages["read_s"] = round(stages["read_s"] - encode_seconds, 3)  # what producing the chunks took, encoding aside
         return RetrieverManifest(name, ctx.model.model_id, ctx.model.weights_sha256, parameters,
                                  round(encode_seconds + index_seconds, 3), round(encode_seconds, 3),
                                  round(index_seconds, 3), folder_size(ctx.out), kind=self.name,
                                  stages={k: float(v) for k, v in stages.items() if isinstance(v, (int, float))})
+
+    def _cluster(self, ctx: BuildContext) -> dict[str, Any]:
+        """The approximate structure over the built matrix (:mod:`indexes.storage.sparse.clusters`): its clusters and
+        what building them cost, for the manifest (the Lucene build's seconds are ``index_seconds``)."""
+        started = time.perf_counter()
+        matrix = ImpactMatrix(ctx.out)
+        loaded = time.perf_counter() - started
+        if matrix.cluster() is None or matrix.clusters is None:
+            return {}
+        ctx.stage(f"{ctx.spec.name}-clustered")
+        return {"cluster_count": matrix.clusters.count, "cluster_seconds": round(time.perf_counter() - started, 3),
+                "cluster_load_seconds": round(loaded, 3)}
+
+    def tune(self, component: Component, queries: TuningQueries, target: float) -> TuningResult | None:
+        """``probes`` reaching ``target`` recall@10 against the exhaustive matrix search
+        (:mod:`indexes.storage.sparse.tuning`), on the given query texts (encoded as searches encode them) or on
+        documents' heaviest impacts."""
+        matrix = component.matrix if isinstance(component, SpladeComponent) else None
+        if matrix is None or matrix.clusters is None or not matrix.searchable:
+            return None
+        started = time.perf_counter()
+        if queries.texts is not None:
+            vectors = query_vectors(queries.encoder, queries.texts, quantization(component.entry), None, 32,
+                                    component.onnx_cache)
+        else:
+            vectors = sparse_tuning.sample_queries(matrix, queries.count)
+        measured = sparse_tuning.measure(matrix, vectors, target)
+        if measured is None:
+            return None
+        return TuningResult({"probes": measured.probes, "clusters": matrix.clusters.count}, measured.recall, target,
+                            measured.queries, queries.source, measured.reached, measured.grid, measured.exact_p50_ms,
+                            time.perf_counter() - started)
 
     def document_encoder(self, model: ResolvedModel | None, options: BuildOptions) -> SpladeEncoder:
         assert model is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from retrieval.core.settings import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, Settings
@@ -43,6 +44,11 @@ class BuildOptions:
     splade_doc_top_k: int | None = None
     splade_doc_vectors: bool = True  # term vectors for SPLADE PRF
     splade_matrix: bool = True  # impacts beside the Lucene index, for in-memory search (indexes/storage/sparse/impact_matrix.py)
+    splade_clusters: bool = True  # the approximate structure beside the matrix (indexes/storage/sparse/clusters.py)
+    tune_recall_sparse: float = 0.98  # recall@10 against exact that build-time tuning aims for (sparse retrievers)
+    # The corpus's own queries (BEIR queries.jsonl), for tuning at build; None: found beside the corpus file, else
+    # sampled from the documents (indexes/indexing/tuning.py).
+    tune_queries: Path | None = None
     threads: int = 2
     progress: bool = True
     on_error: str = "fail"  # "skip": leave bad corpus lines out, counted in the manifest
@@ -85,6 +91,8 @@ class OpenOptions:
     splade_search: str = "auto"  # "matrix" (in memory), "lucene", "auto" (the matrix when it has one that fits)
     splade_matrix_max_mb: int = 2048
     min_free_disk_mb: int = 64  # below this much free space a live write or snapshot is refused before it starts
+    exact: bool = False  # every search exact: SPLADE's whole matrix, dense's flat scan (a request may ask per search)
+    splade_probes: int | None = None  # clusters an approximate SPLADE search scores; None: the index's tuned value
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> OpenOptions:

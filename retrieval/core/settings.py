@@ -92,6 +92,20 @@ class Settings(BaseSettings):
                             "faster on the CPU), 'lucene' through Lucene; 'auto' takes the matrix when the index has one "
                             "that fits splade_matrix_max_mb. PRF's feedback pass goes through Lucene.")
     splade_matrix_max_mb: int = Field(2048, ge=0, description="The largest matrix 'auto' loads into memory.")
+    splade_clusters: bool = Field(
+        True, description="Build the approximate SPLADE structure with the matrix: its rows grouped into clusters of "
+                          "about 32 similar documents (matrix/clusters.npz), of which a search scores the best few "
+                          "('probes', tuned at build to reach tune_recall_sparse against exact search).")
+    splade_probes: int | None = Field(
+        None, ge=1, description="Clusters an approximate SPLADE search scores; default: what the index's tuning "
+                                "recorded (hybrid index info: search_tuning).")
+    exact: bool = Field(
+        False, description="Search exactly by default: SPLADE scores every row of its matrix instead of the clusters "
+                           "its approximate structure picks (dense: the flat scan instead of the ANN index). A "
+                           "request's 'exact' asks for it per search.")
+    tune_recall_sparse: float = Field(
+        0.98, gt=0, le=1, description="Recall@10 against exact search that tuning (at build, hybrid index tune) aims "
+                                      "for with sparse retrievers; below it a build warns.")
     overlap_builds: Literal["auto", "on", "off"] = Field(
         "auto", description="Build retrievers that encode nothing (BM25) on the CPU while the others encode: 'auto' "
                             "does so when the device is CUDA (on the CPU the encoders already use every core).")

@@ -273,6 +273,7 @@ class Searcher:
         fusing), the lists fused, reranked, paged, and the page filled with text and highlights as asked."""
         k, offset, min_score, explain, include_text = (request.k, request.offset, request.min_score, request.explain,
                                                         request.include_text)
+        exact = request.exact or self.options.exact
         depth = request.depth if request.depth is not None else self.options.depth
         fusion = request.fusion.config(self.options.rrf_k)
         queries = [clean_query(q) if isinstance(q, str) else q for q in queries]
@@ -305,7 +306,8 @@ class Searcher:
         def retrieve(name: str) -> RetrieverRuns:
             try:
                 return self.searchers[name].search(queries, per_retriever_depth, self.options.threads,
-                                                   feedback.get(name), modes.get(name), vectors.get(name), where)
+                                                   feedback.get(name), modes.get(name), vectors.get(name), where,
+                                                   exact)
             except KindError as exc:  # a client vector that does not fit this retriever
                 raise SearchError(str(exc)) from None
 

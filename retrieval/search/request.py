@@ -204,6 +204,12 @@ class SearchOptions(BaseModel):
     depth: int | None = Field(None, ge=1, le=MAX_DEPTH,
                               description="Candidates per retriever before fusion; default: the server's depth "
                                           "setting (100); a server caps it (max_depth, default 1,000).")
+    exact: bool = Field(False, description="Search every retriever exactly, even where its index has an approximate "
+                                           "structure searched by default: SPLADE scores every document of its "
+                                           "impact matrix instead of the clusters its tuned 'probes' pick; dense "
+                                           "scans its vectors exactly instead of its ANN index (HNSW, IVF); BM25 is "
+                                           "always exact. The index's tuning (GET /v1/indexes/{name}: "
+                                           "search_tuning) says the recall@10 of the default.")
     explain: bool = Field(False, description="Add each retriever's rank, raw score, normalized score (weighted fusion) "
                                              "and contribution to every hit, and 'contributions': every fused "
                                              "retriever's share of the fused score (they add up to it).")

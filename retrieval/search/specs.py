@@ -9,6 +9,9 @@ is a request anyone can send.
   ``bm25+rm3(fb_docs=5,fb_terms=20)`` (the PRF methods are the kinds' own, :mod:`indexes.kinds`);
 * a retriever in another query mode: ``splade@tokens`` (inference-free), ``dense@onnx-int8``, also with
   PRF (``splade@onnx+rocchio``) and inside fusions (``rrf:bm25+splade@onnx-int8+dense@onnx``);
+* a retriever searched exactly where its default is approximate (the request's ``exact``): ``splade!exact``,
+  ``rrf:bm25+splade!exact+dense!exact``, so the leaderboard scores both side by side (in a fusion every source is
+  exact or none is: one request says it once);
 * RRF: ``rrf:bm25+splade+dense[:k]``, and with PRF runs: ``rrf:bm25+rm3+dense``;
 * weighted sums: ``weighted:splade=0.6,dense=0.4[:minmax|zscore|dbsf]``, ``weighted:splade+dense:dbsf``
   (``+`` joins names weighing 1; ``dbsf`` is Qdrant's distribution-based score fusion);
@@ -42,14 +45,16 @@ class Source:
     retriever: str
     prf: PrfConfig | None = None
     mode: str | None = None
+    exact: bool = False
 
     @property
     def name(self) -> str:
-        return self.retriever + (f"@{self.mode}" if self.mode else "") + (f"+{self.prf.label()}" if self.prf else "")
+        return (self.retriever + (f"@{self.mode}" if self.mode else "") + ("!exact" if self.exact else "")
+                + (f"+{self.prf.label()}" if self.prf else ""))
 
     def request(self, k: int) -> SearchOptions:
         """This list as a search request for the top ``k``."""
-        return SearchOptions.parse({"k": k, "retrievers": [self.retriever],
+        return SearchOptions.parse({"k": k, "retrievers": [self.retriever], "exact": self.exact,
                                     "prf": {self.retriever: self.prf} if self.prf else None,
                                     "query_mode": {self.retriever: self.mode} if self.mode else None})
 
@@ -73,6 +78,8 @@ class MethodSpec:
         if self.adaptive or len(set(retrievers)) < len(retrievers):
             raise SpecError(f"{self.name!r} fuses lists a single search request cannot ask for (the same retriever "
                             "twice, or weights fit per fold)")
+        if len({source.exact for source in self.sources.values()}) > 1:
+            raise SpecError(f"{self.name!r} mixes exact and approximate sources; one request is exact or not")
         renamed = {source.name: source.retriever for source in self.sources.values()}
         fusion = None
         if self.fusion is not None:
@@ -81,6 +88,7 @@ class MethodSpec:
                             normalization=self.fusion.normalization)
         return SearchOptions.parse({
             "k": k, "retrievers": retrievers, **({"fusion": fusion} if fusion else {}),
+            "exact": any(s.exact for s in self.sources.values()),
             "prf": {s.retriever: s.prf for s in self.sources.values() if s.prf} or None,
             "query_mode": {s.retriever: s.mode for s in self.sources.values() if s.mode} or None})
 
@@ -124,14 +132,17 @@ def parse_sources(body: str, spec: str) -> list[Source]:
         if match and match.group(1) in methods:
             if not sources or sources[-1].prf is not None:
                 raise SpecError(f"{spec!r}: PRF method {token!r} must follow a retriever name")
-            sources[-1] = Source(sources[-1].retriever, parse_prf(token, spec), sources[-1].mode)
+            sources[-1] = Source(sources[-1].retriever, parse_prf(token, spec), sources[-1].mode, sources[-1].exact)
             continue
+        token, bang, flag = token.partition("!")
+        if bang and flag != "exact":
+            raise SpecError(f"{spec!r}: {flag!r} after '!' is not a search option; the one there is: exact")
         token, at, mode = token.partition("@")
         if not _NAME.match(token):
             raise SpecError(f"{spec!r}: {token!r} is not a retriever name (letters, digits, '.', '_', '-')")
         if at and not _MODE.match(mode):
             raise SpecError(f"{spec!r}: {mode!r} is not a query mode such as tokens, onnx or onnx-int8")
-        sources.append(Source(token, mode=mode or None))
+        sources.append(Source(token, mode=mode or None, exact=bool(bang)))
     return sources
 
 

@@ -1,4 +1,4 @@
-"""``hybrid index ...``: build, create, add, remove, snapshot, compact, list, info, delete."""
+"""``hybrid index ...``: build, create, add, remove, snapshot, compact, list, info, tune, delete."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ def index() -> None:
               help="Store SPLADE term vectors, which SPLADE PRF reads (default on; off: smaller, faster builds).")
 @click.option("--splade-matrix/--no-splade-matrix", default=None,
               help="Write SPLADE impacts beside the Lucene index for in-memory search (default on).")
+@click.option("--splade-clusters/--no-splade-clusters", default=None,
+              help="Build the approximate SPLADE structure (clusters of the matrix), tuned at build (default on).")
+@click.option("--tune-queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Queries (BEIR queries.jsonl, or one a line) to tune approximate search with; default: the "
+                   "corpus folder's queries.jsonl, else sampled documents.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Lucene indexing threads.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Bad corpus lines: stop with the line number, or skip them (counted in the manifest).")
@@ -59,7 +64,8 @@ def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tupl
                 device: str | None,
                 batch_size: int | None, faiss_factory: str | None, sparse_model: str | None, dense_model: str | None,
                 splade_scale: float | None, splade_top_k: int | None, splade_doc_vectors: bool | None,
-                splade_matrix: bool | None, threads: int | None, on_error: str, vectors_dir: Path | None, shards: int, ray_address: str | None,
+                splade_matrix: bool | None, splade_clusters: bool | None, tune_queries: Path | None, threads: int | None,
+                on_error: str, vectors_dir: Path | None, shards: int, ray_address: str | None,
                 ray_workers: int, quiet: bool) -> None:
     """Index CORPUS (BEIR corpus.jsonl[.gz] or a BEIR dataset folder) as NAME."""
     from indexes.indexing.builder import build_index
@@ -67,10 +73,10 @@ def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tupl
     settings = settings_from(index_root, device=device, batch_size=batch_size, faiss_factory=faiss_factory,
                          sparse_model=sparse_model, dense_model=dense_model, splade_scale=splade_scale,
                          splade_doc_top_k=splade_top_k, splade_doc_vectors=splade_doc_vectors,
-                         splade_matrix=splade_matrix, threads=threads)
+                         splade_matrix=splade_matrix, splade_clusters=splade_clusters, threads=threads)
     options = BuildOptions.from_settings(settings, retrievers=retrievers_from(retrievers, extra_retrievers),
                                          progress=not quiet, on_error=on_error, shards=shards, ray=ray_address,
-                                         ray_workers=ray_workers)
+                                         ray_workers=ray_workers, tune_queries=tune_queries)
     manifest = build_index(corpus, name, index_root_of(settings), options, vectors=vectors_dir)
     sharded = f" in {len(manifest.shards)} shards" if manifest.shards else ""
     click.echo(f"built {name!r}: {manifest.doc_count} documents{sharded} -> {index_root_of(settings).path(name)}")
@@ -79,6 +85,9 @@ def index_build(corpus: Path, name: str, retrievers: str, extra_retrievers: tupl
         rate = manifest.doc_count / r.build_seconds if r.build_seconds else float("inf")
         click.echo(f"{r.name:<14}{r.build_seconds:>10.1f}{rate:>10.1f}{r.encode_seconds:>10.1f}"
                    f"{r.index_seconds:>10.1f}{r.size_bytes / 2**20:>10.2f}  {r.kind}")
+    for r in manifest.retrievers.values():
+        if r.search_tuning:
+            click.echo(tuning_line(r.name, r.search_tuning))
     busy = sum(r.build_seconds for r in manifest.retrievers.values())
     if manifest.build_wall_seconds and manifest.build_wall_seconds < busy * 0.98:
         click.echo(f"retrievers built in {manifest.build_wall_seconds:.1f} s of wall clock for {busy:.1f} s of work "
@@ -118,6 +127,52 @@ def index_info(name: str, index_root: Path | None) -> None:
     from indexes.storage.docstore.manifest import Manifest
 
     click.echo(Manifest.read(index_root_of(settings_from(index_root)).resolve(name)).to_json())
+
+
+def tuning_line(name: str, tuning: dict[str, Any]) -> str:
+    """One line for a retriever's tuning: the parameters chosen and the recall they reach."""
+    status = "reached" if tuning.get("reached") else "BELOW"
+    return (f"{name}: approximate search {tuning['parameters']} recall@10 {tuning['recall_at_10']:.3f} ({status} target "
+            f"{tuning['target']:g}; {tuning['queries']} queries from {tuning['source']})")
+
+
+@index.command("tune")
+@click.argument("name")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Recall@10 against exact search to reach (default: the settings' tune_recall_sparse, 0.98).")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Queries to tune with (BEIR queries.jsonl, or one a line); default: the corpus folder's "
+                   "queries.jsonl when it is still there, else sampled documents.")
+@click.option("--retriever", "names", multiple=True, help="Only this retriever (repeatable); default: all.")
+@index_root_option
+def index_tune(name: str, target_recall: float | None, queries: Path | None, names: tuple[str, ...],
+               index_root: Path | None) -> None:
+    """Measure recall@10 of NAME's approximate searches against exact search and record the cheapest settings
+    reaching the target in its manifest (hybrid index info and GET /v1/indexes/NAME show them)."""
+    from indexes.indexing.tuning import queries_beside, tune_index
+    from indexes.storage.docstore.manifest import Manifest
+
+    settings = settings_from(index_root)
+    root = index_root_of(settings)
+    with root.lock(name):
+        folder = root.resolve(name)
+        manifest = Manifest.read(folder)
+        unknown = [n for n in names if n not in manifest.retrievers]
+        if unknown:
+            raise click.UsageError(f"index {name!r} has no retriever {unknown[0]!r}; it has "
+                                   f"{', '.join(manifest.retrievers)}")
+        corpus = Path(manifest.corpus_path) if manifest.corpus_path else None
+        found = queries or queries_beside(corpus)
+        options = BuildOptions.from_settings(settings, progress=False)
+        chosen = list(names) or None
+        targets = {n: target_recall for n in (chosen or manifest.retrievers)} if target_recall is not None else None
+        results = tune_index(folder, options, found, chosen, targets)
+    if not results:
+        click.echo(f"nothing to tune in {name!r}: no retriever has an approximate search")
+        return
+    tuned = Manifest.read(folder)
+    for retriever in results:
+        click.echo(tuning_line(retriever, tuned.retrievers[retriever].search_tuning or {}))
 
 
 @index.command("delete")

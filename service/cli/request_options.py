@@ -1,6 +1,6 @@
 """``hybrid search``'s options, built from the search request's fields (:mod:`retrieval.search.request`).
 
-A scalar field (``k``, ``offset``, ``min_score``, ``depth``, ``explain``, ``include_text``, ``highlight``) becomes
+A scalar field (``k``, ``offset``, ``min_score``, ``depth``, ``exact``, ``explain``, ``include_text``, ``highlight``) becomes
 one option named after it, typed after it, with the field's own description as help and no default of its own
 (unset, the request's default holds). A field that holds a structure gets options spelled for a shell, listed in
 :data:`STRUCTURED`; their values are put together into the field and the whole request is checked by the model,
@@ -23,7 +23,7 @@ from retrieval.search.request import SearchRequest
 from retrieval.search.specs import SpecError, parse_prf
 from service.cli.common import QUERY_MODE_HELP
 
-SCALARS = ("k", "offset", "min_score", "depth", "explain", "include_text", "highlight", "timeout_ms")
+SCALARS = ("k", "offset", "min_score", "depth", "exact", "explain", "include_text", "highlight", "timeout_ms")
 # CLI defaults that differ from the request's: the table shows each retriever's rank and the title.
 CLI_DEFAULTS = {"explain": True, "include_text": True}
 

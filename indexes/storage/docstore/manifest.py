@@ -49,6 +49,10 @@ class RetrieverManifest:
     lucene_major: int | None = None
     # Where the build's time went, seconds by stage (the SPLADE impact writer's: reading, Lucene, matrix, ...).
     stages: dict[str, float] = field(default_factory=dict)
+    # Approximate search measured against exact search (indexes/indexing/tuning.py): the parameters that reach the
+    # target recall@10, the recall measured, the target, the sample queries and where they came from, and every
+    # setting tried. None: nothing approximate to tune (or not tuned yet).
+    search_tuning: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name

@@ -20,6 +20,9 @@ this matrix is derived from the same vectors, written beside it:
 * ``matrix/removed.npy``: docnos removed by compactions, rewritten atomically at a checkpoint;
 * ``matrix/state.json``: the ``seq`` of the last checkpoint (one with no new rows writes no part).
 
+* ``matrix/clusters.npz``: the approximate structure (:mod:`indexes.storage.sparse.clusters`), written by a build
+  and when a checkpoint folds enough new rows in; the rows it covers are held in its cluster order.
+
 A crash between Lucene's commit and a part's rename leaves the part missing: :attr:`ImpactMatrix.seq` is then
 below Lucene's, the write-ahead log replays the difference, and :meth:`ImpactMatrix.append` skips the docnos it
 already holds. Which versions a search may return comes from the view (``bound``, ``bitmap``), as for FAISS.
@@ -28,6 +31,7 @@ already holds. Which versions a search may return comes from the view (``bound``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import weakref
@@ -46,12 +50,14 @@ except ImportError:  # pragma: no cover - numba is a dependency; kept importable
 from indexes.storage.docstore.layout import fsync_path
 from indexes.storage.kernels import top_k
 from indexes.storage.kernels.docno_flags import row_flags
+from indexes.storage.sparse import clusters as clustering
 
 FOLDER = "matrix"
 REMOVED = "removed.npy"
 STATE = "state.json"
 PART_NNZ = 16_000_000  # impacts per part a build writes (about 200 MB of memory while it fills)
 MERGE_BLOCKS = 8  # appended blocks are merged into one past this many
+log = logging.getLogger(__name__)
 
 
 def exists(retriever_folder: Path) -> bool:
@@ -228,12 +234,17 @@ class ImpactMatrix:
         self._parts = 0
         self._loaded = 0  # blocks from the files (the first), never merged with appended ones
         self.seq = 0
-        self._mask: tuple[Any, int | None, int, int, np.ndarray] | None = None  # cached visibility of the rows
+        self._mask: tuple[Any, int | None, int, Any, np.ndarray] | None = None  # cached visibility of the rows
+        self._max_docno = -1
+        self._layout = 0  # counts re-clusterings: the rows' order changes, so cached masks go
+        self.clusters: clustering.Clusters | None = None  # the first block's, when it is held in cluster order
         self._load()
         if rows:  # compile (or load the cached machine code) now, not in a first query: appended blocks hold float32
             for dtype in {np.dtype(np.float32), *(block.data.dtype for block, _ in self._blocks)}:
                 tiny = sparse.csc_matrix(np.ones((1, 1), dtype=dtype))
                 block_top(tiny, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.float32), None, 1)
+            if self.clusters is not None:
+                self.clusters.top(self._blocks[0][0], np.zeros(0, np.int64), np.zeros(0, np.float32), _NO_MASK, 1, 1)
 
     # --- loading and writing ---------------------------------------------------------------------------
 
@@ -242,6 +253,7 @@ class ImpactMatrix:
         parts = sorted(folder.glob("part-*.npz"))
         indptrs, terms, weights, docnos = [], [], [], []
         offset = 0
+        stored = clustering.read(folder) if self.searchable and clustering.available() else None
         for path in parts:
             with np.load(path) as data:
                 self.seq = max(self.seq, int(data["seq"][0]))
@@ -268,13 +280,36 @@ class ImpactMatrix:
                 np.concatenate([w.astype(np.int32) for w in weights])
             csr = sparse.csr_matrix((values, np.concatenate(terms), indptr),
                                     shape=(len(rows), max(len(self._vocab), 1)))
-            self._blocks = [(csr.tocsc(), rows)] if len(rows) else []
-            self._docnos = rows
+            covered = sum(len(d) for d in docnos[: stored.parts]) if stored is not None else 0
+            if stored is not None and not self._clustered(csr, rows, covered, stored):
+                log.warning("%s: %s does not match the matrix parts; searching exactly", folder, clustering.FILE)
+            if self.clusters is None and len(rows):
+                self._blocks = [(csr.tocsc(), rows)]
+            self._docnos = np.concatenate([d for _, d in self._blocks]) if self._blocks else rows
+        self._max_docno = int(self._docnos.max()) if len(self._docnos) else -1
         self._loaded = len(self._blocks)
+
+    def _clustered(self, csr: sparse.csr_matrix, rows: np.ndarray, covered: int, stored: clustering.Stored) -> bool:
+        """Hold the first ``covered`` rows (the parts ``stored`` covers) in its cluster order with its clusters, the
+        rest as a block of their own; False (nothing held) when the file does not match the parts."""
+        if covered != len(stored.docnos) or not np.array_equal(np.sort(stored.docnos), rows[:covered]):
+            return False
+        order = np.searchsorted(rows[:covered], stored.docnos)
+        block = csr[:covered][order].tocsc()
+        columns = np.fromiter(map(self._vocab.__getitem__, (str(t) for t in stored.vocab)), dtype=np.int64,
+                              count=len(stored.vocab))
+        cterms = columns[stored.cterms] if len(stored.cterms) else stored.cterms.astype(np.int64)
+        if (cterms < 0).any():  # a centroid term no row holds
+            return False
+        self.clusters = clustering.Clusters(block, stored.starts, stored.cptr, cterms, stored.cweights)
+        self._blocks = [(block, stored.docnos)]
+        if covered < len(rows):
+            self._blocks.append((csr[covered:].tocsc(), rows[covered:]))
+        return True
 
     @property
     def max_docno(self) -> int:
-        return int(self._docnos[-1]) if len(self._docnos) else -1
+        return self._max_docno
 
     @property
     def rows(self) -> int:
@@ -294,6 +329,7 @@ class ImpactMatrix:
         rows = [vectors[i] for i in keep]
         with self._lock:
             self._pending.append((new_docnos, rows))
+            self._max_docno = int(new_docnos[-1])
             if not self.searchable:
                 self._docnos = np.concatenate([self._docnos, new_docnos])
                 return
@@ -337,11 +373,38 @@ class ImpactMatrix:
                     self._pending[:0] = pending
                 raise
             self._parts += 1
+        if self.clusters is not None:  # checkpoints run under the index's write lock: no rows arrive meanwhile
+            clustered = len(self._blocks[0][1])
+            if clustering.should_fold(clustered, self.rows - clustered):
+                self.cluster()
         if len(removed):
             _write_atomically(folder / REMOVED, lambda h: np.save(h, removed))
         _write_atomically(folder / STATE, lambda h: h.write(json.dumps({"seq": seq}).encode()))
         self.seq = max(self.seq, seq)
         return sorted(f"{FOLDER}/{p.name}" for p in folder.iterdir() if p.suffix in (".npz", ".npy", ".json"))
+
+    def cluster(self) -> str | None:
+        """Group every row into clusters for approximate search (:mod:`indexes.storage.sparse.clusters`), write
+        ``matrix/clusters.npz`` over the parts, and hold the rows in its order from now on. Every row must be in a
+        part (a build's matrix, or right after a commit). Returns the file (relative to the retriever folder), or
+        None where approximate search cannot run (no numba, or no rows held in memory)."""
+        if not self.searchable or not clustering.available() or not self._blocks or self._pending:
+            return None
+        with self._lock:
+            blocks = self._blocks
+        block, docnos = self._merged(blocks) if len(blocks) > 1 else blocks[0]
+        order = np.argsort(docnos, kind="stable")
+        csr, rows = block.tocsr()[order], docnos[order]
+        if csr.dtype != np.uint16 and csr.nnz and 0 <= csr.data.min() and csr.data.max() <= np.iinfo(np.uint16).max:
+            csr = csr.astype(np.uint16)  # merged with appended float32 rows: impacts are still small integers
+        layout = clustering.build(csr.indptr, csr.indices, csr.data, csr.shape[1])
+        clustering.write(self.folder / FOLDER, layout, rows, list(self._vocab), self._parts, _write_atomically)
+        held = csr[layout.order].tocsc()
+        found = clustering.Clusters(held, layout.starts, layout.cptr, layout.cterms, layout.cweights)
+        with self._lock:
+            self._blocks, self._docnos, self.clusters = [(held, rows[layout.order])], rows[layout.order], found
+            self._loaded, self._layout = 1, self._layout + 1
+        return f"{FOLDER}/{clustering.FILE}"
 
     # --- searching -------------------------------------------------------------------------------------
 
@@ -352,7 +415,7 @@ class ImpactMatrix:
             return None
         cached = self._mask
         if (cached is not None and (cached[0]() if cached[0] is not None else None) is bitmap
-                and cached[1:4] == (bound, len(docnos), self._removed_version)):
+                and cached[1:4] == (bound, len(docnos), (self._removed_version, self._layout))):
             return cached[4]
         keep = np.ones(len(docnos), dtype=bool)
         if bound is not None:
@@ -362,22 +425,24 @@ class ImpactMatrix:
         if len(self._removed):
             keep &= ~np.isin(docnos, self._removed)
         ref = weakref.ref(bitmap) if bitmap is not None else None
-        self._mask = (ref, bound, len(docnos), self._removed_version, keep)
+        self._mask = (ref, bound, len(docnos), (self._removed_version, self._layout), keep)
         return keep
 
     def search(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None,
-               allowed: np.ndarray | None = None) -> list[tuple[float, int]]:
+               allowed: np.ndarray | None = None, probes: int | None = None) -> list[tuple[float, int]]:
         """The top ``k`` (score, docno) pairs by score, plus every pair tied with the ``k``-th: the caller orders
         ties by id, as Anserini does. Only documents matching a query term (score above 0) are hits; with
-        ``allowed`` (one bool per docno: a metadata filter's matches), only those, ranked before the cut."""
-        found, hit_docnos = self.search_arrays(vector, k, bound, bitmap, allowed)
+        ``allowed`` (one bool per docno: a metadata filter's matches), only those, ranked before the cut.
+        ``probes``: search approximately, scoring the rows of that many clusters (:meth:`approximate`) where the
+        matrix has them; None: every row."""
+        found, hit_docnos = self.search_arrays(vector, k, bound, bitmap, allowed, probes)
         return list(zip(found.tolist(), hit_docnos.tolist()))
 
     def search_arrays(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None,
-                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      allowed: np.ndarray | None = None, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search`'s hits as arrays: float32 scores and int64 docnos, in no set order."""
         with self._lock:
-            blocks, docnos = self._blocks, self._docnos
+            blocks, docnos, found_clusters = self._blocks, self._docnos, self.clusters
         if not blocks or not vector or k < 1:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         columns = np.fromiter(map(self._vocab.__getitem__, vector), dtype=np.int64, count=len(vector))
@@ -388,9 +453,14 @@ class ImpactMatrix:
             visible = selected if visible is None else visible & selected
         found_parts, docno_parts = [], []
         start = 0
-        for block, block_docnos in blocks:  # each block's top k and its ties, then the cut over all of them
+        for at, (block, block_docnos) in enumerate(blocks):  # each block's top k and its ties, then the cut over all
             end = start + len(block_docnos)
-            rows, found = block_top(block, columns, weights, None if visible is None else visible[start:end], k)
+            mask = None if visible is None else visible[start:end]
+            if at == 0 and found_clusters is not None and probes is not None:
+                rows, found = self.approximate(found_clusters, block, columns, weights, mask, k, probes,
+                                               allowed is not None)
+            else:
+                rows, found = block_top(block, columns, weights, mask, k)
             found_parts.append(found)
             docno_parts.append(block_docnos[rows])
             start = end
@@ -401,3 +471,21 @@ class ImpactMatrix:
             keep = found >= np.partition(found, len(found) - k)[len(found) - k]
             found, hit_docnos = found[keep], hit_docnos[keep]
         return found, hit_docnos
+
+    @staticmethod
+    def approximate(found_clusters: clustering.Clusters, block: sparse.csc_matrix, columns: np.ndarray,
+                    weights: np.ndarray, mask: np.ndarray | None, k: int, probes: int, filtered: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The clustered block's top ``k`` among the rows of its ``probes`` best clusters (scores exact). Under a
+        filter (``filtered``: ``mask`` holds its matches), ``probes / share of rows it keeps`` clusters, so about as
+        many matching rows are scored; where that reaches every cluster, the exhaustive search instead."""
+        wanted = probes
+        if filtered and mask is not None:
+            kept = int(np.count_nonzero(mask))
+            if not kept:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            wanted = -(-probes * len(mask) // kept)
+        if wanted >= found_clusters.count:
+            return block_top(block, columns, weights, mask, k)  # type: ignore[no-any-return]
+        rows, found, _ = found_clusters.top(block, columns, weights, _NO_MASK if mask is None else mask, k, wanted)
+        return rows, found
