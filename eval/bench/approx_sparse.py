@@ -353,9 +353,9 @@ def summary(rows: dict[str, Any], target: float = 0.98) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"{report['documents']} documents, {report['queries']} queries x {report['rounds']} rounds, k=10, query "
-             f"encoding excluded; recall against exact answers from scipy over the vectors file; load average "
-             f"{report['machine']['load_average'][0]:.1f} on {report['machine']['cpus']} cpus.", "",
+    lines = [(f"{report['documents']} documents, {report['queries']} queries x {report['rounds']} rounds, k=10, query "
+              f"encoding excluded; recall against exact answers from scipy over the vectors file; load average "
+              f"{report['machine']['load_average'][0]:.1f} on {report['machine']['cpus']} cpus."), "",
              "| row | p50 ms | p99 ms | recall@10 | recall@10 (ties counted) |", "|---|---|---|---|---|"]
     for name, r in report["rows"].items():
         lines.append(f"| {name} | {r['ms']['p50']:.3f} | {r['ms']['p99']:.3f} | {r['recall_at_10']:.4f} | "

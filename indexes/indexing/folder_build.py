@@ -26,7 +26,12 @@ from indexes.storage.docstore.corpus import (
     file_sha256,
     iter_documents,
 )
-from indexes.storage.docstore.manifest import Manifest, RetrieverManifest, checksum_files, folder_size
+from indexes.storage.docstore.manifest import (
+    Manifest,
+    RetrieverManifest,
+    checksum_files,
+    folder_size,
+)
 from indexes.storage.docstore.store import DocStore
 from indexes.storage.lucene.engine import created_major, runtime_engine
 from indexes.storage.vectors.files import VectorSet, VectorsManifest

@@ -92,6 +92,9 @@ def tune_folder(folder: Path, manifest: Manifest, options: BuildOptions, queries
         if not result.reached:
             warn(f"retriever {name!r}: approximate search reaches recall@10 {result.recall_at_10:.3f} at best "
                  f"({result.parameters}), below the target {target:g}; searches with 'exact' are exact")
+        elif result.exhaustive:
+            warn(f"retriever {name!r}: recall@10 {target:g} is reached only by the exhaustive setting "
+                 f"({result.parameters}): its searches are exact in effect (approximation pays off on larger indexes)")
     return results
 
 

@@ -33,7 +33,13 @@ from retrieval.core.errors import HybridError
 from retrieval.core.fields import FieldSchema
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions, OpenOptions
-from retrieval.core.types import PRF_FIELDS, Encoded, PrfConfig, RetrieverSpec, ScoredDoc
+from retrieval.core.types import (
+    PRF_FIELDS,
+    Encoded,
+    PrfConfig,
+    RetrieverSpec,
+    ScoredDoc,
+)
 from retrieval.encoders.models import ModelError, ResolvedModel, resolve_model
 from retrieval.encoders.onnx_query import CACHE_DIR as ONNX_CACHE_DIR
 
@@ -196,10 +202,11 @@ class TuningResult:
     grid: list[dict[str, Any]] = field(default_factory=list)  # every setting tried: parameters, recall, p50 ms
     exact_p50_ms: float = 0.0
     seconds: float = 0.0
+    exhaustive: bool = False  # the setting chosen is the exact search itself: approximation pays nothing here
 
     def as_dict(self) -> dict[str, Any]:
         return {"parameters": self.parameters, "recall_at_10": round(self.recall_at_10, 4), "target": self.target,
-                "reached": self.reached, "queries": self.queries, "source": self.source,
+                "reached": self.reached, "exhaustive": self.exhaustive, "queries": self.queries, "source": self.source,
                 "exact_p50_ms": round(self.exact_p50_ms, 4), "seconds": round(self.seconds, 2), "grid": self.grid}
 
 

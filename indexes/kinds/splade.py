@@ -36,7 +36,7 @@ from indexes.storage.docstore.store import DocStore
 from indexes.storage.lucene import anserini_order, impacts
 from indexes.storage.lucene import backend as lucene_backend
 from indexes.storage.lucene.backend import ImpactIndex
-from indexes.storage.lucene.direct import SegmentIds, anserini_ranked, anserini_run_arrays
+from indexes.storage.lucene.direct import SegmentIds, anserini_ranked, ranked_run
 from indexes.storage.sparse import clusters as clustering
 from indexes.storage.sparse import impact_matrix
 from indexes.storage.sparse import tuning as sparse_tuning
@@ -44,7 +44,13 @@ from indexes.storage.sparse.impact_matrix import ImpactMatrix, MatrixWriter
 from indexes.storage.vectors.files import SparseVectors, SparseWriter, VectorFileError, VectorSet
 from retrieval.core.filters import Filter
 from retrieval.core.options import BuildOptions, OpenOptions
-from retrieval.core.types import Encoded, PrfConfig, RetrieverSpec, ScoredDoc, SparseVector
+from retrieval.core.types import (
+    Encoded,
+    PrfConfig,
+    RetrieverSpec,
+    ScoredDoc,
+    SparseVector,
+)
 from retrieval.encoders.cache import shared_encoder
 from retrieval.encoders.models import ResolvedModel
 from retrieval.encoders.sparse import Quantization, SpladeEncoder, quantize
@@ -87,8 +93,8 @@ class MatrixSearch:
             (matrix, store, view), = self._shards
             out = []
             for vector in vectors:
-                found, docnos = matrix.search_arrays(vector, k, view.bound, view.bitmap, allowed[0], probes[0])  # type: ignore[arg-type]
-                out.append(anserini_run_arrays(found, docnos, k, store))
+                ranked = matrix.search_ranked(vector, k, view.bound, view.bitmap, allowed[0], probes[0])  # type: ignore[arg-type]
+                out.append(ranked_run(*ranked, k, store))
             return out
         runs = []
         for vector in vectors:
@@ -471,7 +477,7 @@ class SpladeKind(RetrieverKind):
             return None
         return TuningResult({"probes": measured.probes, "clusters": matrix.clusters.count}, measured.recall, target,
                             measured.queries, queries.source, measured.reached, measured.grid, measured.exact_p50_ms,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, exhaustive=measured.probes >= matrix.clusters.count)
 
     def document_encoder(self, model: ResolvedModel | None, options: BuildOptions) -> SpladeEncoder:
         assert model is not None

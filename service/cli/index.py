@@ -222,7 +222,12 @@ def index_add(name: str, corpus: Path, batch: int, on_error: str, device: str | 
 
     from tqdm import tqdm
 
-    from indexes.storage.docstore.corpus import CorpusError, Skipped, iter_documents, resolve_corpus_file
+    from indexes.storage.docstore.corpus import (
+        CorpusError,
+        Skipped,
+        iter_documents,
+        resolve_corpus_file,
+    )
 
     settings = settings_from(index_root, device=device)
     corpus_file = resolve_corpus_file(corpus)

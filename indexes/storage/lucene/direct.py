@@ -272,7 +272,13 @@ def anserini_run_arrays(found: np.ndarray, docnos: np.ndarray, k: int, store: An
         listed = docnos.tolist()
         return anserini_run([(s, i, d) for s, i, d in zip(found.tolist(), store.ids_by_docno(listed), listed)
                              if i is not None], k, store)
-    ranked_docnos, ranked, adjusted, ties = anserini_order.ordered(found, docnos, k)
+    return ranked_run(*anserini_order.ordered(found, docnos, k), k, store)
+
+
+def ranked_run(ranked_docnos: np.ndarray, ranked: np.ndarray, adjusted: np.ndarray, ties: np.ndarray, k: int,
+               store: Any) -> Run:
+    """The :class:`Run` of hits ranked by :func:`indexes.storage.lucene.anserini_order.ordered` (its four arrays):
+    ids read for the hits only, and compared only within runs of equal scores."""
     listed = ranked_docnos.tolist()
     ids = store.ids_by_docno(listed)
     if None in ids:  # a docno without an id (the matrix never holds one): the plain path drops it, then ranks

@@ -42,15 +42,16 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-try:  # the scoring loop compiled; without numba, scipy's sparse product (about 1.5x slower at 1M documents)
-    import numba
-except ImportError:  # pragma: no cover - numba is a dependency; kept importable without it
-    numba = None
-
 from indexes.storage.docstore.layout import fsync_path
-from indexes.storage.kernels import top_k
 from indexes.storage.kernels.docno_flags import row_flags
+from indexes.storage.lucene import anserini_order
 from indexes.storage.sparse import clusters as clustering
+from indexes.storage.sparse.scoring import (  # noqa: F401
+    _NO_MASK,
+    _block_top_numpy,
+    block_top,
+    ranked_block,
+)
 
 FOLDER = "matrix"
 REMOVED = "removed.npy"
@@ -105,73 +106,6 @@ def write_part(folder: Path, number: int, docnos: np.ndarray, vectors: Sequence[
                                                        terms=terms, weights=weights, vocab=names,
                                                        seq=np.asarray([seq], dtype=np.int64)))
     return name
-
-
-_TINY = np.float32(np.finfo(np.float32).tiny)  # a hit scores above 0
-
-
-def _block_top_py(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: int, columns: np.ndarray,
-                  weights: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """One block's top ``k`` (row, score) and every tie at the cut, in one compiled call (a query on Cranfield
-    spent more in a dozen numpy calls around the scoring than in the scoring).
-
-    Scores: ``weight x impact`` added over the postings of ``columns`` (ones outside the block are skipped);
-    products and sums of integers below 2**24 are exact in float32, so the order of the additions cannot change a
-    score. ``mask`` (one bool per row, or empty for all) drops rows before the cut (:func:`top_k.select`).
-    """
-    scores = np.zeros(rows, dtype=np.float32)
-    width = len(indptr) - 1
-    for j in range(len(columns)):
-        c, w = columns[j], weights[j]
-        if c < 0 or c >= width:
-            continue
-        at, end = indptr[c], indptr[c + 1]
-        # Four postings at a time, loads before stores: a column's rows are distinct (a document's impacts are one
-        # {term: impact} map), so the four updates are independent, which the compiler cannot know (Cranfield:
-        # 17.5 -> 14.1 us a query). float32 math: numba would widen uint16 to float64.
-        while at + 4 <= end:
-            r0, r1, r2, r3 = indices[at], indices[at + 1], indices[at + 2], indices[at + 3]
-            s0 = scores[r0] + np.float32(data[at]) * w
-            s1 = scores[r1] + np.float32(data[at + 1]) * w
-            s2 = scores[r2] + np.float32(data[at + 2]) * w
-            s3 = scores[r3] + np.float32(data[at + 3]) * w
-            scores[r0], scores[r1], scores[r2], scores[r3] = s0, s1, s2, s3
-            at += 4
-        while at < end:
-            scores[indices[at]] += np.float32(data[at]) * w
-            at += 1
-    if len(mask):
-        for r in range(rows):
-            if not mask[r]:
-                scores[r] = 0
-    return top_k.select(scores, k, _TINY)
-
-
-def _block_top_numpy(block: sparse.csc_matrix, columns: np.ndarray, weights: np.ndarray, mask: np.ndarray,
-                     k: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_block_top_py`'s answer through scipy and numpy, where numba is missing (about 1.5x slower at 1M
-    documents)."""
-    inside = (columns >= 0) & (columns < block.shape[1])
-    scores = np.asarray(block[:, columns[inside]] @ weights[inside], dtype=np.float32).ravel()
-    if len(mask):
-        scores = np.where(mask, scores, np.float32(0))
-    return top_k.select_numpy(scores, k, _TINY)
-
-
-_block_top = numba.njit(cache=True, nogil=True)(_block_top_py) if numba is not None else None
-
-
-def block_top(block: sparse.csc_matrix, columns: np.ndarray, weights: np.ndarray, mask: np.ndarray | None,
-              k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The top ``k`` rows of one block for a query (``columns`` of the block, -1 for a term it lacks, with
-    ``weights``), ties at the cut included, as (rows, float32 scores) in no set order."""
-    mask = _NO_MASK if mask is None else mask
-    if _block_top is None:
-        return _block_top_numpy(block, columns, weights, mask, k)
-    return _block_top(block.indptr, block.indices, block.data, block.shape[0], columns, weights, mask, k)  # type: ignore[no-any-return]
-
-
-_NO_MASK = np.zeros(0, dtype=np.bool_)
 
 
 class MatrixWriter:
@@ -243,6 +177,8 @@ class ImpactMatrix:
             for dtype in {np.dtype(np.float32), *(block.data.dtype for block, _ in self._blocks)}:
                 tiny = sparse.csc_matrix(np.ones((1, 1), dtype=dtype))
                 block_top(tiny, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.float32), None, 1)
+                ranked_block(tiny, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                             np.ones(1, dtype=np.float32), None, 1)
             if self.clusters is not None:
                 self.clusters.top(self._blocks[0][0], np.zeros(0, np.int64), np.zeros(0, np.float32), _NO_MASK, 1, 1)
 
@@ -441,23 +377,42 @@ class ImpactMatrix:
     def search_arrays(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None,
                       allowed: np.ndarray | None = None, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search`'s hits as arrays: float32 scores and int64 docnos, in no set order."""
+        found = self._search(vector, k, bound, bitmap, allowed, probes, ranked=False)
+        return found  # type: ignore[return-value]
+
+    def search_ranked(self, vector: dict[str, int], k: int, bound: int | None = None, bitmap: np.ndarray | None = None,
+                      allowed: np.ndarray | None = None, probes: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search`'s hits ranked as Anserini ranks them (:func:`indexes.storage.lucene.anserini_order.ordered`:
+        docnos and scores by score then docno, the first ``k`` scores rounded, the runs of ties), in one compiled
+        call with the scoring where one block is searched exhaustively."""
+        return self._search(vector, k, bound, bitmap, allowed, probes, ranked=True)  # type: ignore[return-value]
+
+    def _search(self, vector: dict[str, int], k: int, bound: int | None, bitmap: np.ndarray | None,
+                allowed: np.ndarray | None, probes: int | None, ranked: bool) -> tuple[np.ndarray, ...]:
         with self._lock:
             blocks, docnos, found_clusters = self._blocks, self._docnos, self.clusters
         if not blocks or not vector or k < 1:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+            found, hit_docnos = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+            return anserini_order.ordered(found, hit_docnos, max(k, 1)) if ranked else (found, hit_docnos)
         columns = np.fromiter(map(self._vocab.__getitem__, vector), dtype=np.int64, count=len(vector))
         weights = np.fromiter(vector.values(), dtype=np.float32, count=len(vector))
         visible = self._visible(docnos, bound, bitmap)
         if allowed is not None:
             selected = row_flags(docnos, allowed)
             visible = selected if visible is None else visible & selected
+        approximate = found_clusters is not None and probes is not None
+        if ranked and len(blocks) == 1 and not approximate:
+            answer = ranked_block(blocks[0][0], blocks[0][1], columns, weights, visible, k)
+            if answer is not None:
+                return answer
         found_parts, docno_parts = [], []
         start = 0
         for at, (block, block_docnos) in enumerate(blocks):  # each block's top k and its ties, then the cut over all
             end = start + len(block_docnos)
             mask = None if visible is None else visible[start:end]
-            if at == 0 and found_clusters is not None and probes is not None:
-                rows, found = self.approximate(found_clusters, block, columns, weights, mask, k, probes,
+            if at == 0 and approximate:
+                rows, found = self.approximate(found_clusters, block, columns, weights, mask, k, probes,  # type: ignore[arg-type]
                                                allowed is not None)
             else:
                 rows, found = block_top(block, columns, weights, mask, k)
@@ -465,12 +420,13 @@ class ImpactMatrix:
             docno_parts.append(block_docnos[rows])
             start = end
         if len(blocks) == 1:  # one block's answer is already its top k and the ties at its cut
-            return found_parts[0], docno_parts[0]
-        found, hit_docnos = np.concatenate(found_parts), np.concatenate(docno_parts)
-        if len(found) > k:
-            keep = found >= np.partition(found, len(found) - k)[len(found) - k]
-            found, hit_docnos = found[keep], hit_docnos[keep]
-        return found, hit_docnos
+            found, hit_docnos = found_parts[0], docno_parts[0]
+        else:
+            found, hit_docnos = np.concatenate(found_parts), np.concatenate(docno_parts)
+            if len(found) > k:
+                keep = found >= np.partition(found, len(found) - k)[len(found) - k]
+                found, hit_docnos = found[keep], hit_docnos[keep]
+        return anserini_order.ordered(found, hit_docnos, k) if ranked else (found, hit_docnos)
 
     @staticmethod
     def approximate(found_clusters: clustering.Clusters, block: sparse.csc_matrix, columns: np.ndarray,
