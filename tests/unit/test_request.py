@@ -87,12 +87,21 @@ def test_the_library_s_dataclasses_build_the_same_request() -> None:
                                                     "weights": {"splade": 0.6, "dense": 0.4}}}),
     ("rrf:bm25+rm3+splade@onnx", {"retrievers": ["bm25", "splade"], "fusion": {"rrf_k": 60},
                                   "prf": {"bm25": {"method": "rm3"}}, "query_mode": {"splade": "onnx"}}),
+    ("splade!exact", {"retrievers": ["splade"], "exact": True}),
+    ("rrf:bm25!exact+splade@onnx!exact+rocchio", {"retrievers": ["bm25", "splade"], "fusion": {"rrf_k": 60},
+                                                   "exact": True, "prf": {"splade": {"method": "rocchio"}},
+                                                   "query_mode": {"splade": "onnx"}}),
 ])
 def test_method_specs_parse_into_requests(spec: str, expected: dict) -> None:
     assert parse_spec(spec).request(100) == SearchOptions.parse({"k": 100, **expected})
 
 
 def test_specs_a_request_cannot_say_are_refused() -> None:
+    with pytest.raises(SpecError, match="mixes exact and approximate"):
+        parse_spec("rrf:splade!exact+dense").request(10)
+    with pytest.raises(SpecError, match="the one there is: exact"):
+        parse_spec("splade!fast")
+    assert parse_spec("splade!exact").name == "splade!exact" and parse_spec("splade").name == "splade"
     with pytest.raises(SpecError, match="cannot ask for"):
         parse_spec("rrf:bm25+bm25+rm3").request(10)
     with pytest.raises(SpecError, match="cannot ask for"):
