@@ -112,4 +112,6 @@ def test_specs_with_query_modes() -> None:
     single = parse_spec("splade@tokens")
     assert single.name == "splade@tokens" and _without_prf(single.name, single) == "splade"
     with pytest.raises(SpecError, match="not a query mode"):
-        parse_spec("splade@Fast!")
+        parse_spec("splade@Fast")
+    with pytest.raises(SpecError, match="is not a search option"):
+        parse_spec("splade@onnx!")
