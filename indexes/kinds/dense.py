@@ -1,7 +1,9 @@
 """Dense retrieval on FAISS: sentence-transformers vectors, L2-normalized, inner product (= cosine).
 
 Vector ids are docnos. Live writes append; deleted versions stay as tombstones that a view's
-``bound``/``bitmap`` hides until a checkpoint compacts them away.
+``bound``/``bitmap`` hides until a checkpoint compacts them away. An ANN index (HNSW, IVF) searches with the
+efSearch/nprobe its build tuned to reach ``tune_recall_dense`` against exact search (``search_tuning`` in the
+manifest); ``exact`` scans every stored vector instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from indexes.kinds.base import (
     RetrieverKind,
     RetrieverRuns,
     RetrieverSearcher,
+    TuningQueries,
+    TuningResult,
     ViewState,
     WriteBatch,
     build_chunk,
@@ -32,6 +36,7 @@ from indexes.kinds.base import (
 from indexes.storage.docstore.manifest import Manifest, RetrieverManifest, folder_size
 from indexes.storage.docstore.store import DocStore
 from indexes.storage.faiss import backend as faiss_backend
+from indexes.storage.faiss import tuning as faiss_tuning
 from indexes.storage.faiss.backend import FaissIndex
 from indexes.storage.vectors.files import DenseVectors, DenseWriter, VectorSet
 from retrieval.core.filters import Filter
@@ -62,7 +67,7 @@ class DenseSearcher:
     """``bound`` and ``bitmap``: the docnos a point-in-time view of a live index may return."""
 
     def __init__(self, name: str, index: FaissIndex, encoder: DenseEncoder, store: DocStore, batch_size: int,
-                 view: ViewState = ViewState(), onnx_cache: Path | None = None) -> None:
+                 view: ViewState = ViewState(), onnx_cache: Path | None = None, exact: bool = False) -> None:
         if index.dimension != encoder.dimension:
             raise ValueError(f"FAISS index {name!r} has dimension {index.dimension}, the model {encoder.dimension}")
         self.name = name
@@ -72,6 +77,7 @@ class DenseSearcher:
         self._batch_size = batch_size
         self._view = view
         self._onnx_cache = onnx_cache
+        self.exact = exact  # every search exact (the 'exact' setting), whatever a request says
 
     def encode_queries(self, queries: Sequence[str], mode: str | None = None) -> np.ndarray:
         return query_vectors(self.encoder, queries, mode, self._batch_size, self._onnx_cache)
@@ -106,12 +112,13 @@ class DenseSearcher:
         started = time.perf_counter()
         allowed = self._allowed(where) if where is not None else None
         if prf is not None:
-            vectors = self._feedback(vectors, prf, allowed)
-        return RetrieverRuns(self.runs(vectors, depth, allowed), encode_ms, elapsed_ms(started))
+            vectors = self._feedback(vectors, prf, allowed, exact)
+        return RetrieverRuns(self.runs(vectors, depth, allowed, exact), encode_ms, elapsed_ms(started))
 
-    def runs(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> list[Run]:
-        """Each query's top ``k`` as a :class:`Run` of this view's document store (FAISS's order)."""
-        scores, rows = self._search(vectors, k, allowed)
+    def runs(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None, exact: bool = False) -> list[Run]:
+        """Each query's top ``k`` as a :class:`Run` of this view's document store (FAISS's order); ``exact``: every
+        stored vector scored, not the ANN index's candidates."""
+        scores, rows = self._search(vectors, k, allowed, exact or self.exact)
         out = []
         for values, docnos in zip(scores, rows):
             docnos = docnos.astype(np.int64, copy=False)
@@ -123,10 +130,11 @@ class DenseSearcher:
             out.append(Run(docnos, ids, listed, self._store))  # type: ignore[arg-type]
         return out
 
-    def hits(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> list[list[tuple[float, str, int]]]:
+    def hits(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None, exact: bool = False
+             ) -> list[list[tuple[float, str, int]]]:
         """Each query's top ``k`` as (score, id, docno), among ``allowed`` docnos where given (:meth:`runs`, read as
         triples: PRF and the sharded merge need the docnos beside the ids)."""
-        return [list(zip(run.scores, run.ids, run.docnos.tolist())) for run in self.runs(vectors, k, allowed)]
+        return [list(zip(run.scores, run.ids, run.docnos.tolist())) for run in self.runs(vectors, k, allowed, exact)]
 
     def _allowed(self, where: Filter) -> np.ndarray:
         """The docnos this view holds that the filter selects, one bool each (the document store answers)."""
@@ -139,14 +147,16 @@ class DenseSearcher:
             mask[: len(bits)] &= bits
         return mask
 
-    def _search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None, exact: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
         if allowed is not None:
-            return self.index.search_allowed(vectors, k, allowed)
-        return self.index.search(vectors, k, self._view.bound, self._view.bitmap)
+            return self.index.search_allowed(vectors, k, allowed, exact=exact)
+        return self.index.search(vectors, k, self._view.bound, self._view.bitmap, exact=exact)
 
-    def _feedback(self, vectors: np.ndarray, prf: PrfConfig, allowed: np.ndarray | None) -> np.ndarray:
+    def _feedback(self, vectors: np.ndarray, prf: PrfConfig, allowed: np.ndarray | None, exact: bool = False
+                  ) -> np.ndarray:
         """Vector PRF from this index's own top hits (see :func:`moved_query`)."""
-        top = self.hits(vectors, int(prf.fb_docs or 1), allowed)
+        top = self.hits(vectors, int(prf.fb_docs or 1), allowed, exact)
         return moved_query(vectors, [self.index.reconstruct(np.asarray([d for _, _, d in run], np.int64)) for run in top],
                            prf)
 
@@ -193,10 +203,11 @@ class ShardedDenseSearcher:
         started = time.perf_counter()
         allowed = [s._allowed(where) if where is not None else None for s in self.shards]
         if prf is not None:
-            top = self._hits(vectors, int(prf.fb_docs or 1), allowed)
+            top = self._hits(vectors, int(prf.fb_docs or 1), allowed, exact)
             stored = [self._stored(run) for run in top]
             vectors = moved_query(vectors, stored, prf)
-        runs = [[ScoredDoc(doc_id, score) for score, doc_id, _, _ in run] for run in self._hits(vectors, depth, allowed)]
+        runs = [[ScoredDoc(doc_id, score) for score, doc_id, _, _ in run]
+                for run in self._hits(vectors, depth, allowed, exact)]
         return RetrieverRuns(runs, encode_ms, elapsed_ms(started))
 
     def _stored(self, run: Sequence[tuple[float, str, int, int]]) -> np.ndarray:
@@ -209,10 +220,10 @@ class ShardedDenseSearcher:
             out[positions] = self.shards[shard].index.reconstruct(np.asarray([run[p][3] for p in positions], np.int64))
         return out
 
-    def _hits(self, vectors: np.ndarray, k: int, allowed: Sequence[np.ndarray | None]
+    def _hits(self, vectors: np.ndarray, k: int, allowed: Sequence[np.ndarray | None], exact: bool = False
               ) -> list[list[tuple[float, str, int, int]]]:
         """Each query's top ``k`` over every shard: (score, id, shard, docno), score descending, then id."""
-        per_shard = [s.hits(vectors, k, a) for s, a in zip(self.shards, allowed)]
+        per_shard = [s.hits(vectors, k, a, exact) for s, a in zip(self.shards, allowed)]
         out = []
         for q in range(len(vectors)):
             merged = [(score, doc_id, i, docno) for i, hits in enumerate(per_shard) for score, doc_id, docno in hits[q]]
@@ -228,11 +239,15 @@ class ShardedDenseSearcher:
 class DenseComponent(Component):
     def __init__(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> None:
         super().__init__(index_folder, name, entry, options.device)
+        tuned = (entry.search_tuning or {}).get("parameters", {})
         self.faiss = FaissIndex(self.folder, device=options.device, flat=options.dense_flat_search,
-                                flat_dtype=options.dense_flat_dtype)
+                                flat_dtype=options.dense_flat_dtype,
+                                ef_search=options.dense_ef_search or tuned.get("ef_search"),
+                                nprobe=options.dense_nprobe or tuned.get("nprobe"))
+        self.exact = options.exact
 
     def searcher(self, encoder: Any, store: DocStore, view: ViewState, batch_size: int) -> RetrieverSearcher:
-        return DenseSearcher(self.name, self.faiss, encoder, store, batch_size, view, self.onnx_cache)
+        return DenseSearcher(self.name, self.faiss, encoder, store, batch_size, view, self.onnx_cache, self.exact)
 
     @classmethod
     def merged_searcher(cls, components: Sequence[Component], encoder: Any, stores: Sequence[DocStore],
@@ -268,6 +283,7 @@ class DenseKind(RetrieverKind):
     model_option = "dense_model"
     query_modes = MODEL_QUERY_MODES
     vector_input = "dense"
+    tuning_target = "tune_recall_dense"
     # Pyserini's dense PRF settings (Li et al., 2021): Average over 3 hits; Rocchio over 5 with 0.4/0.6.
     prf_methods = {
         "average": {"fb_docs": 3},
@@ -381,6 +397,25 @@ class DenseKind(RetrieverKind):
 
     def open(self, index_folder: Path, name: str, entry: RetrieverManifest, options: OpenOptions) -> Component:
         return DenseComponent(index_folder, name, entry, options)
+
+    def tune(self, component: Component, queries: TuningQueries, target: float) -> TuningResult | None:
+        """efSearch (HNSW) or nprobe (IVF) reaching ``target`` recall@10 against an exact scan of the stored vectors
+        (:mod:`indexes.storage.faiss.tuning`), on the given query texts (encoded as searches encode them by default)
+        or on sampled documents' stored vectors; None for a flat index (exact already)."""
+        index = component.faiss if isinstance(component, DenseComponent) else None
+        if index is None or not index.approximate:
+            return None
+        started = time.perf_counter()
+        if queries.texts is not None:
+            vectors, skip = query_vectors(queries.encoder, queries.texts, None, 32, component.onnx_cache), None
+        else:
+            vectors, skip = faiss_tuning.sample_queries(index, queries.count)
+        measured = faiss_tuning.measure(index, vectors, target, skip)
+        if measured is None:
+            return None
+        return TuningResult(measured.parameters, measured.recall, target, measured.queries, queries.source,
+                            measured.reached, measured.grid, measured.exact_p50_ms, time.perf_counter() - started,
+                            exhaustive=measured.exhaustive)
 
     def describe(self, entry: RetrieverManifest) -> str:
         return f"dense {entry.model_id} {entry.parameters.get('factory')} d={entry.parameters.get('dimension')}"

@@ -46,6 +46,7 @@ class BuildOptions:
     splade_matrix: bool = True  # impacts beside the Lucene index, for in-memory search (indexes/storage/sparse/impact_matrix.py)
     splade_clusters: bool = True  # the approximate structure beside the matrix (indexes/storage/sparse/clusters.py)
     tune_recall_sparse: float = 0.98  # recall@10 against exact that build-time tuning aims for (sparse retrievers)
+    tune_recall_dense: float = 0.95  # the same for dense ANN indexes (HNSW efSearch, IVF nprobe)
     # The corpus's own queries (BEIR queries.jsonl), for tuning at build; None: found beside the corpus file, else
     # sampled from the documents (indexes/indexing/tuning.py).
     tune_queries: Path | None = None
@@ -93,6 +94,8 @@ class OpenOptions:
     min_free_disk_mb: int = 64  # below this much free space a live write or snapshot is refused before it starts
     exact: bool = False  # every search exact: SPLADE's whole matrix, dense's flat scan (a request may ask per search)
     splade_probes: int | None = None  # clusters an approximate SPLADE search scores; None: the index's tuned value
+    dense_ef_search: int | None = None  # HNSW efSearch; None: the index's tuned value, else 256
+    dense_nprobe: int | None = None  # IVF nprobe; None: the index's tuned value, else 32
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> OpenOptions:

@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     tune_recall_sparse: float = Field(
         0.98, gt=0, le=1, description="Recall@10 against exact search that tuning (at build, hybrid index tune) aims "
                                       "for with sparse retrievers; below it a build warns.")
+    tune_recall_dense: float = Field(
+        0.95, gt=0, le=1, description="Recall@10 against exact search that tuning (at build, hybrid index tune) aims "
+                                      "for with dense ANN indexes (HNSW's efSearch, IVF's nprobe); below it a build "
+                                      "warns.")
+    dense_ef_search: int | None = Field(
+        None, ge=1, description="efSearch of HNSW dense searches; default: the index's tuned value (hybrid index "
+                                "info: search_tuning), else 256.")
+    dense_nprobe: int | None = Field(
+        None, ge=1, description="IVF lists a dense search visits (nprobe); default: the index's tuned value, else 32.")
     overlap_builds: Literal["auto", "on", "off"] = Field(
         "auto", description="Build retrievers that encode nothing (BM25) on the CPU while the others encode: 'auto' "
                             "does so when the device is CUDA (on the CPU the encoders already use every core).")

@@ -139,7 +139,8 @@ def tuning_line(name: str, tuning: dict[str, Any]) -> str:
 @index.command("tune")
 @click.argument("name")
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Recall@10 against exact search to reach (default: the settings' tune_recall_sparse, 0.98).")
+              help="Recall@10 against exact search to reach (default: the settings' tune_recall_sparse, 0.98, for "
+                   "SPLADE and tune_recall_dense, 0.95, for dense ANN indexes).")
 @click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Queries to tune with (BEIR queries.jsonl, or one a line); default: the corpus folder's "
                    "queries.jsonl when it is still there, else sampled documents.")

@@ -16,18 +16,29 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import time
 from pathlib import Path
 
 import numpy as np
 
 from indexes.storage.docstore.layout import fsync_path
 from indexes.storage.faiss import flat_kernel
+from indexes.storage.faiss.factory import (  # noqa: F401 (re-exported: the build side's names, as before)
+    FaissBuildError,
+    FaissMissingError,
+    IndexBuilder,
+    _faiss,
+    _to_cpu,
+    _to_gpu,
+    build,
+    check_factory,
+    empty,
+    gpu_count,
+    needs_training,
+    require_faiss,
+)
 from indexes.storage.faiss.flat_kernel import FlatKernel
 from indexes.storage.faiss.locks import ReadWriteLock
 from indexes.storage.faiss.torch_flat import TorchFlat
-from retrieval.core.errors import HybridError, UnavailableError
 
 FILE = "index.faiss"
 
@@ -41,148 +52,6 @@ def exact_scan_limit(total: int, ef_search: int) -> int:
     in ``eval/bench/filters.py``). Never below 1,000, where a scan takes well under a millisecond.
     """
     return max(1000, math.isqrt(max(total, 1) * max(ef_search, 1)))
-
-
-class FaissBuildError(HybridError, ValueError):
-    """The factory string or its training needs cannot be met; the message says what to change."""
-
-
-class FaissMissingError(UnavailableError, RuntimeError):
-    """FAISS is an extra (CPU or GPU build), so a plain install has none."""
-
-
-def require_faiss():  # type: ignore[no-untyped-def]
-    """The faiss module, or one line saying which extra installs it."""
-    try:
-        import faiss
-    except ImportError as exc:
-        why = "is not installed" if isinstance(exc, ModuleNotFoundError) else f"cannot be loaded ({exc})"
-        raise FaissMissingError(
-            f"dense retrievers need FAISS, which {why}: pip install 'hybrid-retrieval[cpu]' "
-            "(or 'hybrid-retrieval[gpu]' on a CUDA 12 machine)"
-        ) from None
-    return faiss
-
-
-_faiss = require_faiss
-
-
-def gpu_count() -> int:
-    faiss = _faiss()
-    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
-
-
-def _to_gpu(index, device: str):  # type: ignore[no-untyped-def]
-    """Move to all GPUs when asked for and possible; types without GPU support stay on the CPU."""
-    if device == "cpu" or gpu_count() == 0:
-        return index
-    faiss = _faiss()
-    try:
-        return faiss.index_cpu_to_all_gpus(index)
-    except RuntimeError:
-        return index  # e.g. HNSW has no GPU implementation
-
-
-def _to_cpu(index):  # type: ignore[no-untyped-def]
-    faiss = _faiss()
-    if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
-        return faiss.index_gpu_to_cpu(index)
-    return index
-
-
-def _with_ids(factory: str) -> str:
-    return factory if factory.startswith("IDMap") else f"IDMap2,{factory}"
-
-
-def _new_index(factory: str, dimension: int):  # type: ignore[no-untyped-def]
-    """An empty ID-mapped inner-product index of ``factory`` (FAISS raises RuntimeError for a bad string)."""
-    faiss = _faiss()
-    return faiss.index_factory(dimension, _with_ids(factory), faiss.METRIC_INNER_PRODUCT)
-
-
-def needs_training(factory: str, dimension: int) -> bool:
-    return not _new_index(factory, dimension).is_trained
-
-
-def check_factory(factory: str, dimension: int, count: int) -> None:
-    """Reject impossible set-ups before hours of encoding are spent."""
-    try:
-        probe = _new_index(factory, dimension)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
-        raise FaissBuildError(f"invalid FAISS factory string {factory!r} for dimension {dimension}: {first}") from None
-    ivf = re.search(r"IVF(\d+)", factory)
-    if ivf and int(ivf.group(1)) > count:
-        raise FaissBuildError(
-            f"{factory!r} needs at least {ivf.group(1)} documents to train its {ivf.group(1)} lists; "
-            f"the corpus has {count}: use fewer lists (about 4*sqrt(N)) or 'Flat'"
-        )
-    pq = re.search(r"PQ(\d+)", factory)
-    if pq and not probe.is_trained and count < 256:
-        raise FaissBuildError(f"{factory!r} needs at least 256 documents to train its product quantizer; use 'Flat'")
-
-
-def build(vectors: np.ndarray, factory: str, device: str = "cpu") -> object:
-    """Vector ``i`` gets id (docno) ``i``."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    check_factory(factory, vectors.shape[1], vectors.shape[0])
-    index = _to_gpu(_new_index(factory, vectors.shape[1]), device)
-    if not index.is_trained:
-        index.train(vectors)
-    index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
-    return _to_cpu(index)
-
-
-class IndexBuilder:
-    """Vectors in docno order, a chunk at a time, for a build that encodes as it goes (issue 12, item 2).
-
-    A flat index takes each chunk as it arrives, so a build holds every vector once (in the index) rather than twice
-    (the chunks, then their concatenation) and finishes with nothing left to add. An index with no training and no
-    graph (``Flat``) comes out the same whether it is given its vectors at once or in chunks. Any other type keeps the
-    chunks until :meth:`finish`: training then sees every vector, and an HNSW graph is built in one ``add``, as a
-    one-shot :func:`build` does, so the index is the same as before.
-    """
-
-    def __init__(self, factory: str, dimension: int, device: str = "cpu") -> None:
-        self.factory, self.dimension, self.device = factory, dimension, device
-        self.count = 0
-        self.seconds = 0.0  # spent adding and finishing: the build's indexing time, apart from encoding
-        self._parts: list[np.ndarray] = []
-        self._index = _to_gpu(_new_index(factory, dimension), device) if factory.strip() == "Flat" else None
-
-    @property
-    def streams(self) -> bool:
-        """Whether chunks go into the index as they come (a flat index) rather than at :meth:`finish`."""
-        return self._index is not None
-
-    def add(self, vectors: np.ndarray) -> None:
-        started = time.perf_counter()
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
-        if self._index is not None:
-            self._index.add_with_ids(vectors, np.arange(self.count, self.count + len(vectors), dtype=np.int64))  # type: ignore[attr-defined]
-        else:
-            self._parts.append(vectors)
-        self.count += len(vectors)
-        self.seconds += time.perf_counter() - started
-
-    def finish(self) -> object:
-        started = time.perf_counter()
-        if self._index is not None:
-            index = _to_cpu(self._index)
-        else:
-            vectors = np.concatenate(self._parts) if self._parts else np.zeros((0, self.dimension), np.float32)
-            self._parts = []
-            index = build(vectors, self.factory, self.device)
-        self.seconds += time.perf_counter() - started
-        return index
-
-
-def empty(factory: str, dimension: int) -> object:
-    """An index with no vectors, for an index created empty; only types that need no training."""
-    check_factory(factory, dimension, 1 << 30)
-    if needs_training(factory, dimension):
-        raise FaissBuildError(f"{factory!r} must be trained on vectors: create the index from a corpus, or use 'Flat' or 'HNSW32'")
-    return _new_index(factory, dimension)
 
 
 def save(index: object, folder: Path) -> Path:
@@ -233,13 +102,25 @@ def _torch_cuda() -> bool:
 
 
 FLAT_ENGINES = ("auto", "faiss", "torch", "numba")
+DEFAULT_NPROBE, DEFAULT_EF_SEARCH = 32, 256  # an index opened without tuned values (or tuning them: hybrid index tune)
+
+
+def _ivf(inner) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        _faiss().extract_index_ivf(inner)
+    except RuntimeError:
+        return False
+    return True
 
 
 class FaissIndex:
     """A loaded index: concurrent searches, serialized appends and compactions.
 
-    Search parameters (nprobe, efSearch) are fixed at load time; a search can be limited to the
-    docnos a reader's point-in-time view holds (``bound`` and ``bitmap``).
+    Search parameters (nprobe, efSearch) are set at load time (the index's tuned values, issue 37; None: FAISS's
+    defaults raised to :data:`DEFAULT_NPROBE`/:data:`DEFAULT_EF_SEARCH`) and changed only by tuning
+    (:meth:`set_parameters`); a search can be limited to the docnos a reader's point-in-time view holds (``bound``
+    and ``bitmap``). :meth:`search` with ``exact`` scans every stored vector instead of the ANN structure: an HNSW
+    graph's own flat storage, read in place by the flat kernel, or an IVF index's vectors, reconstructed once.
 
     A flat inner-product index is searched by something faster than FAISS's flat kernel where there is one:
     ``flat="auto"`` takes a torch mirror of the vectors on CUDA (:mod:`indexes.storage.faiss.torch_flat`; near the
@@ -250,20 +131,20 @@ class FaissIndex:
     compaction.
     """
 
-    def __init__(self, folder: Path, device: str = "cpu", nprobe: int = 32, ef_search: int = 256,
+    def __init__(self, folder: Path, device: str = "cpu", nprobe: int | None = None, ef_search: int | None = None,
                  flat: str = "auto", flat_dtype: str = "fp32") -> None:
         faiss = _faiss()
         cpu_index = faiss.read_index(str(folder / FILE))
         if not isinstance(cpu_index, faiss.IndexIDMap2):
             raise FaissBuildError(f"{folder / FILE}: not an ID-mapped index (built by an older version); rebuild the index")
         self.dimension = int(cpu_index.d)
-        self.nprobe, self.ef_search = nprobe, ef_search
-        space = faiss.ParameterSpace()
-        for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
-            try:
-                space.set_index_parameter(cpu_index, name, value)
-            except RuntimeError:
-                pass  # parameter does not apply to this index type
+        self.nprobe, self.ef_search = nprobe or DEFAULT_NPROBE, ef_search or DEFAULT_EF_SEARCH
+        inner = faiss.downcast_index(cpu_index.index)
+        # What tuning may change: "ef_search" (HNSW), "nprobe" (IVF), or None (flat, PQ: exact or nothing to tune).
+        self.tunable = "ef_search" if isinstance(inner, faiss.IndexHNSW) else "nprobe" if _ivf(inner) else None
+        self.nlist = int(faiss.extract_index_ivf(inner).nlist) if self.tunable == "nprobe" else 0
+        self._apply(cpu_index)
+        self._exact: FlatKernel | None = None  # the exact scan of an ANN index's vectors, made at its first use
         ids = faiss.vector_to_array(cpu_index.id_map)
         self.max_docno = int(ids[-1]) if len(ids) else -1  # ids only ever grow: the last is the largest
         self._mirror = _flat_searcher(cpu_index, device, flat, flat_dtype)
@@ -272,6 +153,21 @@ class FaissIndex:
         self._selectors = not self._on_gpu  # turned off at the first type that refuses them (e.g. PQ)
         self._reconstructs = True  # turned off at the first type that cannot return stored vectors
         self._lock = ReadWriteLock()
+
+    def _apply(self, index) -> None:  # type: ignore[no-untyped-def]
+        faiss = _faiss()
+        space = faiss.GpuParameterSpace() if "Gpu" in type(index).__name__ else faiss.ParameterSpace()
+        for name, value in (("nprobe", self.nprobe), ("efSearch", self.ef_search)):
+            try:
+                space.set_index_parameter(index, name, value)
+            except RuntimeError:
+                pass  # parameter does not apply to this index type
+
+    def set_parameters(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Search with other efSearch/nprobe from now on (tuning tries several on one open index)."""
+        with self._lock.write():
+            self.ef_search, self.nprobe = ef_search or self.ef_search, nprobe or self.nprobe
+            self._apply(self._index)
 
     @property
     def ntotal(self) -> int:
@@ -299,15 +195,41 @@ class FaissIndex:
         params.keep_alive = (selector, bitmap)  # the C++ side only borrows them
         return params
 
+    @property
+    def approximate(self) -> bool:
+        """Whether :meth:`search` goes through an ANN structure (HNSW, IVF) rather than scanning every vector."""
+        return self._mirror is None and self.tunable is not None
+
+    def _exact_kernel(self) -> FlatKernel | None:
+        """The flat kernel over this ANN index's stored vectors (made once; None without numba, or where the vectors
+        cannot be returned): an HNSW graph's flat storage in place, else a copy of the reconstructed vectors."""
+        if self._exact is None and flat_kernel.available():
+            cpu = _to_cpu(self._index)
+            if flat_kernel.flat_storage(cpu) is not None:
+                kernel = FlatKernel(cpu)
+            else:
+                docnos = _faiss().vector_to_array(cpu.id_map).astype(np.int64)
+                try:
+                    kernel = FlatKernel(cpu, (self.reconstruct(docnos), docnos))
+                except FaissBuildError:
+                    return None
+            with self._lock.write():
+                self._exact = self._exact or kernel
+        return self._exact
+
     def search(self, queries: np.ndarray, k: int, bound: int | None = None,
-               bitmap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` (scores, docnos; -1 pads) among docnos below ``bound`` whose ``bitmap`` bit is set."""
+               bitmap: np.ndarray | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (scores, docnos; -1 pads) among docnos below ``bound`` whose ``bitmap`` bit is set; ``exact``:
+        every stored vector scored, whatever the index type (as a Flat index over them would)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        kernel = self._exact_kernel() if exact and self.approximate else None
         with self._lock.read():
             total = self.ntotal
             k = max(1, min(k, max(total, 1)))
             if total == 0:
                 return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+            if kernel is not None:
+                return kernel.search(queries, k, bound, bitmap)
             if self._mirror is not None:
                 return self._mirror.search(queries, k, bound, bitmap)
             if bitmap is None and (bound is None or self.max_docno < bound):
@@ -334,8 +256,8 @@ class FaissIndex:
             out_docnos[q, : len(kept)] = docnos[q, kept]
         return out_scores, out_docnos
 
-    def search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray, exact_limit: int | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+    def search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray, exact_limit: int | None = None,
+                       exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` among the docnos whose ``allowed`` bool is set (a metadata filter's matches in one view).
 
         Few matches (up to ``exact_limit``) are scored exactly, against their stored vectors, as
@@ -346,6 +268,10 @@ class FaissIndex:
         stored vectors go through the index only.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        kernel = self._exact_kernel() if exact and self.approximate else None
+        if kernel is not None:
+            with self._lock.read():
+                return kernel.search_allowed(queries, k, allowed)
         if isinstance(self._mirror, FlatKernel):  # exact, reading only the matches' rows
             with self._lock.read():
                 return self._mirror.search_allowed(queries, k, allowed)
@@ -354,6 +280,7 @@ class FaissIndex:
         docnos = np.flatnonzero(allowed)
         scannable = self._reconstructs
         limit = exact_scan_limit(self.ntotal, self.ef_search) if exact_limit is None else exact_limit
+        limit = len(allowed) if exact and self.approximate else limit  # no kernel: FAISS's brute force, all matches
         if scannable and len(docnos) <= limit:
             try:
                 return self._scan(queries, k, docnos)
@@ -385,6 +312,11 @@ class FaissIndex:
             out_docnos[q, : len(order)] = docnos[rows[q, order]]
         return out_scores, out_docnos
 
+    def docnos(self) -> np.ndarray:
+        """Every stored vector's docno, ascending."""
+        with self._lock.read():
+            return _faiss().vector_to_array(_to_cpu(self._index).id_map).astype(np.int64)
+
     def reconstruct(self, docnos: np.ndarray) -> np.ndarray:
         """The stored vectors of ``docnos`` (decoded: exact for flat and HNSW, approximate for PQ/SQ).
 
@@ -407,7 +339,8 @@ class FaissIndex:
         except RuntimeError:
             raise FaissBuildError("this FAISS index type cannot return stored vectors; dense PRF needs "
                                   "a flat, HNSW or IVF index") from None
-        with self._lock.write():
+        with self._lock.write():  # made anew: FAISS's hash-table map misses vectors added after it was made
+            inner.set_direct_map_type(faiss.DirectMap.NoMap)
             inner.set_direct_map_type(faiss.DirectMap.Hashtable)
         with self._lock.read():
             return np.asarray(self._index.reconstruct_batch(keys), dtype=np.float32)
@@ -462,6 +395,10 @@ class FaissIndex:
                 self._mirror.rebuild(*_flat_contents(self._index))
         elif self._mirror is not None:
             self._mirror.refresh(self._index)
+        if self._exact is not None and flat_kernel.flat_storage(_to_cpu(self._index)) is not None:
+            self._exact.refresh(_to_cpu(self._index))
+        else:
+            self._exact = None  # a copy of reconstructed vectors: made again at the next exact search
 
     def save(self, folder: Path) -> Path:
         with self._lock.read():

@@ -113,30 +113,48 @@ def _faiss() -> Any:
     return faiss
 
 
+def flat_storage(index: Any) -> Any:
+    """The ``IndexFlat`` holding an ID-mapped index's vectors as they were given: the index itself (``Flat``) or an
+    HNSW graph's storage (``HNSW32``: the exact search of issue 37 reads the graph's own rows); None otherwise."""
+    faiss = _faiss()
+    inner = faiss.downcast_index(index.index)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner = faiss.downcast_index(inner.storage)
+    return inner if isinstance(inner, faiss.IndexFlat) else None
+
+
 class FlatKernel:
-    """The searcher of one ID-mapped ``IndexFlatIP`` (``faiss.IndexIDMap2``); the caller holds its read lock."""
+    """The searcher of one ID-mapped ``IndexFlatIP`` (``faiss.IndexIDMap2``), or of the flat storage of an HNSW one
+    (:func:`flat_storage`), or of ``rows`` given (vectors and their ascending docnos: an IVF index's reconstructed
+    vectors); the caller holds its read lock."""
 
     dtype_name = "fp32"
 
-    def __init__(self, index: Any) -> None:
+    def __init__(self, index: Any, rows: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if not available():
             raise RuntimeError("the flat kernel needs numba")
         self.dimension = int(index.d)
         self._mask: tuple[Any, int, np.ndarray] | None = None  # (weakref to the last bitmap, rows, its rows' positions)
-        self.refresh(index)
+        self.refresh(index, rows)
         self.search(np.zeros((1, self.dimension), dtype=np.float32), 1)  # compile (or load the cached code) now
 
-    def refresh(self, index: Any) -> None:
+    def refresh(self, index: Any, rows: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Take views of ``index``'s memory anew (after an add or a compaction, under the index's write lock; a
         compaction may have rebuilt the index itself)."""
         faiss = _faiss()
-        self._index, self._inner = index, faiss.downcast_index(index.index)
-        n = int(self._inner.ntotal)
+        self._index = index
         self._mask = None
+        if rows is not None:
+            self._views = np.ascontiguousarray(rows[0], dtype=np.float32), np.ascontiguousarray(rows[1], dtype=np.int64)
+            return
+        storage = flat_storage(index)
+        if storage is None:
+            raise ValueError("the flat kernel reads a flat index's (or an HNSW graph's flat) storage, or rows given")
+        n = int(storage.ntotal)
         if n == 0:
             self._views = np.zeros((0, self.dimension), dtype=np.float32), np.zeros(0, dtype=np.int64)
             return
-        vectors = faiss.rev_swig_ptr(self._inner.get_xb(), n * self.dimension).reshape(n, self.dimension)
+        vectors = faiss.rev_swig_ptr(storage.get_xb(), n * self.dimension).reshape(n, self.dimension)
         self._views = vectors, faiss.rev_swig_ptr(self._index.id_map.data(), n)
 
     def _view_rows(self, bitmap: np.ndarray, rows: int, docnos: np.ndarray) -> np.ndarray:
