@@ -16,7 +16,9 @@ the time is the whole library call (request parsing, search, ranking, hits), que
 ``splade`` and ``dense`` alone (k=10), and ``hybrid`` (both, RRF, k=10), each over ``--rounds`` passes after one
 warm-up pass, interleaved query by query. Recall@10 is the share of the exact top 10 returned (by id);
 ``recall_ties`` also counts a hit whose score reaches the exact 10th score (ties at the cut, which an engine breaks
-its own way). The machine's load average is recorded before and after: on a shared machine, times are upper bounds.
+its own way). The machine's load average is recorded before and after: on a shared machine, times are upper bounds;
+``p50_of_fastest_ms`` (the median over queries of each query's fastest round) is what the work costs with less of
+the other jobs' interference in it. The targets are checked on the plain p50 of every call.
 """
 
 from __future__ import annotations
@@ -174,9 +176,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 took[name].append(result.took_ms)
     rows: dict[str, Any] = {}
     for name in calls:
+        fastest = np.asarray(times[name]).reshape(args.rounds, len(texts)).min(axis=0)  # each query's best round
         rows[name] = {"p50_ms": percentile(times[name], 50), "p99_ms": percentile(times[name], 99),
                       "mean_ms": float(np.mean(times[name])), "took_p50_ms": percentile(took[name], 50),
-                      "samples": len(times[name])}
+                      "p50_of_fastest_ms": percentile(fastest.tolist(), 50), "samples": len(times[name])}
         if name in recalls:
             rows[name]["recall_at_10"] = float(np.mean([r for r, _ in recalls[name]]))
             rows[name]["recall_ties_at_10"] = float(np.mean([t for _, t in recalls[name]]))
@@ -206,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, row in rows.items():
         extra = (f"  recall@10 {row['recall_at_10']:.4f} (ties {row['recall_ties_at_10']:.4f})"
                  if "recall_at_10" in row else "")
-        print(f"{name:7s} p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms{extra}")
+        print(f"{name:7s} p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms  (p50 of each query's fastest round "
+              f"{row['p50_of_fastest_ms']:.3f} ms){extra}")
     for name, check in checks.items():
         print(f"{name}: {check['measured']:.4f} against {check['target']} -> {'met' if check['met'] else 'NOT MET'}")
     print(f"load average before {load_before}, after {report['machine']['load_after']}; wrote {args.out}",
