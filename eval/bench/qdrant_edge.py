@@ -210,7 +210,9 @@ class QdrantShard:
 
 
 def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[float]], k: int, depth: int,
-            rrf_k: int, filters: Sequence[dict[str, Any]] = ()) -> list[Method]:
+            rrf_k: int, filters: Sequence[dict[str, Any]] = (), approximate_dense: bool = False) -> list[Method]:
+    """The comparison rows. Our dense rows named exact search with ``exact`` (a no-op on a Flat index); where our
+    index is an ANN one (``approximate_dense``), a row of both engines' HNSW and an RRF row with ours exact join."""
     qe = _edge()
     s, d = shard.sparse, shard.dense
     exact = qe.SearchParams(exact=True)
@@ -245,16 +247,21 @@ def methods(shard: QdrantShard, sparse_q: Sequence[Any], dense_q: Sequence[list[
 
     graph = qe.SearchParams(hnsw_ef=128)
     hnsw = [Method("dense (Qdrant HNSW vs our exact)", (d,), None,
-                   lambda i: qe.QueryRequest(**nearest_dense(i, k, graph)))] if shard.hnsw else []
+                   lambda i: qe.QueryRequest(**nearest_dense(i, k, graph)), exact=True)] if shard.hnsw else []
+    if shard.hnsw and approximate_dense:  # our index is HNSW or IVF too (issue 37): both engines' ANN defaults
+        hnsw.append(Method("dense (HNSW both; ours tuned)", (d,), None,
+                           lambda i: qe.QueryRequest(**nearest_dense(i, k, graph))))
     return [
         # Our default SPLADE search is approximate where the index has clusters (issue 37); Qdrant's sparse is exact.
         Method("splade", (s,), None, lambda i: qe.QueryRequest(**nearest_sparse(i, k))),
         Method("splade (ours exact)", (s,), None, lambda i: qe.QueryRequest(**nearest_sparse(i, k)), exact=True),
-        Method("dense (exact)", (d,), None, lambda i: qe.QueryRequest(**nearest_dense(i, k, exact))),
+        Method("dense (exact)", (d,), None, lambda i: qe.QueryRequest(**nearest_dense(i, k, exact)), exact=True),
         *hnsw,
         # Qdrant ranks from 0 in 1/(k + rank), we from 1: its k + 1 gives our scores.
         Method("rrf(splade, dense)", (s, d), FusionConfig(method="rrf", rrf_k=rrf_k), fused(qe.Fusion.Rrf(k=rrf_k + 1)),
                inputs=inputs),
+        *([Method("rrf(splade, dense) (ours exact)", (s, d), FusionConfig(method="rrf", rrf_k=rrf_k),
+                  fused(qe.Fusion.Rrf(k=rrf_k + 1)), inputs=inputs, exact=True)] if approximate_dense else []),
         Method("dbsf(splade, dense)", (s, d), FusionConfig(method="weighted", normalization="dbsf"),
                fused(qe.Fusion.Dbsf()), inputs=inputs),
         *(m for where in filters for m in filtered(where)),
@@ -325,7 +332,8 @@ def compare(searcher: Searcher, queries: Sequence[str], k: int = 10, depth: int 
             retriever.encode_queries = _Cached(retriever.encode_queries, queries)  # type: ignore[attr-defined]
         sparse_q = [shard.sparse_vector(v) for v in splade.encode_queries(list(queries))]  # type: ignore[attr-defined]
         dense_q = [v.tolist() for v in np.asarray(dense.encode_queries(list(queries)))]  # type: ignore[attr-defined]
-        rows = methods(shard, sparse_q, dense_q, k, depth, searcher.options.rrf_k, filters)
+        ann = bool(getattr(getattr(dense, "index", None), "approximate", False))  # our dense index is HNSW/IVF
+        rows = methods(shard, sparse_q, dense_q, k, depth, searcher.options.rrf_k, filters, ann)
         ours: dict[str, list[float]] = {m.name: [] for m in rows}
         theirs: dict[str, list[float]] = {m.name: [] for m in rows}
         overlap: dict[str, list[float]] = {m.name: [] for m in rows}
