@@ -14,7 +14,7 @@ import pytest
 
 from indexes.indexing.tuning import DOCUMENTS
 from indexes.kinds.base import ViewState
-from indexes.kinds.splade import MatrixSearch
+from indexes.kinds.splade_matrix import MatrixSearch
 from indexes.storage.docstore.corpus import Document
 from indexes.storage.docstore.manifest import Manifest
 from indexes.storage.docstore.store import DocStore

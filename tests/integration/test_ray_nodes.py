@@ -114,7 +114,8 @@ class RayServe:
         self.log = (cluster.base / "serve.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--ray", cluster.address, "--replicas", "2",
-             "--shards-from", "object-store", "--index-root", str(root), "--port", str(self.port), "--device", "cpu"],
+             "--shards-from", "object-store", "--index-root", str(root), "--port", str(self.port), "--device", "cpu",
+             "--max-concurrent", "8", "--max-queued", "8"],  # the 3 clients: the defaults would shed them with 429
             env={**os.environ, **ray_env(), "TMPDIR": str(cluster.head.tmp)}, stdout=self.log, stderr=self.log)
         deadline = time.time() + 900
         while time.time() < deadline:
