@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ class Sampler:
             return {}
         try:
             out = subprocess.run([self._smi, "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=5).stdout.splitlines()[0]
+                                 capture_output=True, text=True, timeout=5, check=False).stdout.splitlines()[0]
             util, mem = (float(x) for x in out.split(","))
             return {"gpu_util": util, "gpu_mem_mib": mem}
         except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
@@ -68,7 +68,7 @@ class Sampler:
             busy0, total0 = busy1, total1
             self.samples.append(sample)
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -91,7 +91,7 @@ def machine() -> dict[str, Any]:
     smi = shutil.which("nvidia-smi")
     if smi:
         out = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True).stdout.strip()
+                             capture_output=True, text=True, check=False).stdout.strip()
         info["gpu"] = out
     try:
         import torch
@@ -140,7 +140,7 @@ def main() -> None:
         started = time.perf_counter()
         try:
             proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  timeout=args.timeout)
+                                  timeout=args.timeout, check=False)
         except subprocess.TimeoutExpired as exc:
             text = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else (exc.output or "")
             proc = subprocess.CompletedProcess(command, 124, text + f"\nstopped after {args.timeout} s (--timeout)\n")

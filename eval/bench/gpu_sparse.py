@@ -262,7 +262,6 @@ def copy_bandwidth() -> float:
     b = torch.empty_like(a)
     a_numel = a.numel()
     ms = float(np.median(timed(lambda: b.copy_(a), 10)))
-    del a, b
     return 2 * 4 * a_numel / (ms / 1e3)
 
 
@@ -291,9 +290,9 @@ def run(sample_file: Path, sizes: list[int], shard_rows: int, batch: int, repeat
                                  "gpu_mem_gib": round(torch.cuda.memory_allocated() / 2**30, 1) if DEVICE == "cuda" else None}
         check = [0, 1, 2]
         ref = reference(shards, src, check, vocab)
-        variants: dict[str, Any] = {"doc_major": lambda w: search_doc_major(shards, queries_dense(src, w, vocab))}
+        variants: dict[str, Any] = {"doc_major": lambda w, s=shards: search_doc_major(s, queries_dense(src, w, vocab))}
         if term_major:
-            variants["term_major"] = lambda w: search_term_major(shards, src, w)
+            variants["term_major"] = lambda w, s=shards: search_term_major(s, src, w)
         doc_bytes = sum(s.doc_bytes() for s in shards)
         for name, fn in variants.items():
             got = fn(check)[0].double().cpu().numpy()
@@ -302,7 +301,7 @@ def run(sample_file: Path, sizes: list[int], shard_rows: int, batch: int, repeat
             for b in (1, batch):
                 groups = [[(g * b + j) % nq for j in range(b)] for g in range(max(1, nq // b))]
                 cursor = iter(range(10**9))
-                ms = timed(lambda: fn(groups[next(cursor) % len(groups)]), repeat)
+                ms = timed(lambda f=fn, g=groups, c=cursor: f(g[next(c) % len(g)]), repeat)
                 p50 = float(np.median(ms))
                 moved = (doc_bytes + 2 * 4 * rows * b if name == "doc_major"
                          else int(np.mean([postings_bytes(shards, src, g) for g in groups[:8]])))
@@ -317,7 +316,7 @@ def run(sample_file: Path, sizes: list[int], shard_rows: int, batch: int, repeat
                   f"({res[f'batch{batch}']['fraction_of_bound']:.2f} of bound)", flush=True)
         entry["doc_major_bytes"] = doc_bytes
         report["sizes"].append(entry)
-        del shards, variants
+        shards, variants = [], {}  # free the GPU memory before the next size
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
         out.parent.mkdir(parents=True, exist_ok=True)
