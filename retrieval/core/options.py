@@ -90,7 +90,7 @@ class OpenOptions:
     dense_flat_search: str = "auto"  # flat dense indexes: "auto" (torch on CUDA, numba on the CPU), "faiss", "torch", "numba"
     dense_flat_dtype: str = "fp32"  # the torch flat search's storage: fp32, fp16, bf16
     splade_search: str = "auto"  # "matrix" (in memory), "lucene", "auto" (the matrix when it has one that fits)
-    splade_matrix_max_mb: int = 2048
+    splade_matrix_max_mb: int = 8192
     min_free_disk_mb: int = 64  # below this much free space a live write or snapshot is refused before it starts
     exact: bool = False  # every search exact: SPLADE's whole matrix, dense's flat scan (a request may ask per search)
     splade_probes: int | None = None  # clusters an approximate SPLADE search scores; None: the index's tuned value

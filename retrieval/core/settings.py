@@ -91,7 +91,9 @@ class Settings(BaseSettings):
         "auto", description="What searches SPLADE: 'matrix' scores in memory (same hits and scores as Lucene, 10-15x "
                             "faster on the CPU), 'lucene' through Lucene; 'auto' takes the matrix when the index has one "
                             "that fits splade_matrix_max_mb. PRF's feedback pass goes through Lucene.")
-    splade_matrix_max_mb: int = Field(2048, ge=0, description="The largest matrix 'auto' loads into memory.")
+    splade_matrix_max_mb: int = Field(8192, ge=0, description=(
+        "The largest matrix 'auto' loads into memory (about 3 GiB a million documents of 400 impacts, clusters "
+        "included); a larger one is searched through Lucene, exactly and slower."))
     splade_clusters: bool = Field(
         True, description="Build the approximate SPLADE structure with the matrix: its rows grouped into clusters of "
                           "about 32 similar documents (matrix/clusters.npz), of which a search scores the best few "
