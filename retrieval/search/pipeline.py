@@ -327,10 +327,8 @@ class Searcher:
                     skipped.append(name)
                 else:
                     results[name] = retrieve(name)
-        fusion = request.fusion.config(self.options.rrf_k)
         if skipped:
             names = [name for name in names if name in results]
-            fusion = fusion.without(skipped)
         for name in names:
             result = results[name]
             runs[name] = result.runs
@@ -339,6 +337,9 @@ class Searcher:
         if not fusing and rerank is None and marking is None and min_score is None and not explain and not include_text:
             return self._plain_pages(runs[names[0]], names, k, offset, started, timings)
         fuse_started = time.perf_counter()
+        fusion = request.fusion.config(self.options.rrf_k)  # built here: the plain pages above need none
+        if skipped:
+            fusion = fusion.without(skipped)
         # Scores sort descending, so a min_score cut keeps a prefix: offset + k fused documents (or the reranker's
         # depth) are all a request can show.
         shown = max(offset + k, rerank.depth if rerank is not None else 0)
