@@ -370,14 +370,11 @@ class SpladeKind(RetrieverKind):
             shutil.move(str(matrix), str(ctx.out / impact_matrix.FOLDER))
         encode_seconds = clock.get("encode", 0.0)
         index_seconds = time.perf_counter() - started - encode_seconds
-        structure = self._cluster(ctx) if matrix is not None and o.splade_clusters else {}
+        structure = self._cluster(ctx, stages) if matrix is not None and o.splade_clusters else {}
         ctx.stage(f"{name}-indexed")
         # From vectors, the quantization is the encoder's; storing term vectors is this build's choice.
         encoded = {k: ctx.vector_set.parameters[k] for k in ("scale", "doc_top_k")} if ctx.vector_set else {}
         postings = int(stages.pop("postings"))
-        if structure:  # its count describes the index; what building it cost goes with the other stages' times
-            stages["cluster_s"], stages["cluster_load_s"] = structure.pop("cluster_seconds"), structure.pop(
-                "cluster_load_seconds")
         parameters = {**self.parameters(o), **encoded, "avg_terms_per_doc": round(postings / max(total, 1), 2),
                       **structure}
         stages["read_s"] = round(stages["read_s"] - encode_seconds, 3)  # what producing the chunks took, encoding aside
@@ -386,17 +383,18 @@ class SpladeKind(RetrieverKind):
                                  round(index_seconds, 3), folder_size(ctx.out), kind=self.name,
                                  stages={k: float(v) for k, v in stages.items() if isinstance(v, (int, float))})
 
-    def _cluster(self, ctx: BuildContext) -> dict[str, Any]:
-        """The approximate structure over the built matrix (:mod:`indexes.storage.sparse.clusters`): its clusters and
-        what building them cost, for the manifest (the Lucene build's seconds are ``index_seconds``)."""
+    def _cluster(self, ctx: BuildContext, stages: dict[str, Any]) -> dict[str, Any]:
+        """The approximate structure over the built matrix (:mod:`indexes.storage.sparse.clusters`): its cluster count
+        for the manifest's parameters; what building it cost goes into ``stages`` (``cluster_s``, ``cluster_load_s``),
+        beside the Lucene build's, so that parameters stay the same from build to build."""
         started = time.perf_counter()
         matrix = ImpactMatrix(ctx.out)
         loaded = time.perf_counter() - started
         if matrix.cluster() is None or matrix.clusters is None:
             return {}
         ctx.stage(f"{ctx.spec.name}-clustered")
-        return {"cluster_count": matrix.clusters.count, "cluster_seconds": round(time.perf_counter() - started, 3),
-                "cluster_load_seconds": round(loaded, 3)}
+        stages["cluster_s"], stages["cluster_load_s"] = round(time.perf_counter() - started, 3), round(loaded, 3)
+        return {"cluster_count": matrix.clusters.count}
 
     def tune(self, component: Component, queries: TuningQueries, target: float) -> TuningResult | None:
         """``probes`` reaching ``target`` recall@10 against the exhaustive matrix search
